@@ -1,0 +1,196 @@
+"""Wire codec: ``[topic, header, payload, *array frames]``, all msgpack, arrays without copies.
+
+Header and payload are msgpack maps, so a plain msgpack reader in any language decodes them.
+numpy arrays are msgpack ext types:
+
+* ext 1 (inline):       ``u8 dtype code | u8 ndim | ndim x u64 shape (LE) | raw little-endian data``
+* ext 2 (out-of-band):  ``u8 dtype code | u8 ndim | ndim x u64 shape (LE) | u32 frame index (LE)``;
+  the data is multipart frame ``3 + index``. Large arrays go this way: the sender hands the array's
+  buffer to ZeroMQ and the receiver wraps the frame with ``np.frombuffer``: no copy on either side.
+
+Decoded arrays are read-only views of the received frames.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from protocols.base import FieldError, Message
+
+EXT_INLINE = 1
+EXT_FRAME = 2
+DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(d).newbyteorder("<")
+    for d in ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+              "float16", "float32", "float64")
+)
+DTYPE_CODES = {d: i for i, d in enumerate(DTYPES)}
+MAX_NDIM = 8
+_U32 = struct.Struct("<I")
+
+
+class DecodeError(ValueError):
+    """A frame the codec refuses. ``field`` names the part, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class Header(msgspec.Struct, kw_only=True, omit_defaults=False):
+    schema: str
+    version: int
+    seq: int
+    sender: str
+    wall_time: float
+    step: int = -1
+    sim_time: float = 0.0
+
+
+_header_encoder = msgspec.msgpack.Encoder()
+_header_decoder = msgspec.msgpack.Decoder(Header)
+
+
+def _array_prefix(arr: np.ndarray) -> bytes:
+    code = DTYPE_CODES.get(arr.dtype.newbyteorder("<"))
+    if code is None:
+        raise TypeError(f"arrays of dtype {arr.dtype} cannot be sent")
+    return struct.pack(f"<BB{arr.ndim}Q", code, arr.ndim, *arr.shape)
+
+
+class Codec:
+    """Encodes and decodes messages; one per process (it is not thread-safe)."""
+
+    def __init__(self, inline_limit: int = 16 * 1024, max_message_bytes: int = 256 * 1024 * 1024) -> None:
+        self.inline_limit = inline_limit
+        self.max_message_bytes = max_message_bytes
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)
+        self._decoders: dict[type, msgspec.msgpack.Decoder] = {}
+        self._out_frames: list[Any] = []
+        self._in_frames: list[Any] = []
+
+    # --- encode ------------------------------------------------------------------------------
+
+    def _enc_hook(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.byteorder == ">":
+                obj = obj.astype(obj.dtype.newbyteorder("<"))
+            prefix = _array_prefix(obj)
+            if obj.nbytes <= self.inline_limit:
+                return msgspec.msgpack.Ext(EXT_INLINE, prefix + obj.tobytes())
+            self._out_frames.append(np.ascontiguousarray(obj))
+            return msgspec.msgpack.Ext(EXT_FRAME, prefix + _U32.pack(len(self._out_frames) - 1))
+        if isinstance(obj, np.generic):
+            return obj.item()
+        raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+    def encode_payload(self, msg: Message) -> list[Any]:
+        """``[payload, *array frames]`` for one message."""
+        self._out_frames = []
+        payload = self._encoder.encode(msg)
+        frames, self._out_frames = self._out_frames, []
+        return [payload, *frames]
+
+    @staticmethod
+    def encode_header(
+        msg_type: type[Message], seq: int, sender: str, step: int = -1, sim_time: float = 0.0
+    ) -> bytes:
+        return _header_encoder.encode(
+            Header(schema=msg_type.SCHEMA, version=msg_type.VERSION, seq=seq, sender=sender,
+                   wall_time=time.time(), step=step, sim_time=sim_time)
+        )
+
+    # --- decode ------------------------------------------------------------------------------
+
+    def _ext_hook(self, code: int, data: memoryview) -> Any:
+        if code not in (EXT_INLINE, EXT_FRAME) or len(data) < 2:
+            raise ValueError(f"unknown ext type {code}")
+        dtype_code, ndim = data[0], data[1]
+        if dtype_code >= len(DTYPES):
+            raise ValueError(f"unknown array dtype code {dtype_code}")
+        if ndim > MAX_NDIM:
+            raise ValueError(f"array has {ndim} dimensions, at most {MAX_NDIM}")
+        body = 2 + 8 * ndim
+        if len(data) < body:
+            raise ValueError("truncated array header")
+        shape = struct.unpack_from(f"<{ndim}Q", data, 2)
+        dtype = DTYPES[dtype_code]
+        if code == EXT_INLINE:
+            raw = data[body:]
+        else:
+            if len(data) != body + 4:
+                raise ValueError("malformed out-of-band array reference")
+            index = _U32.unpack_from(data, body)[0]
+            if index + 3 >= len(self._in_frames):
+                raise ValueError(f"array refers to frame {index + 3}, message has {len(self._in_frames)}")
+            raw = self._in_frames[index + 3]
+            raw = raw.buffer if hasattr(raw, "buffer") else raw
+        count = int(np.prod(shape, dtype=np.int64)) if ndim else 1
+        if count * dtype.itemsize != len(raw):
+            raise ValueError(f"array data is {len(raw)} bytes, shape {shape} of {dtype.name} needs "
+                             f"{count * dtype.itemsize}")
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    @staticmethod
+    def _dec_hook(t: type, obj: Any) -> Any:
+        if t is np.ndarray and isinstance(obj, np.ndarray):
+            return obj
+        raise TypeError(f"expected an array, got {type(obj).__name__}")
+
+    def _decoder(self, msg_type: type[Message]) -> msgspec.msgpack.Decoder:
+        dec = self._decoders.get(msg_type)
+        if dec is None:
+            dec = msgspec.msgpack.Decoder(msg_type, ext_hook=self._ext_hook, dec_hook=self._dec_hook)
+            self._decoders[msg_type] = dec
+        return dec
+
+    def decode_header(self, frame: Any) -> Header:
+        try:
+            return _header_decoder.decode(frame)
+        except msgspec.DecodeError as exc:
+            raise DecodeError("header", f"not a valid msgpack header ({exc})") from None
+        except msgspec.ValidationError as exc:
+            raise DecodeError("header", str(exc)) from None
+
+    def decode(self, frames: list[Any], msg_type: type[Message], header: Header | None = None) -> Message:
+        """Decode ``[topic, header, payload, *arrays]`` as ``msg_type``; DecodeError on anything wrong."""
+        if len(frames) < 3:
+            raise DecodeError("frames", f"expected at least 3 frames (topic, header, payload), got {len(frames)}")
+        size = sum(len(f) for f in frames)
+        if size > self.max_message_bytes:
+            raise DecodeError("frames", f"message is {size} bytes, the limit is {self.max_message_bytes}")
+        if header is None:
+            header = self.decode_header(frames[1])
+        if header.schema != msg_type.SCHEMA or header.version != msg_type.VERSION:
+            raise DecodeError(
+                "header.schema",
+                f"got {header.schema}@{header.version}, this edge carries {msg_type.SCHEMA}@{msg_type.VERSION}",
+            )
+        self._in_frames = frames
+        try:
+            msg = self._decoder(msg_type).decode(frames[2])
+        except FieldError as exc:
+            raise DecodeError(f"payload.{exc.field}", exc.reason) from None
+        except msgspec.ValidationError as exc:
+            raise DecodeError("payload", str(exc)) from None
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            raise DecodeError("payload", f"malformed ({exc})") from None
+        finally:
+            self._in_frames = []
+        return msg
+
+
+def plain_view(frames: list[bytes]) -> dict[str, Any]:
+    """Decode a message with plain msgpack rules only (what a reader in another language sees)."""
+    return {
+        "topic": bytes(frames[0]).decode(),
+        "header": msgspec.msgpack.decode(frames[1]),
+        "payload": msgspec.msgpack.decode(frames[2]),
+        "frames": len(frames) - 3,
+    }

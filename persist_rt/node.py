@@ -1,0 +1,495 @@
+"""The node: a process that declares publishers, subscriptions, services, parameters and timers.
+
+    class Talker(Node):
+        rate_hz = Param(10.0, "publish rate", gt=0)
+
+        def on_configure(self) -> None:
+            self.out = self.publisher("chatter", Text)
+            self.timer(1.0 / self.rate_hz, self.tick)
+
+        def tick(self) -> None:
+            self.out.publish(Text(data="hello"))
+
+The runtime does the plumbing: one single-threaded executor polls every socket with
+``zmq.Poller`` (blocking pyzmq: about half the round trip of ``zmq.asyncio`` here), runs due timers,
+answers services and keeps the registry lease. Callbacks and timers run only while ACTIVE.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import zmq
+
+from persist_rt import lifecycle, services
+from persist_rt.codec import Codec
+from persist_rt.lifecycle import State
+from persist_rt.log import get_logger
+from persist_rt.params import Param, ParamError, collect
+from persist_rt.qos import QoS
+from persist_rt.transport import Publisher, Subscription, Timer
+from protocols import Metrics, ParameterUpdate
+from protocols.base import Message
+
+M = TypeVar("M", bound=Message)
+
+METRICS_TOPIC = "/metrics"
+PARAM_EVENTS_TOPIC = "/parameter_events"
+
+
+class Node:
+    """Base class of every PERSIST node. Override the ``on_*`` hooks; declare ``Param``s on the class."""
+
+    kind: str = ""  # short name shown in `persist node list`; defaults to the class name
+    heartbeat_s: float = 0.5
+    metrics_period_s: float = 1.0
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        registry: str | None = None,
+        params: dict[str, Any] | None = None,
+        namespace: str = "",
+        remaps: dict[str, str] | None = None,
+        qos_overrides: dict[str, str] | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        transport: str = "tcp",
+        autostart: bool = True,
+    ) -> None:
+        self.name = name or type(self).__name__.lower()
+        self.kind = self.kind or type(self).__name__
+        self.namespace = namespace.strip("/")
+        self.remaps = dict(remaps or {})
+        self.qos_overrides = {k: QoS.parse(v) for k, v in (qos_overrides or {}).items()}
+        self.registry_endpoint = registry
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.host = host
+        self.transport = transport
+        self.autostart = autostart
+        self.state = State.UNCONFIGURED
+        self.log = get_logger(self.name, self.run_dir)
+        self.codec = Codec()
+        self.counters: dict[str, float] = {}
+        self.gauges: dict[str, float] = {}
+        self.restarts = int(os.environ.get("PERSIST_RESTARTS", "0"))
+
+        self._param_decls: dict[str, Param] = collect(type(self))
+        self._param_values: dict[str, Any] = {k: p.default for k, p in self._param_decls.items()}
+        for key, value in (params or {}).items():
+            decl = self._param_decls.get(key)
+            if decl is None:
+                known = ", ".join(sorted(self._param_decls)) or "none"
+                raise ParamError(key, f"node kind {self.kind} has no such parameter (known: {known})")
+            self._param_values[key] = decl.coerce(value)
+
+        self.ctx = zmq.Context.instance()
+        self._poller = zmq.Poller()
+        self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
+        self._services: dict[str, services.Handler] = {}
+        self.publishers: dict[str, Publisher] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._timers: list[Timer] = []
+        self._pub_sock: zmq.Socket | None = None
+        self._rel_sock: zmq.Socket | None = None
+        self._endpoints: dict[str, str] = {}
+        self._reliable_peers: dict[bytes, Any] = {}
+        self._stop_requested = False
+        self._graph_version = -1
+        self._next_heartbeat = 0.0
+        self._next_metrics = 0.0
+        self._registered = False
+        self._hb_seq = 0
+        self._blocked_depth = 0
+
+        self._svc_sock = self.ctx.socket(zmq.ROUTER)
+        self._svc_sock.setsockopt(zmq.LINGER, 0)
+        self._endpoints["service"] = self._bind(self._svc_sock, "svc")
+        self._watch(self._svc_sock, self._on_service)
+        self._reg_sock: zmq.Socket | None = None
+        if registry:
+            self._reg_sock = self.ctx.socket(zmq.DEALER)
+            self._reg_sock.setsockopt(zmq.LINGER, 0)
+            self._reg_sock.setsockopt(zmq.SNDHWM, 16)
+            self._reg_sock.connect(registry)
+            self._watch(self._reg_sock, self._on_registry_reply)
+        self._register_builtin_services()
+
+    # ================================ user API ==================================================
+
+    def on_configure(self) -> None:
+        """Create publishers, subscriptions, timers. Runs on unconfigured -> inactive."""
+
+    def on_activate(self) -> None:
+        """Runs on inactive -> active; timers and callbacks start after it."""
+
+    def on_deactivate(self) -> None:
+        """Runs on active -> inactive."""
+
+    def on_cleanup(self) -> None:
+        """Runs on inactive -> unconfigured."""
+
+    def on_shutdown(self) -> None:
+        """Runs once before the process ends (from any state): flush, checkpoint, close files."""
+
+    def on_param_change(self, name: str, old: Any, new: Any) -> None:
+        """Called after a live parameter update; raise to refuse it (the old value is restored)."""
+
+    def topic_name(self, topic: str) -> str:
+        """Resolve a topic as written in code to its graph name: remaps, then namespace."""
+        topic = self.remaps.get(topic, topic)
+        if topic.startswith("/") or not self.namespace:
+            return topic
+        return f"{self.namespace}/{topic}"
+
+    def publisher(self, topic: str, msg_type: type[M], *, reliable: bool = False,
+                  buffer: int = 1024) -> Publisher:
+        """Publish ``msg_type`` on ``topic``. ``reliable`` offers credit-based delivery too."""
+        name = self.topic_name(topic)
+        if name in self.publishers:
+            raise ValueError(f"topic `{name}`: this node already publishes it")
+        if self._pub_sock is None:
+            self._pub_sock = self.ctx.socket(zmq.PUB)
+            self._pub_sock.setsockopt(zmq.LINGER, 0)
+            self._pub_sock.setsockopt(zmq.SNDHWM, 10000)
+            self._endpoints["pub"] = self._bind(self._pub_sock, "pub")
+        if reliable and self._rel_sock is None:
+            self._rel_sock = self.ctx.socket(zmq.ROUTER)
+            self._rel_sock.setsockopt(zmq.LINGER, 0)
+            self._rel_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._endpoints["reliable"] = self._bind(self._rel_sock, "rel")
+            self._watch(self._rel_sock, self._on_reliable_control)
+        pub = Publisher(self, name, msg_type, reliable=reliable, buffer=buffer)
+        self.publishers[name] = pub
+        self._graph_changed()
+        return pub
+
+    def subscribe(self, topic: str, msg_type: type[M], callback: Callable[[M], Any],
+                  qos: QoS | str = "queue") -> Subscription:
+        """Call ``callback(msg)`` for each message on ``topic``, with QoS latest/queue(N)/reliable."""
+        name = self.topic_name(topic)
+        chosen = self.qos_overrides.get(name) or self.qos_overrides.get(topic) or QoS.parse(qos)
+        if name in self.subscriptions:
+            raise ValueError(f"topic `{name}`: this node already subscribes to it")
+        sub = Subscription(self, name, msg_type, callback, chosen)
+        self.subscriptions[name] = sub
+        self._graph_changed()
+        return sub
+
+    def timer(self, period_s: float, callback: Callable[[], Any]) -> Timer:
+        if period_s <= 0:
+            raise ValueError(f"timer period must be > 0, got {period_s}")
+        t = Timer(period_s, callback)
+        self._timers.append(t)
+        return t
+
+    def service(self, name: str, handler: services.Handler) -> None:
+        """Answer requests for ``name``: ``handler(args: dict) -> result`` (msgpack-able)."""
+        if name in self._services:
+            raise ValueError(f"service `{name}` is already defined")
+        self._services[name] = handler
+
+    def count(self, key: str, n: float = 1.0) -> None:
+        self.counters[key] = self.counters.get(key, 0.0) + n
+
+    def gauge(self, key: str, value: float) -> None:
+        self.gauges[key] = float(value)
+
+    # ================================ parameters ================================================
+
+    def set_param(self, name: str, value: Any) -> Any:
+        decl = self._param_decls.get(name)
+        if decl is None:
+            raise ParamError(name, f"no such parameter (known: {', '.join(sorted(self._param_decls)) or 'none'})")
+        if decl.read_only and self.state != State.UNCONFIGURED:
+            raise ParamError(name, "is read-only once the node is configured")
+        new = decl.coerce(value)
+        old = self._param_values[name]
+        self._param_values[name] = new
+        try:
+            self.on_param_change(name, old, new)
+        except Exception as exc:
+            self._param_values[name] = old
+            raise ParamError(name, f"refused by the node: {exc}") from None
+        self.log.info("param_set", param=name, old=old, new=new)
+        pub = self.publishers.get(PARAM_EVENTS_TOPIC)
+        if pub is not None:
+            pub.publish(ParameterUpdate(node=self.name, name=name, value=_plain(new), old=_plain(old)))
+        return new
+
+    def params(self) -> dict[str, Any]:
+        return dict(self._param_values)
+
+    # ================================ lifecycle =================================================
+
+    def transition(self, target: str) -> State:
+        """Go to ``target`` (a state or a transition name), running the hooks on the way."""
+        for step in lifecycle.plan(self.state, target):
+            hook = {"configure": self.on_configure, "activate": self.on_activate,
+                    "deactivate": self.on_deactivate, "cleanup": self.on_cleanup,
+                    "shutdown": self._finalize}[step]
+            hook()
+            self.state = lifecycle.TRANSITIONS[step][1]
+            self.log.info("lifecycle", transition=step, state=str(self.state))
+            if step == "configure":
+                self._start_params_publisher()
+            self._heartbeat(force=True)
+        return self.state
+
+    def _start_params_publisher(self) -> None:
+        if PARAM_EVENTS_TOPIC not in self.publishers:
+            self.publisher(PARAM_EVENTS_TOPIC, ParameterUpdate)
+        if METRICS_TOPIC not in self.publishers:
+            self.publisher(METRICS_TOPIC, Metrics)
+
+    def _finalize(self) -> None:
+        try:
+            self.on_shutdown()
+        finally:
+            self._stop_requested = True
+
+    # ================================ executor ==================================================
+
+    def request_stop(self, *_: Any) -> None:
+        """Ask the executor to shut the node down at the next turn (signal-safe)."""
+        self._stop_requested = True
+
+    def spin(self, install_signals: bool = True) -> None:
+        """Run until shutdown: the node's whole life."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        try:
+            if self.autostart:
+                self.transition("active")
+            while not self._stop_requested:
+                self.spin_once(0.1)
+        finally:
+            self.close()
+
+    def spin_once(self, timeout_s: float = 0.0) -> None:
+        """One executor turn: wait up to ``timeout_s`` (less if a timer is due), dispatch, run timers."""
+        now = time.monotonic()
+        wait = timeout_s
+        if self.state == State.ACTIVE and self._timers:
+            wait = max(0.0, min(wait, min(t.due for t in self._timers) - now))
+        wait = min(wait, max(0.0, self._next_heartbeat - now))
+        for sock, _ in self._poller.poll(wait * 1000.0):
+            self._handlers[sock]()
+        now = time.monotonic()
+        if self.state == State.ACTIVE:
+            for t in self._timers:
+                if t.due <= now:
+                    t.fire(now)
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+        if now >= self._next_metrics and self.state == State.ACTIVE:
+            self._next_metrics = now + self.metrics_period_s
+            self.publish_metrics()
+
+    def close(self) -> None:
+        if self.state != State.FINALIZED:
+            try:
+                self.transition("shutdown")
+            except Exception as exc:  # shutting down regardless
+                self.log.error("shutdown_hook_failed", error=str(exc))
+                self.state = State.FINALIZED
+        if self._reg_sock is not None:
+            self._send_registry("unregister", {"name": self.name, "pid": os.getpid()})
+            time.sleep(0.01)
+        for sub in self.subscriptions.values():
+            sub.close()
+        for pub in self.publishers.values():
+            pub.close()
+        for sock in (self._pub_sock, self._rel_sock, self._svc_sock, self._reg_sock):
+            if sock is not None:
+                sock.close(0)
+        self._pub_sock = self._rel_sock = self._reg_sock = None
+
+    # ================================ metrics ===================================================
+
+    def stats(self) -> dict[str, Any]:
+        """Per-edge counters: what `persist topic hz` and telemetry show."""
+        return {
+            "publishers": {n: p.stats() for n, p in self.publishers.items() if not n.startswith("/")},
+            "subscriptions": {n: s.stats() for n, s in self.subscriptions.items()},
+            "counters": dict(self.counters),
+            "gauges": dict(self.gauges),
+        }
+
+    def publish_metrics(self) -> None:
+        counters = dict(self.counters)
+        for n, s in self.subscriptions.items():
+            for key, value in s.counts().items():
+                counters[f"edge.{n}.{key}"] = value
+        for n, p in self.publishers.items():
+            if not n.startswith("/"):
+                counters[f"edge.{n}.sent"] = p.seq
+        gauges = dict(self.gauges)
+        gauges["restarts"] = self.restarts
+        self.publishers[METRICS_TOPIC].publish(Metrics(node=self.name, counters=counters, gauges=gauges))
+
+    # ================================ internals =================================================
+
+    def _bind(self, sock: zmq.Socket, role: str) -> str:
+        if self.transport == "ipc":
+            base = Path(os.environ.get("PERSIST_IPC_DIR", f"/tmp/persist-{os.getuid()}"))
+            base.mkdir(parents=True, exist_ok=True)
+            path = base / f"{self.name.replace('/', '_')}-{role}-{os.getpid()}.sock"
+            sock.bind(f"ipc://{path}")
+        else:
+            sock.bind(f"tcp://{self.host}:0")
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _watch(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
+        self._poller.register(sock, zmq.POLLIN)
+        self._handlers[sock] = handler
+
+    def _unwatch(self, sock: zmq.Socket) -> None:
+        if sock in self._handlers:
+            self._poller.unregister(sock)
+            del self._handlers[sock]
+
+    def _graph_changed(self) -> None:
+        if self._registered:
+            self._register()
+
+    def _service_error(self, text: str) -> None:
+        self.count("rejected.service")
+        self.log.warning("service_request_rejected", error=text)
+
+    def _on_service(self) -> None:
+        while True:
+            try:
+                services.serve_one(self._svc_sock, self._services, self._service_error)
+            except zmq.Again:
+                return
+
+    def _on_reliable_control(self) -> None:
+        Publisher.handle_reliable_control(self)
+
+    # --- registry ---------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "state": str(self.state),
+            "restarts": self.restarts,
+            "endpoints": dict(self._endpoints),
+            "publications": [p.describe() for n, p in self.publishers.items()],
+            "subscriptions": [s.describe() for s in self.subscriptions.values()],
+            "namespace": self.namespace,
+        }
+
+    def _send_registry(self, service: str, args: dict[str, Any]) -> None:
+        if self._reg_sock is None:
+            return
+        try:
+            self._reg_sock.send(services.encode_request(service, args), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # registry unreachable: data keeps flowing; we retry at the next heartbeat
+
+    def _register(self) -> None:
+        self._send_registry("register", self.describe())
+        self._registered = True
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        self._next_heartbeat = now + self.heartbeat_s
+        if self._reg_sock is None:
+            return
+        if not self._registered:
+            self._register()
+            return
+        self._hb_seq += 1
+        self._send_registry("heartbeat", {"name": self.name, "pid": os.getpid(), "state": str(self.state),
+                                          "seq": self._hb_seq})
+        for sub in self.subscriptions.values():
+            if sub.needs_lookup:
+                self._send_registry("lookup", {"topic": sub.topic})
+
+    def _on_registry_reply(self) -> None:
+        while True:
+            try:
+                raw = self._reg_sock.recv_multipart(zmq.NOBLOCK)[-1]  # type: ignore[union-attr]
+            except zmq.Again:
+                return
+            try:
+                reply = msgspec.msgpack.decode(raw)
+            except msgspec.DecodeError:
+                self.count("rejected.registry")
+                continue
+            if not reply.get("ok"):
+                self.log.error("registry_refused", error=reply.get("error"))
+                continue
+            result = reply.get("result") or {}
+            if result.get("known") is False:
+                self.log.info("registry_reregister")
+                self._register()
+            if "publishers" in result:
+                sub = self.subscriptions.get(result.get("topic"))
+                if sub is not None:
+                    sub.update_publishers(result["publishers"])
+            version = result.get("graph_version")
+            if version is not None and version != self._graph_version:
+                self._graph_version = version
+                for sub in self.subscriptions.values():
+                    self._send_registry("lookup", {"topic": sub.topic})
+
+    # --- built-in services ------------------------------------------------------------------
+
+    def _register_builtin_services(self) -> None:
+        self._services.update({
+            "describe": lambda a: self.describe(),
+            "stats": lambda a: self.stats(),
+            "param.list": lambda a: [
+                {**d.describe(), "value": _plain(self._param_values[n])} for n, d in self._param_decls.items()
+            ],
+            "param.get": self._svc_param_get,
+            "param.set": self._svc_param_set,
+            "lifecycle.get": lambda a: {"state": str(self.state)},
+            "lifecycle.set": self._svc_lifecycle_set,
+            "shutdown": self._svc_shutdown,
+        })
+
+    def _svc_param_get(self, args: dict[str, Any]) -> Any:
+        name = args.get("name")
+        if name not in self._param_values:
+            raise ParamError(str(name), f"no such parameter (known: {', '.join(sorted(self._param_values))})")
+        return _plain(self._param_values[name])
+
+    def _svc_param_set(self, args: dict[str, Any]) -> Any:
+        if "name" not in args or "value" not in args:
+            raise ValueError("request needs fields `name` and `value`")
+        return _plain(self.set_param(args["name"], args["value"]))
+
+    def _svc_lifecycle_set(self, args: dict[str, Any]) -> dict[str, str]:
+        target = args.get("state")
+        if not isinstance(target, str):
+            raise ValueError("field `state` must be a string")
+        if target in ("shutdown", "finalized"):
+            self._stop_requested = True
+            return {"state": "finalizing"}
+        return {"state": str(self.transition(target))}
+
+    def _svc_shutdown(self, args: dict[str, Any]) -> dict[str, str]:
+        self._stop_requested = True
+        return {"state": "finalizing"}
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as msgpack-able plain data."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -1,0 +1,200 @@
+"""The registry: discovery, the node list and the graph. It never carries data.
+
+Nodes register (name, kind, pid, endpoints, publications, subscriptions), renew a lease with
+heartbeats and look up publishers. When a node's lease runs out it disappears. When the registry
+restarts, heartbeats come back with ``known: false`` and nodes register again, so the graph is
+rebuilt; the peer-to-peer data connections are untouched meanwhile.
+
+Run on its own: ``python -m persist_rt.registry --bind tcp://127.0.0.1:0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from persist_rt import qos as qos_mod
+from persist_rt.services import serve_one
+
+
+class Registry:
+    def __init__(self, bind: str = "tcp://127.0.0.1:0", lease_s: float = 3.0) -> None:
+        self.lease_s = lease_s
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(bind)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.expiry: dict[str, float] = {}
+        self.graph_version = 1
+        self.started = time.time()
+        self.errors = 0
+        self._running = True
+        self.handlers = {
+            "register": self.register,
+            "heartbeat": self.heartbeat,
+            "unregister": self.unregister,
+            "lookup": self.lookup,
+            "nodes": lambda a: self.node_list(),
+            "topics": lambda a: self.topic_list(),
+            "node": self.node_info,
+            "ping": lambda a: {"graph_version": self.graph_version, "uptime_s": time.time() - self.started},
+        }
+
+    # --- handlers ----------------------------------------------------------------------------
+
+    def register(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = args.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("field `name` must be a non-empty string")
+        old = self.nodes.get(name)
+        if old is not None and old.get("pid") != args.get("pid") and self.expiry.get(name, 0) > time.monotonic() \
+                and old.get("host") == args.get("host"):
+            # A live node holds this name; a respawned one (same name, new pid) replaces a dead one.
+            if _pid_alive(old.get("pid")):
+                raise ValueError(f"field `name`: node {name!r} is already registered (pid {old.get('pid')})")
+        self.nodes[name] = dict(args)
+        self.expiry[name] = time.monotonic() + self.lease_s
+        self.graph_version += 1
+        return {"graph_version": self.graph_version}
+
+    def heartbeat(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = args.get("name")
+        info = self.nodes.get(name)  # type: ignore[arg-type]
+        if info is None or info.get("pid") != args.get("pid"):
+            return {"known": False, "graph_version": self.graph_version}
+        self.expiry[name] = time.monotonic() + self.lease_s  # type: ignore[index]
+        for key in ("state", "stats"):
+            if key in args:
+                if key == "state" and info.get("state") != args[key]:
+                    self.graph_version += 1
+                info[key] = args[key]
+        return {"known": True, "graph_version": self.graph_version}
+
+    def unregister(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = args.get("name")
+        if name in self.nodes and self.nodes[name].get("pid") == args.get("pid"):
+            del self.nodes[name]
+            self.expiry.pop(name, None)
+            self.graph_version += 1
+        return {"graph_version": self.graph_version}
+
+    def lookup(self, args: dict[str, Any]) -> dict[str, Any]:
+        topic = args.get("topic")
+        pubs = [
+            {"node": n, "endpoint": info["endpoints"].get("pub"), "reliable_endpoint":
+             info["endpoints"].get("reliable"), **p}
+            for n, info in self.nodes.items()
+            for p in info.get("publications", [])
+            if p["topic"] == topic
+        ]
+        return {"topic": topic, "publishers": pubs, "graph_version": self.graph_version}
+
+    def node_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = args.get("name")
+        if name not in self.nodes:
+            raise LookupError(f"no node named {name!r} (known: {', '.join(sorted(self.nodes)) or 'none'})")
+        return self._public(name)
+
+    def _public(self, name: str) -> dict[str, Any]:
+        info = dict(self.nodes[name])
+        info["lease_left_s"] = round(self.expiry[name] - time.monotonic(), 3)
+        return info
+
+    def node_list(self) -> list[dict[str, Any]]:
+        return [self._public(n) for n in sorted(self.nodes)]
+
+    def topic_list(self) -> list[dict[str, Any]]:
+        topics: dict[str, dict[str, Any]] = {}
+        for n, info in self.nodes.items():
+            for p in info.get("publications", []):
+                t = topics.setdefault(p["topic"], {"name": p["topic"], "schema": p["schema"], "publishers": [],
+                                                   "subscribers": [], "incompatible": []})
+                t["publishers"].append({"node": n, "endpoint": info["endpoints"].get("pub"),
+                                        "reliable_endpoint": info["endpoints"].get("reliable"),
+                                        "schema": p["schema"], "reliable": p.get("reliable", False)})
+        for n, info in self.nodes.items():
+            for s in info.get("subscriptions", []):
+                t = topics.setdefault(s["topic"], {"name": s["topic"], "schema": s["schema"], "publishers": [],
+                                                   "subscribers": [], "incompatible": []})
+                t["subscribers"].append({"node": n, "schema": s["schema"], "qos": s["qos"]})
+                for p in t["publishers"]:
+                    reason = edge_problem(p, s)
+                    if reason:
+                        t["incompatible"].append({"publisher": p["node"], "subscriber": n, "reason": reason})
+        return [topics[k] for k in sorted(topics)]
+
+    # --- loop --------------------------------------------------------------------------------
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for name in [n for n, t in self.expiry.items() if t < now]:
+            del self.nodes[name]
+            del self.expiry[name]
+            self.graph_version += 1
+
+    def serve(self, should_run: Any = None) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while self._running and (should_run is None or should_run()):
+            if poller.poll(100):
+                while True:
+                    try:
+                        serve_one(self.sock, self.handlers, self._on_error)
+                    except zmq.Again:
+                        break
+            self.expire()
+        self.sock.close(0)
+
+    def stop(self, *_: Any) -> None:
+        self._running = False
+
+    def _on_error(self, text: str) -> None:
+        self.errors += 1
+        print(f"registry: rejected request: {text}", file=sys.stderr, flush=True)
+
+
+def edge_problem(pub: dict[str, Any], sub: dict[str, Any]) -> str | None:
+    """Why a publisher cannot serve a subscription, or None."""
+    if pub["schema"] != sub["schema"]:
+        return f"schema mismatch: publisher sends {pub['schema']}, subscriber expects {sub['schema']}"
+    return qos_mod.compatible(pub.get("reliable", False), qos_mod.QoS.parse(sub["qos"]))
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="persist-registry")
+    parser.add_argument("--bind", default="tcp://127.0.0.1:0")
+    parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--address-file", default=None, help="write the bound address here")
+    args = parser.parse_args(argv)
+    reg = Registry(args.bind, args.lease)
+    signal.signal(signal.SIGTERM, reg.stop)
+    signal.signal(signal.SIGINT, reg.stop)
+    if args.address_file:
+        Path(args.address_file).write_text(reg.endpoint + "\n")
+    print(reg.endpoint, flush=True)
+    reg.serve()
+
+
+if __name__ == "__main__":
+    main()

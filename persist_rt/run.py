@@ -1,0 +1,46 @@
+"""Run one node in this process: what `persist launch` and `persist attach` execute.
+
+    python -m persist_rt.run --kind talker --name talker --registry tcp://127.0.0.1:5555
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from persist_rt.kinds import KindError, load_kind
+from persist_rt.params import ParamError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="persist-node")
+    p.add_argument("--kind", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--registry", default=os.environ.get("PERSIST_REGISTRY"))
+    p.add_argument("--params", default="{}", help="JSON object")
+    p.add_argument("--namespace", default="")
+    p.add_argument("--remaps", default="{}", help="JSON object topic -> topic")
+    p.add_argument("--qos", default="{}", help="JSON object topic -> qos")
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--base-dir", default=None, help="folder that relative file kinds are resolved against")
+    p.add_argument("--transport", default="tcp", choices=["tcp", "ipc"])
+    args = p.parse_args(argv)
+    try:
+        params = json.loads(args.params)
+        remaps = json.loads(args.remaps)
+        qos = json.loads(args.qos)
+        cls = load_kind(args.kind, Path(args.base_dir) if args.base_dir else None)
+        node = cls(args.name, registry=args.registry, params=params, namespace=args.namespace, remaps=remaps,
+                   qos_overrides=qos, run_dir=args.run_dir, transport=args.transport)
+    except (KindError, ParamError, ValueError) as exc:
+        print(f"[{args.name}] ERROR   cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
+    node.spin()
+    return 1 if getattr(node, "failed", False) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
