@@ -1,0 +1,107 @@
+"""The agent node: SAC actor inference on observation batches, proposing actions to the shield.
+
+Modes: ``train`` (stochastic, follows the learner's weights; uniform-random actions until the first
+weights arrive), ``eval`` (deterministic, weights frozen), ``random`` (uniform actions: the
+baseline). Inference is numpy-only, so this process never imports torch.
+
+Policies change only between steps (the executor is single-threaded), so step ids stay contiguous.
+Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
+``policy.show`` says which policy acts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nodes.sac.inference import make_inference_actor
+from nodes.sac.policy_file import CheckpointError, Policy, load_policy, policy_from_wire
+from persist_rt import Node, Param
+from protocols import Observation, PolicyWeights, ProposedAction, StateEstimate
+
+
+class AgentNode(Node):
+    kind = "agent"
+
+    mode = Param("train", "train (stochastic), eval (deterministic) or random", choices=("train", "eval", "random"))
+    seed = Param(0, "seed of the exploration noise", ge=0)
+    policy_file = Param("", "policy to start from (safetensors + JSON metadata)")
+    follow_learner = Param(True, "take new weights from the learner as they arrive")
+    use_estimate = Param(False, "append the estimator's internal-state estimate (partial observability)")
+
+    def on_configure(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.policy: Policy | None = None
+        self.actor: Any = None
+        self.estimate: StateEstimate | None = None
+        self.proposals = self.publisher("action/proposed", ProposedAction, reliable=True)
+        self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
+        self.subscribe("policy/weights", PolicyWeights, self.on_weights, qos="latest")
+        if self.use_estimate:
+            self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")
+        if self.policy_file:
+            self.install(load_policy(self.policy_file), "file")
+        self.service("policy.swap", self.svc_swap)
+        self.service("policy.show", lambda args: self.describe_policy())
+
+    # --- acting -----------------------------------------------------------------------------
+
+    def on_estimate(self, msg: StateEstimate) -> None:
+        self.estimate = msg
+
+    def on_obs(self, msg: Observation) -> None:
+        obs = msg.obs
+        if self.use_estimate and self.estimate is not None and self.estimate.mean.shape[0] == obs.shape[0]:
+            obs = np.concatenate([obs, self.estimate.mean, self.estimate.std], axis=1)
+        n = obs.shape[0]
+        if self.mode == "random" or self.actor is None:
+            actions = self.rng.uniform(-1.0, 1.0, size=(n, 2)).astype(np.float32)
+        else:
+            actions = self.actor.act(obs, deterministic=self.mode == "eval", rng=self.rng)
+        version = self.policy.version if self.policy is not None and self.mode != "random" else 0
+        self.proposals.publish(ProposedAction(step=msg.step, actions=np.asarray(actions, np.float32),
+                                              policy_version=version), step=msg.step)
+        self.count("proposals", n)
+
+    # --- policies ---------------------------------------------------------------------------
+
+    def on_weights(self, msg: PolicyWeights) -> None:
+        if not self.follow_learner or self.mode != "train":
+            self.count("weights_ignored")
+            return
+        expected = self.policy.spec if self.policy is not None else None
+        try:
+            policy = policy_from_wire(msg.version, msg.spec, msg.tensors, expected, source="policy/weights")
+        except CheckpointError as exc:
+            self.count("weights_rejected")
+            self.log.error("weights_rejected", error=str(exc), version=msg.version)
+            return
+        self.install(policy, "learner")
+
+    def install(self, policy: Policy, origin: str) -> dict[str, Any]:
+        old = self.policy.version if self.policy is not None else None
+        self.actor = make_inference_actor(policy)
+        self.policy = policy
+        self.gauge("policy_version", policy.version)
+        if origin != "learner":
+            self.log.info("policy_installed", origin=origin, old_version=old, new_version=policy.version,
+                          source=policy.source)
+        return {"old_version": old, "new_version": policy.version, "source": policy.source}
+
+    def svc_swap(self, args: dict[str, Any]) -> dict[str, Any]:
+        path = args.get("path")
+        if not isinstance(path, str) or not path:
+            raise ValueError("field `path` must name a policy file")
+        expected = self.policy.spec if self.policy is not None else None
+        policy = load_policy(path, expected)  # raises CheckpointError: the current policy stays
+        result = self.install(policy, "swap")
+        self.set_param("follow_learner", bool(args.get("follow_learner", False)))
+        self.count("policy_swaps")
+        return result
+
+    def describe_policy(self) -> dict[str, Any]:
+        if self.policy is None:
+            return {"version": None, "source": "uniform random (no policy yet)", "mode": self.mode}
+        return {"version": self.policy.version, "source": self.policy.source, "mode": self.mode,
+                "spec": self.policy.spec.to_dict(), "follow_learner": self.follow_learner}

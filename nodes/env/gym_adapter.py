@@ -1,0 +1,254 @@
+"""Engine of the env node kind `gym`: N copies of any registered Gymnasium environment, stepped together.
+
+Viability constraints come from a spec string `module:function` or `path/to/file.py:function`; the
+function maps one arena's `(obs, info)` to a dict of named margins, each >= 0 when viable.  The batch
+interface mirrors GridLifeBatch: arenas that end are reset automatically and the terminal observation
+is kept in the result.
+"""
+
+import importlib
+import importlib.util
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+ConstraintFn = Callable[[np.ndarray, dict[str, Any]], Mapping[str, float]]
+
+
+class ConstraintError(ValueError):
+    """A constraint spec that cannot be loaded, or a constraint function that returned bad margins."""
+
+
+def load_constraint(spec: str) -> ConstraintFn:
+    """Resolve `module:function` or `path/to/file.py:function` to the function it names."""
+    if not isinstance(spec, str) or spec.count(":") < 1:
+        raise ConstraintError(f"constraint {spec!r}: expected 'module:function' or 'path/to/file.py:function'")
+    location, _, name = spec.rpartition(":")
+    if not location or not name.isidentifier():
+        raise ConstraintError(f"constraint {spec!r}: expected 'module:function' or 'path/to/file.py:function'")
+    if location.endswith(".py") or "/" in location:
+        module = _load_file(spec, Path(location))
+    else:
+        try:
+            module = importlib.import_module(location)
+        except Exception as error:  # any import failure is reported the same way, with its reason
+            raise ConstraintError(f"constraint {spec!r}: cannot import module {location!r}: {error}") from error
+    function = getattr(module, name, None)
+    if function is None:
+        raise ConstraintError(f"constraint {spec!r}: {location!r} has no attribute {name!r}")
+    if not callable(function):
+        raise ConstraintError(f"constraint {spec!r}: {location}:{name} is not callable")
+    return function
+
+
+def _load_file(spec: str, path: Path) -> Any:
+    if not path.is_file():
+        raise ConstraintError(f"constraint {spec!r}: file {str(path)!r} does not exist")
+    module_name = f"persist_constraint_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConstraintError(f"constraint {spec!r}: {str(path)!r} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:
+        raise ConstraintError(f"constraint {spec!r}: executing {str(path)!r} failed: {error}") from error
+    sys.modules[module_name] = module
+    return module
+
+
+@dataclass(frozen=True)
+class GymStepBatch:
+    """Result of one step of N Gymnasium arenas (same conventions as gridlife.StepBatch)."""
+
+    obs: np.ndarray  # (N, *obs_shape) float32, after auto-reset
+    next_obs: np.ndarray  # (N, *obs_shape) float32, before auto-reset
+    reward: np.ndarray  # (N,) float64
+    terminated: np.ndarray  # (N,) bool
+    truncated: np.ndarray  # (N,) bool
+    violation: np.ndarray  # (N,) bool: some margin of the next state is < 0
+    margins: dict[str, np.ndarray]  # name -> (N,) margins of the next state
+    episode_steps: np.ndarray  # (N,) steps of the episode so far, counting this one
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class GymBatch:
+    """`num_envs` copies of the Gymnasium environment `env_id`, with optional viability constraints."""
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        constraint: str | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs: must be an integer >= 1, got {num_envs!r}")
+        if not isinstance(env_id, str) or env_id not in gymnasium.registry:
+            raise ValueError(f"env_id: {env_id!r} is not a registered Gymnasium environment")
+        self.env_id = env_id
+        self.num_envs = num_envs
+        self.constraint_spec = constraint
+        self._constraint = load_constraint(constraint) if constraint is not None else None
+        self._margin_names: tuple[str, ...] | None = None
+        try:
+            self._envs = [gymnasium.make(env_id, **dict(env_kwargs or {})) for _ in range(num_envs)]
+        except Exception as error:
+            raise ValueError(f"env_id: cannot make {env_id!r}: {error}") from error
+        self.observation_space = self._envs[0].observation_space
+        self.action_space = self._envs[0].action_space
+        if not isinstance(self.observation_space, spaces.Box):
+            raise ValueError(
+                f"env_id: {env_id!r} has a {type(self.observation_space).__name__} observation space; "
+                "only Box is supported (flatten it with a wrapper)"
+            )
+        if not isinstance(self.action_space, spaces.Box | spaces.Discrete):
+            raise ValueError(
+                f"env_id: {env_id!r} has a {type(self.action_space).__name__} action space; "
+                "only Box and Discrete are supported"
+            )
+        self._obs = np.zeros((num_envs, *self.observation_space.shape), dtype=np.float32)
+        self._margins: list[dict[str, float]] = [{} for _ in range(num_envs)]
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._started = False
+
+    @property
+    def margin_names(self) -> tuple[str, ...]:
+        return self._margin_names or ()
+
+    def margins(self) -> dict[str, np.ndarray]:
+        """Margins of the current state of every arena."""
+        return self._stack_margins(self._margins)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every arena; arena i is seeded from `seed` through its own spawned seed sequence."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+            raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
+        seeds: list[int | None] = [None] * self.num_envs
+        if seed is not None:
+            children = np.random.SeedSequence(int(seed)).spawn(self.num_envs)
+            seeds = [int(child.generate_state(1)[0]) for child in children]
+        for i, env in enumerate(self._envs):
+            obs, info = env.reset(seed=seeds[i])
+            self._obs[i] = obs
+            self._margins[i] = self._evaluate(obs, info)
+            self._steps[i] = 0
+        self._started = True
+        return self._obs.copy()
+
+    def step(self, actions: np.ndarray) -> GymStepBatch:
+        if not self._started:
+            raise RuntimeError("GymBatch.step called before reset")
+        checked = self._checked_actions(actions)
+        n = self.num_envs
+        next_obs = np.zeros_like(self._obs)
+        reward = np.zeros(n)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        next_margins: list[dict[str, float]] = []
+        for i, env in enumerate(self._envs):
+            obs, r, term, trunc, info = env.step(checked[i])
+            next_obs[i], reward[i], terminated[i], truncated[i] = obs, r, term, trunc
+            next_margins.append(self._evaluate(obs, info))
+        self._steps += 1
+        episode_steps = self._steps.copy()
+        margins = self._stack_margins(next_margins)
+        self._obs = next_obs.copy()
+        self._margins = next_margins
+        for i in np.flatnonzero(terminated | truncated):
+            obs, info = self._envs[i].reset()
+            self._obs[i] = obs
+            self._margins[i] = self._evaluate(obs, info)
+            self._steps[i] = 0
+        violation = np.zeros(n, dtype=bool)
+        for values in margins.values():
+            violation |= values < 0
+        return GymStepBatch(
+            obs=self._obs.copy(),
+            next_obs=next_obs,
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            violation=violation,
+            margins=margins,
+            episode_steps=episode_steps,
+        )
+
+    def close(self) -> None:
+        for env in self._envs:
+            env.close()
+
+    def _checked_actions(self, actions: np.ndarray) -> list[Any]:
+        """Refuse actions that must never reach the environment, naming the first offending arena."""
+        a = np.asarray(actions)
+        space = self.action_space
+        if isinstance(space, spaces.Discrete):
+            if a.shape != (self.num_envs,):
+                raise ValueError(f"actions: expected shape ({self.num_envs},), got {a.shape}")
+            if not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"actions: a Discrete action space needs integers, got dtype {a.dtype}")
+            bad = (a < space.start) | (a >= space.start + space.n)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"actions: arena {i}: action {a[i]} is outside {space}")
+            return [int(x) for x in a]
+        if a.shape != (self.num_envs, *space.shape):
+            raise ValueError(f"actions: expected shape {(self.num_envs, *space.shape)}, got {a.shape}")
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise ValueError(f"actions: expected real numbers, got dtype {a.dtype}")
+        flat = a.reshape(self.num_envs, -1).astype(np.float64)
+        finite = np.isfinite(flat).all(axis=1)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is not finite")
+        low = space.low.reshape(1, -1)
+        high = space.high.reshape(1, -1)
+        in_range = ((flat >= low) & (flat <= high)).all(axis=1)
+        if not in_range.all():
+            i = int(np.flatnonzero(~in_range)[0])
+            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is outside {space}")
+        return [a[i].astype(space.dtype) for i in range(self.num_envs)]
+
+    def _evaluate(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, float]:
+        """Call the constraint function on one arena and check what it returns."""
+        if self._constraint is None:
+            return {}
+        spec = self.constraint_spec
+        try:
+            result = self._constraint(obs, info)
+        except Exception as error:
+            raise ConstraintError(f"constraint {spec!r}: raised {type(error).__name__}: {error}") from error
+        if not isinstance(result, Mapping) or not result:
+            raise ConstraintError(f"constraint {spec!r}: must return a non-empty dict of margins, got {result!r}")
+        margins: dict[str, float] = {}
+        for name, value in result.items():
+            if not isinstance(name, str):
+                raise ConstraintError(f"constraint {spec!r}: margin names must be strings, got {name!r}")
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as error:
+                raise ConstraintError(f"constraint {spec!r}: margin {name!r} is not a number: {value!r}") from error
+            if not math.isfinite(number):
+                raise ConstraintError(f"constraint {spec!r}: margin {name!r} is not finite: {value!r}")
+            margins[name] = number
+        names = tuple(margins)
+        if self._margin_names is None:
+            self._margin_names = names
+        elif names != self._margin_names:
+            raise ConstraintError(
+                f"constraint {spec!r}: returned margins {list(names)}, earlier {list(self._margin_names)}"
+            )
+        return margins
+
+    def _stack_margins(self, per_arena: list[dict[str, float]]) -> dict[str, np.ndarray]:
+        return {name: np.array([m[name] for m in per_arena]) for name in self.margin_names}

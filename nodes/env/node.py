@@ -1,0 +1,458 @@
+"""The env node: steps N arenas, executes only the shield's safe actions, and keeps the books.
+
+Lockstep (default): publish ``env/obs`` for step t, wait for ``action/safe`` of step t up to
+``deadline_s``; on a miss apply the declared ``fallback`` for that step and count it. Real time:
+step at ``rate_hz`` with whatever safe action arrived, else the fallback.
+
+With ``total_steps`` set, the env is the run's main job: it trains for that many arena-steps, then
+evaluates (deterministic policy and a uniform-random policy with the shield bypassed, then the policy
+with the shield on, all on the same fixed seeds), writes ``summary.json`` and a learning-curve plot
+into the run directory, and stops.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig
+from persist_rt import Node, Param
+from persist_rt.checkpoint import atomic_write_bytes
+from persist_rt.services import ServiceError, ServiceTimeout, call
+from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
+
+FALLBACKS = ("hold", "zero", "seek_station")
+EVAL_PHASES = ("eval", "baseline_random", "eval_shielded")
+
+
+@dataclass
+class Books:
+    """Accounting of one phase (training or one evaluation). Counts are arena-steps."""
+
+    env_steps: int = 0
+    executed_steps: int = 0  # steps that executed the shield's action
+    fallback_steps: int = 0  # steps that executed the env's own fallback
+    shield_interventions: int = 0
+    violations_executed: int = 0
+    episodes: int = 0
+    lengths: list[int] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    task_returns: list[float] = field(default_factory=list)
+    died: list[bool] = field(default_factory=list)
+    drives: list[float] = field(default_factory=list)
+    interventions_per_step: list[int] = field(default_factory=list)
+
+
+class GridLifeNode(Node):
+    kind = "gridlife"
+
+    num_envs = Param(16, "arenas stepped together", ge=1, read_only=True)
+    seed = Param(0, "seed of the training arenas", ge=0)
+    total_steps = Param(0, "training budget in arena-steps; 0 runs until stopped", ge=0)
+    mode = Param("lockstep", "lockstep or realtime", choices=("lockstep", "realtime"))
+    rate_hz = Param(50.0, "steps per second in realtime mode", gt=0)
+    deadline_s = Param(1.0, "how long a lockstep step waits for the safe action", gt=0)
+    fallback = Param("seek_station", "what executes on a missed deadline or an invalid action", choices=FALLBACKS)
+    wait_for = Param(["agent", "shield"], "nodes that must be connected before the first step")
+    eval_episodes = Param(16, "episodes per evaluation (one per arena)", ge=0)
+    eval_seed = Param(10_000, "seed of the evaluation arenas", ge=0)
+    agent_node = Param("agent", "agent node to switch between train/eval/random")
+    shield_node = Param("shield", "shield node to bypass during unshielded evaluation")
+    publish_transitions = Param(True, "publish the replay stream")
+    config = Param({}, "GridLife constants to override (see docs/gridlife.md)")
+    lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
+    lambda_task = Param(1.0, "weight of the task reward", ge=0)
+    death_penalty = Param(0.0, "reward added on death (negative)", le=0)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def on_configure(self) -> None:
+        self.cfg = GridLifeConfig.from_params(self.config)
+        self.sim = GridLifeBatch(self.cfg, self.num_envs)
+        self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
+        self.transitions_pub = self.publisher("env/transitions", TransitionBatch, reliable=True, buffer=64)
+        self.episodes_pub = self.publisher("env/episodes", EpisodeEvents)
+        self.subscribe("action/safe", SafeAction, self.on_safe_action, qos="reliable(4)")
+        self.step_id = 0
+        self.waiting_since = 0.0
+        self.started = False
+        self.phase = "train" if self.total_steps > 0 else "run"
+        self.books: dict[str, Books] = {self.phase: Books()}
+        self.curve: list[tuple[int, int, float]] = []  # (env_steps, length, return) per ended episode
+        self.recent: deque[int] = deque(maxlen=50)
+        self.recent_returns: deque[float] = deque(maxlen=50)
+        self.ep_return = np.zeros(self.num_envs)
+        self.ep_task_return = np.zeros(self.num_envs)
+        self.last_action = np.zeros((self.num_envs, 2), np.float32)
+        self.alive = np.ones(self.num_envs, bool)  # evaluation: arenas still in their first episode
+        self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
+        self.t_start = time.monotonic()
+        period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
+        self.timer(min(0.05, period / 4), self.tick)
+        self.gauge("progress.total", self.total_steps)
+
+    def on_shutdown(self) -> None:
+        if self.phase not in ("done", "run") and self.total_steps:
+            self.log.warning("stopped_before_end", phase=self.phase, env_steps=self.books["train"].env_steps)
+        if self.run_dir is not None and self.total_steps:
+            self.write_summary()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if not self.started:
+            missing = self.missing_peers()
+            if missing:
+                self.gauge("waiting_for_peers", len(missing))
+                return
+            self.started = True
+            self.t_start = now
+            self.log.info("start", num_envs=self.num_envs, total_steps=self.total_steps, mode=self.mode)
+            self.sim.reset(self.seed)
+            self.publish_obs()
+            return
+        if self.phase == "done":
+            return
+        if self.mode == "realtime":
+            if now - self.waiting_since >= 1.0 / self.rate_hz:
+                pending, self.pending = self.pending, None
+                if pending is None:
+                    self.count("deadline_misses")
+                    self.execute(self.fallback_actions(), source="fallback", safe=None)
+                else:
+                    self.execute(pending.actions, source="shield", safe=pending)
+        elif now - self.waiting_since >= self.deadline_s:
+            self.count("deadline_misses")
+            self.execute(self.fallback_actions(), source="fallback", safe=None)
+
+    def missing_peers(self) -> list[str]:
+        matched = set(self.obs_pub.matched())
+        return [n for n in self.wait_for if n not in matched]
+
+    def publish_obs(self) -> None:
+        self.waiting_since = time.monotonic()
+        hidden = self.cfg.partial_observability
+        self.obs_pub.publish(
+            Observation(
+                step=self.step_id,
+                obs=self.sim.observe(),
+                positions=self.sim.positions.astype(np.float32),
+                internal=None if hidden else self.sim.internal.astype(np.float32),
+                episode_step=np.asarray(self.sim.episode_steps, np.int64),
+            ),
+            step=self.step_id,
+            sim_time=self.step_id * self.cfg.dt,
+        )
+
+    def on_safe_action(self, msg: SafeAction) -> None:
+        if self.phase == "done" or not self.started:
+            return
+        if msg.step != self.step_id or msg.actions.shape != (self.sim.num_envs, 2):
+            self.count("stale_or_misshapen_actions")
+            return
+        if self.mode == "realtime":
+            self.pending = msg
+            return
+        self.execute(msg.actions, source="shield", safe=msg)
+
+    def fallback_actions(self) -> np.ndarray:
+        if self.fallback == "zero":
+            return np.zeros((self.sim.num_envs, 2), np.float32)
+        if self.fallback == "hold":
+            return self.last_action.copy()
+        from nodes.env.scripted import seek_station_policy
+
+        return seek_station_policy(
+            self.sim.positions, self.sim.internal, self.sim.tokens, self.cfg, self.sim.layout
+        ).astype(np.float32)
+
+    def execute(self, actions: np.ndarray, source: str, safe: SafeAction | None) -> None:
+        """Step the arenas once with ``actions``; invalid rows are replaced by the fallback."""
+        books = self.books[self.phase]
+        n = self.sim.num_envs
+        actions = np.array(actions, dtype=np.float32)
+        from_fallback = np.full(n, source == "fallback")
+        invalid = ~(np.isfinite(actions).all(axis=1) & (np.abs(actions) <= 1.0).all(axis=1))
+        if invalid.any():
+            self.count("invalid_actions", int(invalid.sum()))
+            self.log.warning("invalid_action_replaced", arenas=np.flatnonzero(invalid).tolist()[:8], step=self.step_id)
+            actions[invalid] = self.fallback_actions()[invalid]
+            from_fallback |= invalid
+        obs_before = self.sim.observe()
+        internal_before = self.sim.internal.astype(np.float32)
+        result = self.sim.step(actions)
+        self.last_action = actions
+
+        counted = self.alive if self.phase in EVAL_PHASES else np.ones(n, bool)
+        k = int(counted.sum())
+        books.env_steps += k
+        books.fallback_steps += int((from_fallback & counted).sum())
+        books.executed_steps += int((~from_fallback & counted).sum())
+        interventions = 0
+        if safe is not None:
+            interventions = int(((safe.mode != MODE_PASS) & counted & ~from_fallback).sum())
+            books.shield_interventions += interventions
+        books.interventions_per_step.append(interventions)
+        violations = int((result.violation & counted).sum())
+        if violations:
+            books.violations_executed += violations
+            self.log.warning("violation_executed", step=self.step_id, arenas=int(violations), phase=self.phase)
+
+        reward = (
+            self.lambda_task * result.task_reward
+            + self.lambda_homeo * result.homeo_reward
+            + self.death_penalty * result.terminated
+        ).astype(np.float32)
+        self.ep_return += reward
+        self.ep_task_return += result.task_reward
+        if self.phase in ("train", "run") and self.publish_transitions:
+            self.transitions_pub.publish(
+                TransitionBatch(
+                    step=self.step_id,
+                    obs=obs_before,
+                    actions=actions,
+                    reward=reward,
+                    reward_task=result.task_reward.astype(np.float32),
+                    reward_homeo=result.homeo_reward.astype(np.float32),
+                    next_obs=result.next_obs,
+                    terminated=result.terminated,
+                    truncated=result.truncated,
+                    internal=internal_before,
+                    next_internal=result.internal.astype(np.float32),
+                ),
+                step=self.step_id,
+            )
+        self.record_episodes(result, counted, books)
+        self.step_id += 1
+        self.update_gauges(books)
+        if self.advance_phase(books):
+            self.publish_obs()
+
+    def record_episodes(self, result: Any, counted: np.ndarray, books: Books) -> None:
+        done = result.done & counted
+        if not done.any():
+            return
+        idx = np.flatnonzero(done)
+        drive = self.sim.homeostat.drive(result.internal[idx])
+        causes = [self.death_cause(result.margins, int(i)) if result.terminated[i] else "" for i in idx]
+        for j, i in enumerate(idx):
+            books.episodes += 1
+            books.lengths.append(int(result.episode_steps[i]))
+            books.returns.append(float(self.ep_return[i]))
+            books.task_returns.append(float(self.ep_task_return[i]))
+            books.died.append(bool(result.terminated[i]))
+            books.drives.append(float(drive[j]))
+            self.recent.append(int(result.episode_steps[i]))
+            self.recent_returns.append(float(self.ep_return[i]))
+            if self.phase == "train":
+                self.curve.append((books.env_steps, int(result.episode_steps[i]), float(self.ep_return[i])))
+        self.episodes_pub.publish(
+            EpisodeEvents(
+                step=self.step_id,
+                arena=idx.astype(np.int64),
+                length=result.episode_steps[idx].astype(np.int64),
+                ret=self.ep_return[idx].astype(np.float32),
+                task_return=self.ep_task_return[idx].astype(np.float32),
+                died=result.terminated[idx].copy(),
+                cause=causes,
+            )
+        )
+        self.ep_return[idx] = 0.0
+        self.ep_task_return[idx] = 0.0
+        if self.phase in EVAL_PHASES:
+            self.alive[idx] = False
+
+    @staticmethod
+    def death_cause(margins: dict[str, np.ndarray], i: int) -> str:
+        broken = [name for name in INTERNAL_NAMES if margins[name][i] <= 0]
+        return ",".join(broken) or "hazard"
+
+    def update_gauges(self, books: Books) -> None:
+        train = self.books.get("train") or self.books.get("run")
+        assert train is not None
+        self.gauge("progress.steps", train.env_steps)
+        self.gauge("episodes", train.episodes)
+        self.gauge("mean_survival", float(np.mean(self.recent)) if self.recent else 0.0)
+        self.gauge("mean_return", float(np.mean(self.recent_returns)) if self.recent_returns else 0.0)
+        self.gauge("shield_interventions", train.shield_interventions)
+        self.gauge("fallback_steps", train.fallback_steps)
+        self.gauge("violations_executed", train.violations_executed)
+        elapsed = time.monotonic() - self.t_start
+        self.gauge("env_steps_per_s", train.env_steps / elapsed if elapsed > 0 else 0.0)
+        self.gauge("phase_index", ("run", "train", *EVAL_PHASES, "done").index(self.phase))
+
+    # --- phases -----------------------------------------------------------------------------
+
+    def advance_phase(self, books: Books) -> bool:
+        """Move on when the current phase is over; False when the run is finished."""
+        if self.phase == "run":
+            return True
+        if self.phase == "train" and books.env_steps < self.total_steps:
+            return True
+        if self.phase in EVAL_PHASES and self.alive.any():
+            return True
+        self.train_wall_s = getattr(self, "train_wall_s", time.monotonic() - self.t_start)
+        order = ["train", *EVAL_PHASES] if self.eval_episodes else ["train"]
+        nxt = order.index(self.phase) + 1
+        if nxt >= len(order):
+            self.phase = "done"
+            self.log.info("finished", summary=str(self.run_dir))
+            self.write_summary()
+            self.request_stop()
+            return False
+        self.phase = order[nxt]
+        self.books[self.phase] = Books()
+        self.configure_peers_for(self.phase)
+        self.sim = GridLifeBatch(self.cfg, self.eval_episodes)
+        self.sim.reset(self.eval_seed)
+        self.alive = np.ones(self.eval_episodes, bool)
+        self.ep_return = np.zeros(self.eval_episodes)
+        self.ep_task_return = np.zeros(self.eval_episodes)
+        self.last_action = np.zeros((self.eval_episodes, 2), np.float32)
+        self.log.info("phase", phase=self.phase, episodes=self.eval_episodes)
+        return True
+
+    def configure_peers_for(self, phase: str) -> None:
+        agent_mode = {"eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]
+        bypass = phase != "eval_shielded"
+        self.set_remote(self.agent_node, "mode", agent_mode)
+        self.set_remote(self.shield_node, "bypass", bypass)
+
+    def set_remote(self, node: str, name: str, value: Any) -> None:
+        if not self.registry_endpoint:
+            return
+        try:
+            info = call(self.registry_endpoint, "node", {"name": node}, timeout=2.0)
+            call(info["endpoints"]["service"], "param.set", {"name": name, "value": value}, timeout=5.0)
+        except (ServiceError, ServiceTimeout, KeyError) as exc:
+            self.log.error("peer_param_failed", node=node, param=name, error=str(exc))
+            self.count("peer_param_failures")
+
+    # --- summary ----------------------------------------------------------------------------
+
+    def write_summary(self) -> None:
+        if self.run_dir is None:
+            return
+        train = self.books.get("train", Books())
+        summary = {
+            "run_id": self.run_dir.name,
+            "seed": self.seed,
+            "wall_s": round(getattr(self, "train_wall_s", time.monotonic() - self.t_start), 3),
+            "env_steps": train.env_steps,
+            "episodes": train.episodes,
+            "episode_cap": self.cfg.episode_cap,
+            "env_steps_per_s": round(
+                train.env_steps / max(1e-9, getattr(self, "train_wall_s", time.monotonic() - self.t_start)), 1
+            ),
+            "train": {
+                "violations_executed": train.violations_executed,
+                "shield_interventions": train.shield_interventions,
+                "fallback_steps": train.fallback_steps,
+                "executed_steps": train.executed_steps,
+                "mean_survival_steps": _mean(train.lengths),
+                "intervention_rate_first_10pct": _rate(train.interventions_per_step, self.num_envs, first=True),
+                "intervention_rate_last_10pct": _rate(train.interventions_per_step, self.num_envs, first=False),
+            },
+            "complete": self.phase == "done",
+        }
+        cap = self.cfg.episode_cap
+        if "eval" in self.books:
+            e = self.books["eval"]
+            summary["eval"] = {
+                "episodes": e.episodes,
+                "mean_survival_steps": _mean(e.lengths),
+                "survival_rate": _survival(e, cap),
+                "mean_return": _mean(e.returns),
+                "mean_drive": _mean(e.drives),
+                "violations": e.violations_executed,
+            }
+        if "baseline_random" in self.books:
+            b = self.books["baseline_random"]
+            summary["baseline_random"] = {
+                "episodes": b.episodes,
+                "mean_survival_steps": _mean(b.lengths),
+                "survival_rate": _survival(b, cap),
+                "mean_return": _mean(b.returns),
+                "violations": b.violations_executed,
+            }
+        if "eval_shielded" in self.books:
+            s = self.books["eval_shielded"]
+            summary["eval_shielded"] = {
+                "episodes": s.episodes,
+                "mean_survival_steps": _mean(s.lengths),
+                "mean_return": _mean(s.returns),
+                "interventions_per_step": round(s.shield_interventions / max(1, s.env_steps), 5),
+                "violations": s.violations_executed,
+            }
+        path = self.run_dir / "summary.json"
+        existing: dict[str, Any] = {}
+        if path.exists():
+            try:
+                existing = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                existing = {}
+        existing.update(summary)
+        atomic_write_bytes(path, (json.dumps(existing, indent=2) + "\n").encode())
+        self.plot_curve()
+        self.print_report(summary)
+
+    def plot_curve(self) -> None:
+        if not self.curve or self.run_dir is None:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps, lengths, returns = (np.asarray(c) for c in zip(*self.curve, strict=True))
+        window = max(1, len(steps) // 30)
+        smooth = np.convolve(lengths, np.ones(window) / window, mode="valid")
+        smooth_ret = np.convolve(returns, np.ones(window) / window, mode="valid")
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+        a.plot(steps, lengths, ".", alpha=0.25)
+        a.plot(steps[window - 1 :], smooth)
+        a.axhline(self.cfg.episode_cap, ls="--", c="grey")
+        a.set(xlabel="env steps", ylabel="episode length (survival)", title="survival")
+        b.plot(steps, returns, ".", alpha=0.25)
+        b.plot(steps[window - 1 :], smooth_ret)
+        b.set(xlabel="env steps", ylabel="return", title="return")
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "learning_curve.png", dpi=90)
+        plt.close(fig)
+
+    def print_report(self, s: dict[str, Any]) -> None:
+        lines = [
+            f"run {s['run_id']}: {s['env_steps']} env steps, {s['episodes']} episodes in {s['wall_s']} s",
+            f"  train: violations {s['train']['violations_executed']}, interventions "
+            f"{s['train']['shield_interventions']}, fallback steps {s['train']['fallback_steps']}, "
+            f"intervention rate {s['train']['intervention_rate_first_10pct']} -> "
+            f"{s['train']['intervention_rate_last_10pct']}",
+        ]
+        for key in ("eval", "baseline_random", "eval_shielded"):
+            if key in s:
+                lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
+        self.log.info("report", text="\n" + "\n".join(lines))
+
+
+def _mean(values: list[float] | list[int]) -> float:
+    return round(float(np.mean(values)), 3) if len(values) else 0.0
+
+
+def _survival(books: Books, cap: int) -> float:
+    if not books.lengths:
+        return 0.0
+    return round(float(np.mean([not d for d in books.died])), 4)
+
+
+def _rate(per_step: list[int], num_envs: int, first: bool) -> float:
+    if not per_step:
+        return 0.0
+    k = max(1, len(per_step) // 10)
+    part = per_step[:k] if first else per_step[-k:]
+    return round(float(np.sum(part)) / (len(part) * num_envs), 5)

@@ -1,0 +1,117 @@
+"""The learner node: SAC on the replay stream, publishing actor weights to the agent.
+
+Transitions arrive on ``env/transitions`` with reliable QoS. After each batch the learner runs the
+updates it owes (``utd_ratio`` per transition); while it works it grants no credit, so a fast env
+is slowed to the learner's pace instead of the ratio drifting. Every ``publish_period`` updates the
+actor goes out on ``policy/weights``. Checkpoints (safetensors + JSON, atomic) are written every
+``checkpoint_every_s`` and at shutdown; a restarted learner resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persist_rt import Node, Param
+from protocols import PolicyWeights, TransitionBatch
+
+
+class LearnerNode(Node):
+    kind = "learner"
+
+    device = Param("auto", "auto (CUDA when present), cpu or cuda", read_only=True)
+    seed = Param(0, "seed of network initialisation and sampling", ge=0)
+    utd_ratio = Param(0.5, "gradient updates per transition", gt=0)
+    batch_size = Param(256, "minibatch size", ge=1)
+    hidden = Param([256, 256], "hidden layer sizes of actor and critics", read_only=True)
+    gamma = Param(0.99, "discount", ge=0, lt=1)
+    actor_lr = Param(3e-4, "actor learning rate", gt=0)
+    critic_lr = Param(1e-3, "critic learning rate", gt=0)
+    learning_starts = Param(2000, "transitions before the first update", ge=0)
+    replay_capacity = Param(200_000, "replay buffer size in transitions", ge=1, read_only=True)
+    publish_period = Param(50, "publish actor weights every K updates", ge=1)
+    checkpoint_every_s = Param(60.0, "checkpoint cadence in seconds (0: only at shutdown)", ge=0)
+    threads = Param(1, "torch CPU threads", ge=1)
+
+    def on_configure(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self.torch = torch
+        self.sac: Any = None
+        self.replay: Any = None
+        self.transitions_seen = 0
+        self.last_checkpoint = time.monotonic()
+        self.update_time = 0.0
+        self.weights_pub = self.publisher("policy/weights", PolicyWeights)
+        self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / "learner.safetensors" if self.run_dir else None
+
+    def build(self, obs_dim: int, act_dim: int) -> None:
+        from nodes.sac.replay import ReplayBuffer
+        from nodes.sac.sac import SAC, SACConfig
+
+        config = SACConfig(gamma=self.gamma, actor_lr=self.actor_lr, critic_lr=self.critic_lr,
+                           batch_size=self.batch_size, hidden=tuple(self.hidden), utd_ratio=self.utd_ratio,
+                           publish_period=self.publish_period, learning_starts=self.learning_starts,
+                           replay_capacity=self.replay_capacity, device=self.device, seed=self.seed)
+        self.sac = SAC(obs_dim, act_dim, config)
+        self.replay = ReplayBuffer(self.replay_capacity, obs_dim, act_dim, self.sac.device)
+        self.sample_gen = self.torch.Generator(device=self.sac.device).manual_seed(self.seed + 1)
+        self.log.info("learner_ready", device=str(self.sac.device), obs_dim=obs_dim, act_dim=act_dim)
+        path = self.checkpoint_path
+        if path is not None and path.exists():
+            extra = self.sac.resume(path)
+            self.transitions_seen = int(extra.get("transitions_seen", 0))
+            self.log.info("resumed", path=str(path), updates=self.sac.num_updates,
+                          transitions_seen=self.transitions_seen)
+            self.count("resumes")
+            self.publish_weights()
+
+    # --- learning ---------------------------------------------------------------------------
+
+    def on_transitions(self, msg: TransitionBatch) -> None:
+        if self.sac is None:
+            self.build(msg.obs.shape[1], msg.actions.shape[1])
+        done = msg.terminated.astype(np.float32)
+        self.replay.add_batch(msg.obs, msg.actions, msg.reward, msg.next_obs, done)
+        self.transitions_seen += msg.obs.shape[0]
+        owed = self.sac.updates_owed(self.transitions_seen) if len(self.replay) >= self.batch_size else 0
+        t0 = time.perf_counter()
+        stats: dict[str, float] = {}
+        for _ in range(owed):
+            stats = self.sac.update(self.replay.sample(self.batch_size, self.sample_gen))
+            if self.sac.publish_due():
+                self.publish_weights()
+        if owed:
+            self.update_time += time.perf_counter() - t0
+            for key, value in stats.items():
+                self.gauge(f"sac.{key}", value)
+        self.gauge("updates", self.sac.num_updates)
+        self.gauge("replay_size", len(self.replay))
+        self.gauge("transitions_seen", self.transitions_seen)
+        self.gauge("updates_per_s", self.sac.num_updates / self.update_time if self.update_time else 0.0)
+        if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
+            self.save_checkpoint()
+
+    def publish_weights(self) -> None:
+        policy = self.sac.policy()
+        self.weights_pub.publish(PolicyWeights(**policy.wire_fields()))
+        self.gauge("published_version", policy.version)
+
+    def save_checkpoint(self) -> None:
+        path = self.checkpoint_path
+        self.last_checkpoint = time.monotonic()
+        if path is None or self.sac is None:
+            return
+        self.sac.checkpoint(path, {"transitions_seen": self.transitions_seen})
+        self.count("checkpoints")
+
+    def on_shutdown(self) -> None:
+        self.save_checkpoint()

@@ -1,0 +1,149 @@
+"""The shield node: the only publisher of ``action/safe``, the one topic the env executes.
+
+For each step it pairs the env's observation (true state, or the estimator's estimate with its
+uncertainty under partial observability) with the agent's proposal and runs ``ShieldCore``. If the
+proposal does not arrive within ``proposal_deadline_s`` it decides anyway, on stale input, which
+``ShieldCore`` answers with the conservative fallback: the shield never fails open. Every
+intervention is explained on ``shield/report`` and in ``<run_dir>/shield_reports.jsonl``.
+
+``bypass`` (for unshielded evaluation only) forwards proposals unchanged; the shield still publishes
+them, so the env keeps executing nothing but ``action/safe``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import IO, Any
+
+import numpy as np
+
+from nodes.env.gridlife import GridLifeConfig
+from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
+from nodes.shield.fallback import FALLBACK_POLICIES
+from persist_rt import Node, Param
+from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
+
+
+class ShieldNode(Node):
+    kind = "shield"
+
+    filter = Param("qp", "qp, search, amortised or ensemble", choices=FILTERS, read_only=True)
+    fallback = Param("seek_station", "conservative fallback policy", choices=FALLBACK_POLICIES, read_only=True)
+    bypass = Param(False, "forward proposals unchanged (unshielded evaluation only)")
+    config = Param({}, "GridLife constants: must match the env's", read_only=True)
+    proposal_deadline_s = Param(0.5, "how long to wait for the proposal of a step", gt=0)
+    input_deadline_s = Param(1.0, "inputs older than this are stale", gt=0)
+    use_estimate = Param(False, "take internal variables from the estimator (partial observability)")
+    write_reports = Param(True, "append intervention reports to <run_dir>/shield_reports.jsonl")
+
+    def on_configure(self) -> None:
+        env_cfg = GridLifeConfig.from_params(self.config)
+        self.core = ShieldCore(env_cfg, ShieldConfig(filter=self.filter, fallback=self.fallback,
+                                                     input_deadline_s=self.input_deadline_s))
+        self.obs: Observation | None = None
+        self.obs_wall = 0.0
+        self.proposal: ProposedAction | None = None
+        self.estimate: StateEstimate | None = None
+        self.decided_step = -1
+        self.safe_pub = self.publisher("action/safe", SafeAction, reliable=True)
+        self.report_pub = self.publisher("shield/report", ShieldReport)
+        self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
+        self.subscribe("action/proposed", ProposedAction, self.on_proposal, qos="reliable(4)")
+        if self.use_estimate:
+            self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")
+        self.timer(min(0.02, self.proposal_deadline_s / 4), self.check_deadline)
+        self.report_file: IO[str] | None = None
+        if self.write_reports and self.run_dir is not None:
+            self.report_file = open(self.run_dir / "shield_reports.jsonl", "a", buffering=1 << 16)
+
+    def on_shutdown(self) -> None:
+        if self.report_file is not None:
+            self.report_file.close()
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def on_obs(self, msg: Observation) -> None:
+        self.obs = msg
+        self.obs_wall = time.monotonic()
+        if self.proposal is not None and self.proposal.step == msg.step:
+            self.decide()
+
+    def on_proposal(self, msg: ProposedAction) -> None:
+        self.proposal = msg
+        if self.obs is not None and self.obs.step == msg.step:
+            self.decide()
+
+    def on_estimate(self, msg: StateEstimate) -> None:
+        self.estimate = msg
+
+    def check_deadline(self) -> None:
+        obs = self.obs
+        if obs is not None and self.decided_step < obs.step and \
+                time.monotonic() - self.obs_wall > self.proposal_deadline_s:
+            self.count("proposal_deadline_misses")
+            self.decide(stale=True)
+
+    # --- decision ---------------------------------------------------------------------------
+
+    def decide(self, stale: bool = False) -> None:
+        obs = self.obs
+        assert obs is not None
+        if self.decided_step >= obs.step:
+            return
+        self.decided_step = obs.step
+        n = obs.obs.shape[0]
+        proposal = self.proposal
+        proposed = proposal.actions if proposal is not None and proposal.step == obs.step and not stale \
+            else np.zeros((n, 2), np.float32)
+        if proposed.shape != (n, 2):
+            self.count("rejected.proposal_shape")
+            proposed, stale = np.zeros((n, 2), np.float32), True
+        version = proposal.policy_version if proposal is not None else 0
+        if self.bypass and not stale:
+            self.count("bypassed_steps", n)
+            self.safe_pub.publish(SafeAction(
+                step=obs.step, actions=proposed, mode=np.zeros(n, np.uint8), constraint=[""] * n,
+                margin_before=np.full(n, np.nan, np.float32), margin_after=np.full(n, np.nan, np.float32),
+                policy_version=version), step=obs.step)
+            return
+        internal, std = self.internal_state(obs)
+        age = float("inf") if stale else time.monotonic() - self.obs_wall
+        d = self.core.step(obs.step, obs.positions, internal, proposed, age, uncertainty=std)
+        constraint = [c or k or "" for c, k in zip(d.cause, d.constraint, strict=True)]
+        self.safe_pub.publish(SafeAction(
+            step=obs.step, actions=d.actions.astype(np.float32), mode=d.mode.astype(np.uint8),
+            constraint=constraint, margin_before=d.margin_before.astype(np.float32),
+            margin_after=d.margin_after.astype(np.float32), policy_version=version), step=obs.step)
+        self.count("interventions", int((d.mode != PASS).sum()))
+        if d.reports:
+            self.report(obs.step, d.reports)
+        for cause in CAUSES:
+            self.gauge(f"degraded.{cause}", self.core.counts[f"degraded.{cause}"])
+        self.gauge("deadlocks_detected", self.core.counts["deadlocks_detected"])
+
+    def internal_state(self, obs: Observation) -> tuple[np.ndarray, np.ndarray | None]:
+        if obs.internal is not None and not self.use_estimate:
+            return obs.internal, None
+        est = self.estimate
+        n = obs.obs.shape[0]
+        if est is None or est.step != obs.step or est.mean.shape[0] != n:
+            self.count("missing_estimate")
+            return np.full((n, 3), np.nan), None  # -> bad_input: the core falls back
+        return est.mean, est.std
+
+    def report(self, step: int, reports: list[dict[str, Any]]) -> None:
+        self.report_pub.publish(ShieldReport(
+            step=step, arena=[r["arena"] for r in reports], mode=[r["mode"] for r in reports],
+            cause=[r["cause"] or r["constraint"] or "" for r in reports],
+            margin_before=[_num(r["margin_before"]) for r in reports],
+            margin_after=[_num(r["margin_after"]) for r in reports],
+            proposed=[[_num(v) for v in r["proposed"]] for r in reports],
+            safe=[r["safe"] for r in reports]))
+        if self.report_file is not None:
+            for r in reports:
+                self.report_file.write(json.dumps(r) + "\n")
+
+
+def _num(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
