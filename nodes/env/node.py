@@ -99,8 +99,8 @@ class GridLifeNode(Node):
     def on_shutdown(self) -> None:
         if self.phase not in ("done", "run") and self.total_steps:
             self.log.warning("stopped_before_end", phase=self.phase, env_steps=self.books["train"].env_steps)
-        if self.run_dir is not None and self.total_steps:
-            self.write_summary()
+        if self.run_dir is not None and self.total_steps and self.phase != "done":
+            self.write_summary()  # partial: the run was stopped before its end
 
     # --- the loop ---------------------------------------------------------------------------
 

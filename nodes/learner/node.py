@@ -24,9 +24,9 @@ class LearnerNode(Node):
 
     device = Param("auto", "auto (CUDA when present), cpu or cuda", read_only=True)
     seed = Param(0, "seed of network initialisation and sampling", ge=0)
-    utd_ratio = Param(0.5, "gradient updates per transition", gt=0)
-    batch_size = Param(256, "minibatch size", ge=1)
-    hidden = Param([256, 256], "hidden layer sizes of actor and critics", read_only=True)
+    utd_ratio = Param(0.25, "gradient updates per transition", gt=0)
+    batch_size = Param(128, "minibatch size", ge=1)
+    hidden = Param([128, 128], "hidden layer sizes of actor and critics", read_only=True)
     gamma = Param(0.99, "discount", ge=0, lt=1)
     actor_lr = Param(3e-4, "actor learning rate", gt=0)
     critic_lr = Param(1e-3, "critic learning rate", gt=0)

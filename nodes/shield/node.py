@@ -30,6 +30,7 @@ class ShieldNode(Node):
 
     filter = Param("qp", "qp, search, amortised or ensemble", choices=FILTERS, read_only=True)
     fallback = Param("seek_station", "conservative fallback policy", choices=FALLBACK_POLICIES, read_only=True)
+    enabled = Param(True, "off: forward every proposal unchanged, for a no-shield contrast run")
     bypass = Param(False, "forward proposals unchanged (unshielded evaluation only)")
     config = Param({}, "GridLife constants: must match the env's", read_only=True)
     proposal_deadline_s = Param(0.5, "how long to wait for the proposal of a step", gt=0)
@@ -100,7 +101,7 @@ class ShieldNode(Node):
             self.count("rejected.proposal_shape")
             proposed, stale = np.zeros((n, 2), np.float32), True
         version = proposal.policy_version if proposal is not None else 0
-        if self.bypass and not stale:
+        if (self.bypass or not self.enabled) and not stale:
             self.count("bypassed_steps", n)
             self.safe_pub.publish(SafeAction(
                 step=obs.step, actions=proposed, mode=np.zeros(n, np.uint8), constraint=[""] * n,

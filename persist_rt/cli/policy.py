@@ -1,0 +1,41 @@
+"""`persist policy`: which policy acts in a live agent, and swapping it by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from persist_rt.cli.common import CliError, Graph, JsonOpt, RegistryOpt, console, print_json
+
+app = typer.Typer(help="Policies of live agent nodes.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(node: Annotated[str, typer.Argument(help="agent node name")], registry: RegistryOpt = None,
+         as_json: JsonOpt = False) -> None:
+    """Which policy (version, source, mode) the agent is acting with."""
+    info = Graph(registry).node_call(node, "policy.show")
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"{node}: version {info.get('version')} from {info.get('source')} (mode {info.get('mode')})")
+
+
+@app.command("swap")
+def swap(node: Annotated[str, typer.Argument(help="agent node name")],
+         file: Annotated[Path, typer.Argument(help="policy file (safetensors + JSON metadata)")],
+         follow_learner: Annotated[bool, typer.Option(help="keep taking the learner's weights afterwards")] = False,
+         registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Load FILE into a running agent: validated first, switched between two steps, none lost."""
+    if not file.is_file():
+        raise CliError(f"argument FILE: {file} is not a file")
+    result = Graph(registry).node_call(node, "policy.swap",
+                                       {"path": str(file.resolve()), "follow_learner": follow_learner},
+                                       timeout=10.0)
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"{node}: policy version {result.get('old_version')} -> {result.get('new_version')} "
+                  f"({result.get('source')})")
