@@ -1,0 +1,126 @@
+"""The run's metric history: one bounded, progressively downsampled series per (node, metric).
+
+A series keeps at most ``capacity`` points. When it is full it drops every other point and from
+then on keeps only every second sample it is offered (then every fourth, ...), so it always spans
+the whole run at a resolution that halves as the run doubles, and memory stays fixed.
+
+On disk (``metrics.jsonl`` in the run directory) the first line is a header and every further line
+is one series: ``{"node", "name", "type", "t": [wall s], "v": [values]}``; ``load_history`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "persist.metrics_history"
+VERSION = 1
+
+
+class SeriesHistory:
+    def __init__(self, kind: str, capacity: int = 2048) -> None:
+        if capacity < 4 or capacity % 2:
+            raise ValueError(f"history capacity must be an even number >= 4, got {capacity}")
+        self.kind = kind  # "counter" | "gauge"
+        self.capacity = capacity
+        self.stride = 1
+        self.t = array("d")
+        self.v = array("d")
+        self.last: tuple[float, float] | None = None
+        self._offered = 0
+
+    def add(self, t: float, value: float) -> None:
+        self.last = (t, value)
+        self._offered += 1
+        if (self._offered - 1) % self.stride:
+            return
+        if len(self.t) >= self.capacity:
+            self.t = self.t[::2]
+            self.v = self.v[::2]
+            self.stride *= 2
+            if (self._offered - 1) % self.stride:
+                return
+        self.t.append(t)
+        self.v.append(value)
+
+    def points(self) -> tuple[list[float], list[float]]:
+        """The kept points plus the newest value, so the history ends where the run ended."""
+        t, v = self.t.tolist(), self.v.tolist()
+        if self.last is not None and (not t or t[-1] != self.last[0]):
+            t.append(self.last[0])
+            v.append(self.last[1])
+        return t, v
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+@dataclass
+class Series:
+    node: str
+    name: str
+    kind: str
+    t: list[float]
+    v: list[float]
+
+
+def freeze(series: dict[tuple[str, str], SeriesHistory]) -> list[Series]:
+    """Plain copies of every series, safe to hand to another thread for writing."""
+    out = []
+    for (node, name), h in sorted(series.items()):
+        t, v = h.points()
+        out.append(Series(node, name, h.kind, t, v))
+    return out
+
+
+def write_history(path: Path, run_id: str, series: list[Series]) -> None:
+    """Write every series atomically (temp file, fsync, rename): a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"format": FORMAT, "version": VERSION, "run_id": run_id}) + "\n")
+            for s in series:
+                f.write(json.dumps({"node": s.node, "name": s.name, "type": s.kind,
+                                    "t": [round(x, 3) for x in s.t], "v": s.v}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_history(path: str | os.PathLike[str]) -> dict[tuple[str, str], Series]:
+    """Read a history file; a malformed one raises ValueError naming the line and the field."""
+    path = Path(path)
+    out: dict[tuple[str, str], Series] = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                record: Any = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            if lineno == 1:
+                if record.get("format") != FORMAT or record.get("version") != VERSION:
+                    raise ValueError(f"{where}: field `format`/`version`: expected {FORMAT} v{VERSION}, "
+                                     f"got {record.get('format')!r} v{record.get('version')!r}")
+                continue
+            for key, kind in (("node", str), ("name", str), ("type", str), ("t", list), ("v", list)):
+                if not isinstance(record.get(key), kind):
+                    raise ValueError(f"{where}: field `{key}` must be a {kind.__name__}")
+            if len(record["t"]) != len(record["v"]):
+                raise ValueError(f"{where}: fields `t` and `v` differ in length")
+            out[(record["node"], record["name"])] = Series(record["node"], record["name"], record["type"],
+                                                           record["t"], record["v"])
+    if not out and not path.stat().st_size:
+        raise ValueError(f"{path}: empty file, expected a {FORMAT} header")
+    return out

@@ -1,0 +1,3 @@
+from persist_rt.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""`persist attach FILE_OR_MODULE`: run a user's node in the foreground, joined to the live system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from persist_rt.cli.common import CliError, Graph, RegistryOpt, err_console, parse_pairs, run_dir_of
+from persist_rt.kinds import KindError, find_node_class, load_kind
+from persist_rt.params import ParamError
+
+
+def attach(
+    target: Annotated[str, typer.Argument(
+        metavar="FILE_OR_MODULE", help="path/to/file.py (its one Node subclass), file.py:Class, or module:Class")],
+    name: Annotated[str | None, typer.Option(help="node name (default: the class name, lower case)")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", metavar="NAME=VALUE",
+                                                    help="parameter value (repeatable)")] = None,
+    namespace: Annotated[str, typer.Option(help="namespace for the node's relative topics")] = "",
+    remap: Annotated[list[str] | None, typer.Option(metavar="FROM=TO", help="topic remap (repeatable)")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Run your node until Ctrl-C; it shows up in `node list`, publishes and subscribes like any other."""
+    graph = Graph(registry)
+    graph.call("ping")  # fail now, clearly, if nothing is running
+    params = parse_pairs(param, "--param")
+    remaps = parse_pairs(remap, "--remap")
+    try:
+        kind = find_node_class(target) if Path(target.partition(":")[0]).suffix == ".py" or Path(target).exists() \
+            else target
+        cls = load_kind(kind, Path.cwd())
+        node_name = name or cls.__name__.lower()  # the Node default
+        if node_name in {n["name"] for n in graph.nodes()}:
+            raise CliError(f"--name: a node named {node_name!r} is already running; choose another with --name")
+        node = cls(node_name, registry=graph.address, params=params, namespace=namespace, remaps=remaps,
+                   run_dir=run_dir_of(graph.source))
+    except (KindError, ParamError, SyntaxError, OSError) as exc:
+        raise CliError(f"attach {target}: {exc}") from None
+    err_console.print(f"attached {node.name} ({node.kind}) to {graph.address}; Ctrl-C detaches")
+    node.spin()
+    err_console.print(f"detached {node.name}")
