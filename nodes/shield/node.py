@@ -56,7 +56,7 @@ class ShieldNode(Node):
         self.timer(min(0.02, self.proposal_deadline_s / 4), self.check_deadline)
         self.report_file: IO[str] | None = None
         if self.write_reports and self.run_dir is not None:
-            self.report_file = open(self.run_dir / "shield_reports.jsonl", "a", buffering=1 << 16)
+            self.report_file = open(self.run_dir / "shield_reports.jsonl", "a")
 
     def on_shutdown(self) -> None:
         if self.report_file is not None:
@@ -142,8 +142,9 @@ class ShieldNode(Node):
             proposed=[[_num(v) for v in r["proposed"]] for r in reports],
             safe=[r["safe"] for r in reports]))
         if self.report_file is not None:
-            for r in reports:
-                self.report_file.write(json.dumps(r) + "\n")
+            # Whole lines, flushed per step: a killed shield leaves no torn line for its successor to append to.
+            self.report_file.write("".join(json.dumps(r) + "\n" for r in reports))
+            self.report_file.flush()
 
 
 def _num(x: float | None) -> float:

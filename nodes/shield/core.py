@@ -1,0 +1,279 @@
+"""ShieldCore: one decision per step for a batch of arenas, with degraded mode and explanations.
+
+    core = ShieldCore(env_cfg, ShieldConfig(filter="qp"))
+    decision = core.step(step, positions, internal, proposed, input_age_s, uncertainty=None)
+    env.step(decision.actions)            # (B, 2) float32, the only actions the env may execute
+    for report in decision.reports: ...   # plain dicts, one per intervention (mode != "pass")
+
+Order of checks per arena, the first that applies decides:
+1. ``bad_input``: non-finite position, internal state or uncertainty -> fallback (a non-finite proposal
+   is treated as a zero proposal and filtered);
+2. ``stale``: `input_age_s` past `input_deadline_s` -> fallback for every arena;
+3. ``ood``: the OOD detector (if given) flags the state -> fallback;
+4. ``deadlock``: the arena is in its post-deadlock hold -> fallback;
+5. the filter: no verified action -> ``infeasible``; ensemble disagreement -> ``disagreement``.
+Deadlock detection: the safe action has norm below `deadlock_action_eps` while the proposal's is above
+`deadlock_proposal_eps` for `deadlock_steps` consecutive steps; the arena then runs the fallback for
+`deadlock_hold_steps` steps (this one included). Degraded arena-steps are counted per cause in
+`counts`; the shield never passes an unfiltered proposal in degraded mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout
+from nodes.shield.barriers import BarrierConfig, GridLifeBarriers
+from nodes.shield.fallback import FALLBACK_POLICIES, Fallback, FallbackPolicy
+from nodes.shield.filters import (
+    AmortisedConfig,
+    AmortisedFilter,
+    EnsembleConfig,
+    EnsembleFilter,
+    QPFilter,
+    SafetyFilter,
+    SearchConfig,
+    SearchFilter,
+    Verifier,
+)
+from nodes.shield.internal_model import InternalModel, KnownInternalModel
+from nodes.shield.ood import EnergyOOD
+from nodes.shield.qp import BarrierQP, QPConfig
+from nodes.shield.state import state_matrix
+
+FilterName = Literal["qp", "search", "amortised", "ensemble"]
+FILTERS: tuple[str, ...] = ("qp", "search", "amortised", "ensemble")
+MODES: tuple[str, str, str] = ("pass", "filtered", "fallback")
+CAUSES: tuple[str, ...] = ("bad_input", "stale", "ood", "deadlock", "infeasible", "disagreement")
+PASS, FILTERED, FALLBACK = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ShieldConfig:
+    filter: FilterName = "qp"
+    fallback: FallbackPolicy = "seek_station"
+    fallback_speed: float = 0.8  # |a| of the seek_station heading (slow costs more energy per metre)
+    input_deadline_s: float = 0.05  # inputs older than this are stale
+    deadlock_steps: int = 20
+    deadlock_hold_steps: int = 10
+    deadlock_action_eps: float = 0.02
+    deadlock_proposal_eps: float = 0.2
+    pass_tolerance: float = 1e-6  # max |safe - proposed| still reported as a pass
+    barrier: BarrierConfig = field(default_factory=BarrierConfig)
+    qp: QPConfig = field(default_factory=QPConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    amortised: AmortisedConfig = field(default_factory=AmortisedConfig)
+
+    def __post_init__(self) -> None:
+        if self.filter not in FILTERS:
+            raise ValueError(f"filter: must be one of {FILTERS}, got {self.filter!r}")
+        if self.fallback not in FALLBACK_POLICIES:
+            raise ValueError(f"fallback: must be one of {FALLBACK_POLICIES}, got {self.fallback!r}")
+        for name in ("deadlock_steps", "deadlock_hold_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        for name in ("input_deadline_s", "deadlock_action_eps", "deadlock_proposal_eps", "pass_tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")
+        if self.deadlock_action_eps >= self.deadlock_proposal_eps:
+            raise ValueError("deadlock_action_eps: must be smaller than deadlock_proposal_eps")
+
+
+@dataclass
+class ShieldDecision:
+    """The step's output. `reports` holds one plain dict per arena whose mode is not 'pass'."""
+
+    actions: np.ndarray  # (B, 2) float32
+    mode: np.ndarray  # (B,) int: 0 pass, 1 filtered, 2 fallback (names in MODES)
+    cause: list[str | None]  # degraded-mode cause per arena
+    constraint: list[str | None]  # tightest barrier at the safe action
+    margin_before: np.ndarray  # (B,) smallest slack at the proposal, barrier units (nan if not evaluated)
+    margin_after: np.ndarray  # (B,) smallest slack at the safe action
+    reports: list[dict[str, Any]]
+
+
+def intervention_report(decision: ShieldDecision, step: int, arena: int, proposed: np.ndarray) -> dict[str, Any]:
+    """The JSON-ready explanation of one arena's decision."""
+
+    def num(x: float) -> float | None:
+        return float(x) if math.isfinite(x) else None
+
+    return {
+        "step": int(step),
+        "arena": int(arena),
+        "mode": MODES[int(decision.mode[arena])],
+        "cause": decision.cause[arena],
+        "constraint": decision.constraint[arena],
+        "margin_before": num(float(decision.margin_before[arena])),
+        "margin_after": num(float(decision.margin_after[arena])),
+        "proposed": [num(float(v)) for v in proposed[arena]],
+        "safe": [float(v) for v in decision.actions[arena]],
+    }
+
+
+class ShieldCore:
+    """Filters proposed actions for a batch of GridLife arenas; see the module docstring."""
+
+    def __init__(
+        self,
+        env_cfg: GridLifeConfig,
+        cfg: ShieldConfig | None = None,
+        *,
+        internal_model: InternalModel | None = None,
+        viability_models: Sequence[Any] = (),
+        ood: EnergyOOD | None = None,
+        layout: GridLifeLayout | None = None,
+    ) -> None:
+        self.env_cfg = env_cfg
+        self.cfg = ShieldConfig() if cfg is None else cfg
+        self.layout = build_layout(env_cfg) if layout is None else layout
+        self.barriers = GridLifeBarriers(env_cfg, self.cfg.barrier, self.layout)
+        self.model = KnownInternalModel(env_cfg, self.layout) if internal_model is None else internal_model
+        self.verifier = Verifier(self.barriers, self.model)
+        if ood is not None and not ood.fitted:
+            raise ValueError("ood: the OOD detector must be fitted (or loaded) before use")
+        self.ood = ood
+        self.filter = self._make_filter(viability_models)
+        self.fallback = Fallback(
+            self.barriers, BarrierQP(self.barriers.n_rows, self.cfg.qp), self.cfg.fallback, self.cfg.fallback_speed
+        )
+        self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
+        self.counts.update({f"mode.{m}": 0 for m in MODES}, deadlocks_detected=0, decisions=0)
+        self._stuck = np.zeros(0, dtype=np.int64)  # consecutive stopped-while-pushing steps per arena
+        self._hold = np.zeros(0, dtype=np.int64)  # remaining fallback steps after a deadlock
+
+    def _make_filter(self, viability_models: Sequence[Any]) -> SafetyFilter:
+        cfg = self.cfg
+        if cfg.filter == "qp":
+            return QPFilter(self.barriers, cfg.qp)
+        if cfg.filter == "search":
+            return SearchFilter(self.verifier, cfg.search)
+        if cfg.filter == "ensemble":
+            return EnsembleFilter(self.verifier, viability_models, cfg.ensemble, cfg.search)
+        backup: SafetyFilter = (
+            QPFilter(self.barriers, cfg.qp) if cfg.amortised.backup == "qp" else SearchFilter(self.verifier, cfg.search)
+        )
+        return AmortisedFilter(self.barriers, self.verifier, backup, cfg.amortised)
+
+    def step(
+        self,
+        step: int,
+        positions: np.ndarray,
+        internal: np.ndarray,
+        proposed: np.ndarray,
+        input_age_s: float,
+        uncertainty: np.ndarray | None = None,
+    ) -> ShieldDecision:
+        """Decide the safe actions for one step.
+
+        positions (B, 2) metres; internal (B, 3) = (E, T, I), true or estimated; proposed (B, 2) agent
+        actions; input_age_s: age of the oldest input; uncertainty (B, 3): std of the estimate, or None.
+        """
+        pos, h, prop, std = _checked(positions, internal, proposed, uncertainty)
+        n = pos.shape[0]
+        if self._stuck.shape[0] != n:
+            self._stuck = np.zeros(n, dtype=np.int64)
+            self._hold = np.zeros(n, dtype=np.int64)
+        cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
+        bad = ~(np.isfinite(pos).all(1) & np.isfinite(h).all(1))
+        if std is not None:
+            bad |= ~np.isfinite(std).all(1)
+        cause[bad] = CAUSES.index("bad_input")
+        safe_pos = np.where(bad[:, None], 0.0, pos)
+        safe_h = self.barriers.pessimistic(np.where(bad[:, None], 0.0, h), None if std is None else np.nan_to_num(std))
+        if not (isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s):
+            cause[cause < 0] = CAUSES.index("stale")  # also catches a nan age
+        if self.ood is not None:
+            flagged = self.ood.is_ood(state_matrix(safe_pos, safe_h))
+            cause[(cause < 0) & flagged] = CAUSES.index("ood")
+        cause[(cause < 0) & (self._hold > 0)] = CAUSES.index("deadlock")
+
+        actions = np.zeros((n, 2), dtype=np.float32)
+        before = np.full(n, np.nan)
+        after = np.full(n, np.nan)
+        constraint = np.full(n, -1, dtype=np.int64)
+        active = np.flatnonzero(cause < 0)
+        if active.size:
+            res = self.filter.filter(safe_pos[active], safe_h[active], prop[active])
+            actions[active] = res.actions
+            before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
+            cause[active[~res.ok]] = CAUSES.index("infeasible")
+            cause[active[res.disagreement]] = CAUSES.index("disagreement")  # the more specific cause
+            # deadlock: stopped at a boundary while the agent keeps pushing
+            stopped = (np.linalg.norm(res.actions, axis=1) < self.cfg.deadlock_action_eps) & (
+                np.linalg.norm(prop[active], axis=1) > self.cfg.deadlock_proposal_eps
+            )
+            live = res.ok & ~res.disagreement
+            self._stuck[active] = np.where(live & stopped, self._stuck[active] + 1, 0)
+            hit = active[self._stuck[active] >= self.cfg.deadlock_steps]
+            if hit.size:
+                self.counts["deadlocks_detected"] += hit.size
+                self._stuck[hit] = 0
+                self._hold[hit] = self.cfg.deadlock_hold_steps
+                cause[hit] = CAUSES.index("deadlock")
+        self._hold = np.maximum(self._hold - 1, 0)
+
+        degraded = np.flatnonzero(cause >= 0)
+        if degraded.size:
+            fb_actions, fb_slack = self.fallback.act(safe_pos[degraded], safe_h[degraded], degraded)
+            actions[degraded] = fb_actions
+            finite = np.where(np.isfinite(fb_slack), fb_slack, np.inf)
+            after[degraded] = finite.min(axis=1)
+            constraint[degraded] = np.argmin(finite, axis=1)
+            for c in cause[degraded]:
+                self.counts[f"degraded.{CAUSES[c]}"] += 1
+        # a bad state has no meaningful fallback heading: stand still
+        actions[bad] = 0.0
+
+        mode = np.where(np.abs(actions - prop).max(axis=1) > self.cfg.pass_tolerance, FILTERED, PASS)
+        mode[degraded] = FALLBACK
+        for m in range(3):
+            self.counts[f"mode.{MODES[m]}"] += int((mode == m).sum())
+        self.counts["decisions"] += n
+        names = self.barriers.names
+        decision = ShieldDecision(
+            actions=actions,
+            mode=mode,
+            cause=[CAUSES[c] if c >= 0 else None for c in cause],
+            constraint=[names[c] if c >= 0 else None for c in constraint],
+            margin_before=before,
+            margin_after=after,
+            reports=[],
+        )
+        decision.reports = [intervention_report(decision, step, int(i), prop) for i in np.flatnonzero(mode != PASS)]
+        return decision
+
+    def fallback_reason_counts(self) -> dict[str, int]:
+        """Degraded arena-steps per cause (for telemetry and `node list`)."""
+        return {c: self.counts[f"degraded.{c}"] for c in CAUSES}
+
+
+def _checked(
+    positions: np.ndarray, internal: np.ndarray, proposed: np.ndarray, uncertainty: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Shapes are a contract: wrong ones raise, naming the field. Non-finite proposals become 0."""
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError(f"positions: expected shape (B, 2), got {pos.shape}")
+    n = pos.shape[0]
+    h = np.asarray(internal, dtype=np.float64)
+    if h.shape != (n, 3):
+        raise ValueError(f"internal: expected shape ({n}, 3), got {h.shape}")
+    prop = np.asarray(proposed, dtype=np.float64)
+    if prop.shape != (n, 2):
+        raise ValueError(f"proposed: expected shape ({n}, 2), got {prop.shape}")
+    prop = np.clip(np.nan_to_num(prop, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    std = None
+    if uncertainty is not None:
+        std = np.asarray(uncertainty, dtype=np.float64)
+        if std.shape != (n, 3):
+            raise ValueError(f"uncertainty: expected shape ({n}, 3), got {std.shape}")
+    return pos, h, prop, std

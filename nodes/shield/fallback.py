@@ -1,0 +1,139 @@
+"""Declared conservative fallback policies for degraded mode.
+
+- ``seek_station``: head at `speed` for the nearest station of the most-needed kind (the internal
+  barrier with the smallest value: energy -> refuel, temperature -> cool, integrity -> repair; an arena keeps
+  its target until that variable is restored inside the station, so two needs cannot make it dither), steering
+  around hazards and hot zones that lie on the straight path, and hold still once deep inside it. The
+  heading goes through the same barrier QP; if that is infeasible, through the position rows plus
+  keep-out rows for the hot zones (the internal rows are dropped, so the fallback must not walk through
+  heat); if even that fails, the action is 0.
+- ``stop``: a = 0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from nodes.shield.barriers import INTERNAL_STATION, GridLifeBarriers
+from nodes.shield.qp import BarrierQP
+
+FallbackPolicy = Literal["seek_station", "stop"]
+FALLBACK_POLICIES: tuple[str, str] = ("seek_station", "stop")
+RESTORED: tuple[float, float, float] = (0.9, 0.2, 0.9)  # E >=, T <=, I >= : a station visit is complete
+
+
+class Fallback:
+    def __init__(self, barriers: GridLifeBarriers, qp: BarrierQP, policy: FallbackPolicy, speed: float) -> None:
+        if policy not in FALLBACK_POLICIES:
+            raise ValueError(f"fallback: must be one of {FALLBACK_POLICIES}, got {policy!r}")
+        if not 0.0 < speed <= 1.0:
+            raise ValueError(f"fallback_speed: must lie in (0, 1], got {speed!r}")
+        self.barriers = barriers
+        self.qp = qp
+        self.policy = policy
+        self.speed = speed
+        lay = barriers.layout
+        # discs to steer around: hazards with a clearance, hot zones with their heat band
+        self.obstacles = np.concatenate([lay.hazard_centres, lay.hot_centres]).reshape(-1, 2)
+        self.obstacle_radii = np.concatenate([lay.hazard_radii + 0.3, barriers.hot_reach])
+        self.keep_out_qp = BarrierQP(barriers.n_position_rows + len(lay.hot_radii), qp.cfg)
+        self._target: dict[int, int] = {}  # arena -> station kind being sought (index into INTERNAL_STATION)
+
+    def _needs(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> np.ndarray:
+        """Station kind per arena: the remembered target, or the kind of the smallest internal barrier."""
+        values = self.barriers.values(pos, internal)[:, -3:]
+        need = np.argmin(values, axis=1)
+        for row, arena in enumerate(arenas.tolist()):
+            kind = self._target.get(arena)
+            if kind is not None and not self._restored(pos[row], internal[row], kind):
+                need[row] = kind
+            self._target[arena] = int(need[row])
+        return need
+
+    def _restored(self, p: np.ndarray, h: np.ndarray, kind: int) -> bool:
+        """Deep inside a station of that kind with the variable back near its best value."""
+        name = INTERNAL_STATION[kind]
+        centres, _ = self.barriers.stations[name]
+        deep = bool(np.any(np.linalg.norm(centres - p, axis=1) <= self.barriers.deep_radius[name]))
+        level = (h[0] >= RESTORED[0], h[1] <= RESTORED[1], h[2] >= RESTORED[2])[kind]
+        return deep and level
+
+    def heading(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> np.ndarray:
+        """The unfiltered seek_station action (B, 2) for the given arena indices."""
+        need = self._needs(pos, internal, arenas)  # 0 energy, 1 temperature, 2 integrity
+        out = np.zeros_like(pos)
+        for k, kind in enumerate(INTERNAL_STATION):
+            sel = need == k
+            if not sel.any():
+                continue
+            centres, _ = self.barriers.stations[kind]
+            deep = self.barriers.deep_radius[kind]
+            rel = centres[None, :, :] - pos[sel, None, :]
+            dist = np.linalg.norm(rel, axis=-1)
+            j = np.argmin(dist - deep, axis=1)
+            rows = np.arange(len(j))
+            d = dist[rows, j]
+            goals = centres[j]
+            direction = np.stack([self._steer(p, g) for p, g in zip(pos[sel], goals, strict=True)])
+            # slow down on arrival so as to stop inside the deep part of the station
+            speed = np.minimum(self.speed, np.maximum(d - 0.5 * deep[j], 0.0) / self.barriers.step_len)
+            out[sel] = direction * speed[:, None]
+        return np.clip(out, -1.0, 1.0)
+
+    def act(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Actions (B, 2) float32 for the arenas with these indices, and the barrier row slack (B, R) there."""
+        pos = np.asarray(pos, dtype=np.float64)
+        internal = np.asarray(internal, dtype=np.float64)
+        rows = self.barriers.constraints(pos, internal)
+        if self.policy == "stop":
+            actions = np.zeros((len(pos), 2), dtype=np.float32)
+            return actions, -rows.b
+        target = self.heading(pos, internal, np.asarray(arenas))
+        res = self.qp.solve(rows.A, rows.b, target)
+        actions, slack = res.actions.copy(), res.slack.copy()
+        rest = np.flatnonzero(~res.feasible)
+        if rest.size:  # the internal rows cannot all hold: position rows and hot-zone keep-out rows
+            A, b = self._keep_out_rows(pos[rest], rows.A[rest], rows.b[rest])
+            sub = self.keep_out_qp.solve(A, b, target[rest])
+            actions[rest] = np.where(sub.feasible[:, None], sub.actions, 0.0)
+            slack[rest] = np.einsum("nrk,nk->nr", rows.A[rest], actions[rest].astype(np.float64)) - rows.b[rest]
+        return actions.astype(np.float32), slack
+
+    def _keep_out_rows(self, pos: np.ndarray, A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Position rows of the barriers plus a tangent half-plane per hot zone (decay gamma_position)."""
+        lay, k = self.barriers.layout, self.barriers.n_position_rows
+        rel = pos[:, None, :] - lay.hot_centres
+        dist = np.linalg.norm(rel, axis=-1)
+        normal = rel / np.maximum(dist, 1e-9)[..., None]
+        gap = dist - lay.hot_radii
+        A_hot = self.barriers.step_len * normal
+        b_hot = -self.barriers.cfg.gamma_position * gap + self.barriers.cfg.row_tightening
+        return np.concatenate([A[:, :k], A_hot], axis=1), np.concatenate([b[:, :k], b_hot], axis=1)
+
+    def _steer(self, p: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Unit heading to goal, turned to the tangent of the first obstacle disc on the straight path."""
+        to_goal = goal - p
+        length = float(np.linalg.norm(to_goal))
+        if length < 1e-9:
+            return np.zeros(2)
+        d = to_goal / length
+        rel = self.obstacles - p
+        along = rel @ d
+        perp = np.abs(rel[:, 0] * d[1] - rel[:, 1] * d[0])
+        dist = np.linalg.norm(rel, axis=1)
+        blocking = (along > 0) & (along < length) & (perp < self.obstacle_radii)
+        if not blocking.any():
+            return d
+        i = int(np.argmin(np.where(blocking, along, np.inf)))
+        c, r, dc = rel[i], self.obstacle_radii[i], dist[i]
+        side = 1.0 if c[0] * to_goal[1] - c[1] * to_goal[0] >= 0 else -1.0  # pass on the goal's side
+        if dc <= r:  # inside the inflated disc: slide along it, away from the centre
+            tangent = np.array([-c[1], c[0]]) * -side / max(dc, 1e-9)
+            out = tangent - c / max(dc, 1e-9)
+            return out / np.linalg.norm(out)
+        angle = np.arcsin(min(1.0, r / dc)) * -side
+        cos, sin = np.cos(angle), np.sin(angle)
+        u = c / dc
+        return np.array([cos * u[0] - sin * u[1], sin * u[0] + cos * u[1]])

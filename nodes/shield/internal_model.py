@@ -1,0 +1,185 @@
+"""Next-state predictors used to verify candidate actions.
+
+- `KnownInternalModel`: the env's own equations (nodes/env/gridlife.py), exact, error bound 0.
+- `LearnedInternalModel`: a small torch regressor of the change in (E, T, I), trained online from
+  transitions. Its inputs are the effort |a|^2/2 and the disc indicators at the next position (the
+  layout is known; the rates are what is learned). Its error bound is the `error_quantile` of the
+  absolute residuals on the buffer times `error_factor`, refreshed after every training round;
+  until `min_samples` transitions have been trained on, the bound is infinite, so nothing verifies.
+
+Both take positions (..., 2), internal states (..., 3) and actions (..., 2) with broadcasting, and
+return the next positions, next internal states and a per-variable error bound (3,).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from nodes.env.gridlife import (
+    GridLifeConfig,
+    GridLifeLayout,
+    build_layout,
+    effort,
+    inside_any,
+    internal_step,
+    next_position,
+)
+from persist_rt import checkpoint
+from persist_rt.checkpoint import CheckpointError
+
+FORMAT = "persist.shield.internal_model/1"
+
+
+class InternalModel(Protocol):
+    def predict(
+        self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+class KnownInternalModel:
+    """The documented GridLife equations."""
+
+    def __init__(self, env_cfg: GridLifeConfig, layout: GridLifeLayout | None = None) -> None:
+        self.env_cfg = env_cfg
+        self.layout = build_layout(env_cfg) if layout is None else layout
+        self.error_bound = np.zeros(3)
+
+    def predict(
+        self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos_next = next_position(pos, actions, self.env_cfg)
+        return pos_next, internal_step(internal, pos_next, actions, self.env_cfg, self.layout), self.error_bound
+
+
+@dataclass(frozen=True)
+class LearnedModelConfig:
+    hidden: int = 64
+    lr: float = 1e-3
+    batch_size: int = 256
+    buffer_size: int = 50_000
+    min_samples: int = 2_000  # transitions trained on before the model may verify anything
+    error_quantile: float = 0.999
+    error_factor: float = 1.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "batch_size", "buffer_size", "min_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: must be > 0, got {self.lr!r}")
+        if not 0.5 <= self.error_quantile <= 1.0:
+            raise ValueError(f"error_quantile: must lie in [0.5, 1], got {self.error_quantile!r}")
+        if not self.error_factor >= 1.0:
+            raise ValueError(f"error_factor: must be >= 1, got {self.error_factor!r}")
+
+
+N_FEATURES = 9  # E, T, I, effort, refuel, cool, repair, hot, hazard
+
+
+class LearnedInternalModel:
+    """Online regressor of h' - h from (h, effort, indicators at p')."""
+
+    def __init__(
+        self, env_cfg: GridLifeConfig, cfg: LearnedModelConfig | None = None, layout: GridLifeLayout | None = None
+    ) -> None:
+        import torch
+        from torch import nn
+
+        self._torch = torch
+        self.env_cfg = env_cfg
+        self.cfg = LearnedModelConfig() if cfg is None else cfg
+        self.layout = build_layout(env_cfg) if layout is None else layout
+        torch.manual_seed(self.cfg.seed)
+        h = self.cfg.hidden
+        self.net = nn.Sequential(nn.Linear(N_FEATURES, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 3))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+        self._rng = np.random.default_rng(self.cfg.seed)
+        self._x = np.zeros((self.cfg.buffer_size, N_FEATURES), dtype=np.float32)
+        self._y = np.zeros((self.cfg.buffer_size, 3), dtype=np.float32)
+        self._count = 0  # transitions ever added
+        self.trained_on = 0  # transitions seen by the optimiser (counted by minibatch rows)
+        self.error_bound = np.full(3, np.inf)
+
+    @property
+    def ready(self) -> bool:
+        return self.trained_on >= self.cfg.min_samples and bool(np.isfinite(self.error_bound).all())
+
+    def features(self, pos_next: np.ndarray, internal: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        lay = self.layout
+        flags = [inside_any(pos_next, *lay.stations(kind)) for kind in ("refuel", "cool", "repair")]
+        flags.append(inside_any(pos_next, lay.hot_centres, lay.hot_radii))
+        flags.append(inside_any(pos_next, lay.hazard_centres, lay.hazard_radii, strict=True))
+        work = effort(actions)
+        shape = np.broadcast_shapes(work.shape, np.shape(internal)[:-1])
+        parts = [np.broadcast_to(internal, (*shape, 3)), np.broadcast_to(work, shape)[..., None]]
+        parts += [np.broadcast_to(f, shape)[..., None] for f in flags]
+        return np.concatenate(parts, axis=-1).astype(np.float32)
+
+    def add(self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray, internal_next: np.ndarray) -> None:
+        """Store transitions (B rows): positions p, internal h, actions a and the observed h'."""
+        pos_next = next_position(np.asarray(pos, dtype=np.float64), actions, self.env_cfg)
+        x = self.features(pos_next, np.asarray(internal, dtype=np.float64), np.asarray(actions)).reshape(-1, N_FEATURES)
+        y = (np.asarray(internal_next, dtype=np.float64) - np.asarray(internal, dtype=np.float64)).reshape(-1, 3)
+        if x.shape[0] != y.shape[0] or not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise ValueError("transitions: internal/internal_next must be finite and have matching batch sizes")
+        slots = (self._count + np.arange(x.shape[0])) % self.cfg.buffer_size
+        self._x[slots], self._y[slots] = x, y.astype(np.float32)
+        self._count += x.shape[0]
+
+    def train(self, steps: int) -> float:
+        """Run `steps` Adam steps on random minibatches; refresh the error bound; return the last loss."""
+        torch = self._torch
+        n = min(self._count, self.cfg.buffer_size)
+        if n == 0:
+            raise ValueError("train: no transitions stored yet")
+        loss_value = float("nan")
+        for _ in range(steps):
+            idx = self._rng.integers(0, n, size=min(self.cfg.batch_size, n))
+            pred = self.net(torch.as_tensor(self._x[idx]))
+            loss = torch.nn.functional.mse_loss(pred, torch.as_tensor(self._y[idx]))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            loss_value = float(loss.detach())
+            self.trained_on += len(idx)
+        with torch.no_grad():
+            residual = np.abs(self.net(torch.as_tensor(self._x[:n])).numpy() - self._y[:n])
+        self.error_bound = self.cfg.error_factor * np.quantile(residual, self.cfg.error_quantile, axis=0)
+        return loss_value
+
+    def predict(
+        self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        torch = self._torch
+        pos_next = next_position(pos, actions, self.env_cfg)
+        h = np.asarray(internal, dtype=np.float64)
+        x = self.features(pos_next, h, actions)
+        with torch.no_grad():
+            delta = self.net(torch.as_tensor(x.reshape(-1, N_FEATURES))).numpy().reshape(*x.shape[:-1], 3)
+        return pos_next, np.clip(h + delta, 0.0, 1.0), self.error_bound
+
+    def save(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        meta = dict(metadata or {}, format=FORMAT, hidden=self.cfg.hidden, trained_on=self.trained_on)
+        tensors = {k: v.detach().numpy() for k, v in self.net.state_dict().items()}
+        tensors["error_bound"] = self.error_bound.astype(np.float64)
+        checkpoint.save(path, tensors, meta)
+
+    def load(self, path: str) -> None:
+        tensors, meta = checkpoint.load(path)
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta.get("hidden") != self.cfg.hidden:
+            raise CheckpointError(f"{path}: field 'hidden' is {meta.get('hidden')!r}, expected {self.cfg.hidden}")
+        state = self.net.state_dict()
+        expected = {k: (tuple(v.shape), "float32") for k, v in state.items()}
+        expected["error_bound"] = ((3,), "float64")
+        checkpoint.check_tensors(tensors, expected, path)
+        self.net.load_state_dict({k: self._torch.from_numpy(tensors[k].copy()) for k in state})
+        self.error_bound = tensors["error_bound"].copy()
+        self.trained_on = int(meta.get("trained_on", 0))
