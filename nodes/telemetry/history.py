@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from persist_rt.checkpoint import atomic_write_bytes
 
 FORMAT = "persist.metrics_history"
 VERSION = 1
@@ -80,20 +81,10 @@ def freeze(series: dict[tuple[str, str], SeriesHistory]) -> list[Series]:
 
 def write_history(path: Path, run_id: str, series: list[Series]) -> None:
     """Write every series atomically (temp file, fsync, rename): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps({"format": FORMAT, "version": VERSION, "run_id": run_id}) + "\n")
-            for s in series:
-                f.write(json.dumps({"node": s.node, "name": s.name, "type": s.kind,
-                                    "t": [round(x, 3) for x in s.t], "v": s.v}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    lines = [json.dumps({"format": FORMAT, "version": VERSION, "run_id": run_id})]
+    lines += [json.dumps({"node": s.node, "name": s.name, "type": s.kind, "t": [round(x, 3) for x in s.t], "v": s.v})
+              for s in series]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def load_history(path: str | os.PathLike[str]) -> dict[tuple[str, str], Series]:
