@@ -1,0 +1,1 @@
+"""State estimation under partial observability: a GRU that tracks hidden internal variables."""

@@ -1,0 +1,313 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018): twin Q, Polyak-averaged targets, automatic entropy tuning.
+
+Process-free: the learner node feeds a ``ReplayBuffer``, calls ``update`` as often as
+``updates_owed`` says, publishes ``policy(version)`` every ``publish_period`` updates and calls
+``checkpoint``/``resume``. Checkpoints hold networks, optimizer moments, alpha, the update count and
+the random generator as named numpy tensors (safetensors + JSON), never pickle, so a resumed learner
+makes exactly the update the original would have made next.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nodes.sac.networks import Actor, TwinQ
+from nodes.sac.policy_file import Policy, numpy_to_state_dict, state_dict_to_numpy
+from nodes.sac.replay import ReplayBatch
+from nodes.sac.spec import ACTIVATIONS, ActorSpec
+from persist_rt import checkpoint
+from persist_rt.checkpoint import CheckpointError
+
+CHECKPOINT_FORMAT = "persist.sac"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # target networks move this fraction towards the online ones per update
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
+    alpha_lr: float = 1e-3
+    batch_size: int = 256
+    hidden: tuple[int, ...] = (256, 256)  # actor and critics alike
+    activation: str = "relu"
+    initial_alpha: float = 0.2  # entropy temperature at the start
+    autotune_alpha: bool = True  # learn alpha so that the policy entropy tracks target_entropy
+    target_entropy: float | None = None  # None: -act_dim
+    utd_ratio: float = 1.0  # gradient updates per transition received
+    publish_period: int = 100  # K: publish actor weights every K updates
+    learning_starts: int = 1_000  # transitions before the first update
+    replay_capacity: int = 200_000
+    device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda" | "cuda:N"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, reason: str) -> ValueError:
+            return ValueError(f"SACConfig field '{name}' {reason}, got {getattr(self, name)!r}")
+
+        if not 0.0 <= self.gamma < 1.0:
+            raise bad("gamma", "must be in [0, 1)")
+        if not 0.0 < self.tau <= 1.0:
+            raise bad("tau", "must be in (0, 1]")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha", "utd_ratio"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise bad(name, "must be a finite number > 0")
+        for name, low in (
+            ("batch_size", 1),
+            ("publish_period", 1),
+            ("learning_starts", 0),
+            ("replay_capacity", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise bad(name, f"must be an integer >= {low}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise bad("seed", "must be an integer >= 0")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.hidden):
+            raise bad("hidden", "must be a non-empty list of positive integers")
+        if self.activation not in ACTIVATIONS:
+            raise bad("activation", f"must be one of {ACTIVATIONS}")
+        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
+            raise bad("target_entropy", "must be finite or None")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SACConfig:
+        """Config from launch-file parameters; an unknown key is an error naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"SACConfig field '{unknown[0]}' is not known (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+    def resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"SACConfig field 'device' is {self.device!r} but CUDA is not available")
+        return torch.device(self.device)
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    """CPU copy with 0-d tensors as shape (1,)."""
+    a = t.detach().cpu().numpy()
+    return (a.reshape(1) if a.ndim == 0 else a).copy()
+
+
+class SAC:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: SACConfig | None = None,
+        action_low: tuple[float, ...] = (),
+        action_high: tuple[float, ...] = (),
+    ) -> None:
+        self.config = cfg = config or SACConfig()
+        self.device = cfg.resolve_device()
+        self.actor_spec = ActorSpec(obs_dim, act_dim, cfg.hidden, cfg.activation, action_low, action_high)
+        # Seeded initialisation without touching the process-wide torch RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.actor = Actor(self.actor_spec).to(self.device)
+            self.critic = TwinQ(obs_dim, act_dim, cfg.hidden, cfg.activation).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # Shape (1,) rather than 0-d: checkpoint files store no 0-d tensors.
+        log_alpha = torch.full((1,), math.log(cfg.initial_alpha), device=self.device)
+        self.log_alpha = log_alpha.requires_grad_(cfg.autotune_alpha)
+        self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr),
+        }
+        if cfg.autotune_alpha:
+            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        # One generator for policy noise in updates; pass it to ReplayBuffer.sample too, so a
+        # checkpoint captures every source of randomness.
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.num_updates = 0
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    # --- learning ---------------------------------------------------------------------------
+
+    def update(self, batch: ReplayBatch) -> dict[str, float]:
+        """One gradient step on critics, actor and alpha, then the target networks; returns losses."""
+        cfg, gen = self.config, self.generator
+        alpha = self.log_alpha.detach().exp().squeeze()
+
+        # Critics: regress both Q towards r + gamma * (min target Q - alpha * log pi) at s'.
+        with torch.no_grad():
+            next_action, next_log_prob, _ = self.actor.sample(batch.next_obs, gen)
+            next_q = torch.min(*self.critic_target(batch.next_obs, next_action)) - alpha * next_log_prob
+            target_q = batch.reward + (1.0 - batch.done) * cfg.gamma * next_q
+        q1, q2 = self.critic(batch.obs, batch.action)
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        self._step("critic", critic_loss)
+
+        # Actor: maximise min Q - alpha * log pi of its own reparameterised actions.
+        action, log_prob, _ = self.actor.sample(batch.obs, gen)
+        actor_loss = (alpha * log_prob - torch.min(*self.critic(batch.obs, action))).mean()
+        self._step("actor", actor_loss)
+
+        # Temperature: raise alpha when entropy (-log pi) is below target, lower it when above.
+        if cfg.autotune_alpha:
+            alpha_loss = -(self.log_alpha.exp().squeeze() * (log_prob.detach() + self.target_entropy)).mean()
+            self._step("alpha", alpha_loss)
+        else:
+            alpha_loss = torch.zeros((), device=self.device)
+
+        with torch.no_grad():
+            for param, target in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
+                target.lerp_(param, cfg.tau)
+        self.num_updates += 1
+
+        stats = torch.stack(
+            [critic_loss, actor_loss, alpha_loss, alpha, q1.mean(), -log_prob.mean()]
+        ).tolist()  # one device sync per update
+        names = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q_mean", "entropy")
+        return dict(zip(names, stats, strict=True))
+
+    def _step(self, name: str, loss: torch.Tensor) -> None:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def updates_owed(self, transitions_seen: int) -> int:
+        """Updates to run now to keep ``utd_ratio`` updates per transition after ``learning_starts``."""
+        if transitions_seen < self.config.learning_starts:
+            return 0
+        due = math.floor((transitions_seen - self.config.learning_starts + 1) * self.config.utd_ratio)
+        return max(0, due - self.num_updates)
+
+    def publish_due(self) -> bool:
+        """True right after every ``publish_period``-th update."""
+        return self.num_updates > 0 and self.num_updates % self.config.publish_period == 0
+
+    def policy(self, version: int | None = None) -> Policy:
+        """The current actor as a validated ``Policy`` (version defaults to the update count)."""
+        tensors = state_dict_to_numpy(self.actor.state_dict())
+        return Policy(self.actor_spec, tensors, self.num_updates if version is None else version, "learner")
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def _networks(self) -> dict[str, torch.nn.Module]:
+        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}
+
+    def _optimizer_params(self, name: str) -> list[torch.Tensor]:
+        return [p for group in self.optimizers[name].param_groups for p in group["params"]]
+
+    def _expected_tensors(self, with_optimizer_state: bool) -> dict[str, tuple[tuple[int, ...], str]]:
+        expected: dict[str, tuple[tuple[int, ...], str]] = {}
+        for prefix, module in self._networks().items():
+            for key, t in module.state_dict().items():
+                expected[f"{prefix}.{key}"] = (tuple(t.shape), "float32")
+        # Scalars are stored with shape (1,): checkpoint files hold no 0-d tensors.
+        expected["log_alpha"] = ((1,), "float32")
+        expected["num_updates"] = ((1,), "int64")
+        if with_optimizer_state:
+            for name in self.optimizers:
+                for i, p in enumerate(self._optimizer_params(name)):
+                    expected[f"optim.{name}.{i}.step"] = ((1,), "float32")
+                    expected[f"optim.{name}.{i}.exp_avg"] = (tuple(p.shape), "float32")
+                    expected[f"optim.{name}.{i}.exp_avg_sq"] = (tuple(p.shape), "float32")
+        return expected
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything a resumed learner needs, as named numpy arrays (generator state included)."""
+        out: dict[str, np.ndarray] = {}
+        for prefix, module in self._networks().items():
+            out.update({f"{prefix}.{k}": v for k, v in state_dict_to_numpy(module.state_dict()).items()})
+        out["log_alpha"] = _to_numpy(self.log_alpha)
+        out["num_updates"] = np.asarray([self.num_updates], dtype=np.int64)
+        for name, opt in self.optimizers.items():
+            for i, moments in opt.state_dict()["state"].items():
+                out.update({f"optim.{name}.{i}.{k}": _to_numpy(v) for k, v in moments.items()})
+        out["generator_state"] = self.generator.get_state().numpy().copy()
+        return out
+
+    def load_state_dict(self, arrays: Mapping[str, np.ndarray], source: str = "SAC state") -> None:
+        """Inverse of ``state_dict``; refuses (CheckpointError naming the tensor) before changing anything."""
+        arrays = dict(arrays)
+        generator_state = arrays.pop("generator_state", None)
+        checkpoint.check_tensors(
+            {"num_updates": arrays["num_updates"]} if "num_updates" in arrays else {},
+            {"num_updates": ((1,), "int64")},
+            source,
+        )
+        num_updates = int(arrays["num_updates"][0])
+        checkpoint.check_tensors(arrays, self._expected_tensors(with_optimizer_state=num_updates > 0), source)
+        for name, t in arrays.items():
+            if t.dtype.kind == "f" and not np.isfinite(t).all():
+                raise CheckpointError(f"{source}: tensor '{name}' contains NaN or inf")
+
+        for prefix, module in self._networks().items():
+            own = {k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+            module.load_state_dict(numpy_to_state_dict(own, self.device))
+        with torch.no_grad():
+            self.log_alpha.copy_(torch.from_numpy(arrays["log_alpha"]))
+        for name, opt in self.optimizers.items():
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            if num_updates > 0:
+                for i in range(len(self._optimizer_params(name))):
+                    moments = {k: arrays[f"optim.{name}.{i}.{k}"] for k in ("exp_avg", "exp_avg_sq")}
+                    state[i] = {k: torch.from_numpy(v.copy()) for k, v in moments.items()}
+                    state[i]["step"] = torch.from_numpy(arrays[f"optim.{name}.{i}.step"].copy()).reshape(())
+            # Hyperparameters (param_groups) come from the current config, not the checkpoint.
+            opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+        self.num_updates = num_updates
+        own_state = self.generator.get_state()
+        if generator_state is not None and generator_state.shape == tuple(own_state.shape):
+            self.generator.set_state(torch.from_numpy(generator_state.astype(np.uint8)))
+        else:  # saved on another device type: continue with a fresh stream derived from the seed
+            self.generator.manual_seed(self.config.seed + num_updates)
+
+    def checkpoint(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
+        """Atomic checkpoint (temp file, fsync, rename); ``extra`` is stored as JSON for the caller."""
+        metadata = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "actor_spec": self.actor_spec.to_dict(),
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
+            "extra": dict(extra or {}),
+        }
+        return checkpoint.save(path, self.state_dict(), metadata)
+
+    def resume(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Load a checkpoint written by ``checkpoint``; returns its ``extra`` metadata."""
+        source = str(path)
+        arrays, meta = checkpoint.load(path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{source}: field 'format' is {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source}: field 'format_version' is {meta.get('format_version')!r}, "
+                f"expected {CHECKPOINT_FORMAT_VERSION}"
+            )
+        try:
+            saved_spec = ActorSpec.from_dict(meta.get("actor_spec", {}))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{source}: field 'actor_spec' is invalid: {exc}") from None
+        diff = self.actor_spec.first_difference(saved_spec)
+        if diff is not None:
+            raise CheckpointError(f"{source}: wrong architecture: actor_spec {diff}")
+        self.load_state_dict(arrays, source)
+        extra = meta.get("extra", {})
+        return extra if isinstance(extra, dict) else {}
