@@ -63,7 +63,6 @@ class LearnerNode(Node):
                            replay_capacity=self.replay_capacity, device=self.device, seed=self.seed)
         self.sac = SAC(obs_dim, act_dim, config)
         self.replay = ReplayBuffer(self.replay_capacity, obs_dim, act_dim, self.sac.device)
-        self.sample_gen = self.torch.Generator(device=self.sac.device).manual_seed(self.seed + 1)
         self.log.info("learner_ready", device=str(self.sac.device), obs_dim=obs_dim, act_dim=act_dim)
         path = self.checkpoint_path
         if path is not None and path.exists():
@@ -86,7 +85,7 @@ class LearnerNode(Node):
         t0 = time.perf_counter()
         stats: dict[str, float] = {}
         for _ in range(owed):
-            stats = self.sac.update(self.replay.sample(self.batch_size, self.sample_gen))
+            stats = self.sac.update(self.replay.sample(self.batch_size, self.sac.generator))
             if self.sac.publish_due():
                 self.publish_weights()
         if owed:

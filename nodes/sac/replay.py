@@ -79,7 +79,9 @@ class ReplayBuffer:
             n = self.capacity
         first = min(n, self.capacity - self._next)  # rows before the ring wraps
         for name, column in self._columns.items():
-            rows = torch.from_numpy(arrays[name]).to(self.device, non_blocking=True)
+            array = arrays[name]
+            # arrays decoded off the wire are read-only views; torch wants writable memory
+            rows = torch.from_numpy(array if array.flags.writeable else array.copy()).to(self.device, non_blocking=True)
             column[self._next : self._next + first] = rows[:first]
             if first < n:
                 column[: n - first] = rows[first:]
