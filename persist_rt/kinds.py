@@ -11,11 +11,9 @@ from pathlib import Path
 # processes that do not need it).
 BUILTIN: dict[str, str] = {
     "gridlife": "nodes.env.node:GridLifeNode",
-    "gym": "nodes.env.node:GymNode",
     "agent": "nodes.agent.node:AgentNode",
     "shield": "nodes.shield.node:ShieldNode",
     "learner": "nodes.learner.node:LearnerNode",
-    "estimator": "nodes.estimator.node:EstimatorNode",
     "telemetry": "nodes.telemetry.node:TelemetryNode",
     "talker": "nodes.examples:Talker",
     "listener": "nodes.examples:Listener",
