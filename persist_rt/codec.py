@@ -13,12 +13,14 @@ Decoded arrays are read-only views of the received frames.
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 from typing import Any
 
 import msgspec
 import numpy as np
+import zmq
 
 from protocols.base import FieldError, Message
 
@@ -32,6 +34,7 @@ DTYPES: tuple[np.dtype, ...] = tuple(
 DTYPE_CODES = {d: i for i, d in enumerate(DTYPES)}
 MAX_NDIM = 8
 _U32 = struct.Struct("<I")
+_SHAPES = tuple(struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1))
 
 
 class DecodeError(ValueError):
@@ -119,7 +122,7 @@ class Codec:
         body = 2 + 8 * ndim
         if len(data) < body:
             raise ValueError("truncated array header")
-        shape = struct.unpack_from(f"<{ndim}Q", data, 2)
+        shape = _SHAPES[ndim].unpack_from(data, 2)
         dtype = DTYPES[dtype_code]
         if code == EXT_INLINE:
             raw = data[body:]
@@ -129,11 +132,10 @@ class Codec:
             index = _U32.unpack_from(data, body)[0]
             if index + 3 >= len(self._in_frames):
                 raise ValueError(f"array refers to frame {index + 3}, message has {len(self._in_frames)}")
-            raw = self._in_frames[index + 3]
-            raw = raw.buffer if hasattr(raw, "buffer") else raw
-        count = int(np.prod(shape, dtype=np.int64)) if ndim else 1
-        if count * dtype.itemsize != len(raw):
-            raise ValueError(f"array data is {len(raw)} bytes, shape {shape} of {dtype.name} needs "
+            raw = _byte_view(self._in_frames[index + 3])
+        count = math.prod(shape)
+        if count * dtype.itemsize != raw.nbytes:
+            raise ValueError(f"array data is {raw.nbytes} bytes, shape {shape} of {dtype.name} needs "
                              f"{count * dtype.itemsize}")
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
@@ -150,6 +152,13 @@ class Codec:
             self._decoders[msg_type] = dec
         return dec
 
+    def check_size(self, frames: list[Any]) -> None:
+        size = 0
+        for f in frames:
+            size += len(f) if type(f) is bytes else _byte_view(f).nbytes
+        if size > self.max_message_bytes:
+            raise DecodeError("frames", f"message is {size} bytes, the limit is {self.max_message_bytes}")
+
     def decode_header(self, frame: Any) -> Header:
         try:
             return _header_decoder.decode(frame)
@@ -162,9 +171,7 @@ class Codec:
         """Decode ``[topic, header, payload, *arrays]`` as ``msg_type``; DecodeError on anything wrong."""
         if len(frames) < 3:
             raise DecodeError("frames", f"expected at least 3 frames (topic, header, payload), got {len(frames)}")
-        size = sum(len(f) for f in frames)
-        if size > self.max_message_bytes:
-            raise DecodeError("frames", f"message is {size} bytes, the limit is {self.max_message_bytes}")
+        self.check_size(frames)
         if header is None:
             header = self.decode_header(frames[1])
         if header.schema != msg_type.SCHEMA or header.version != msg_type.VERSION:
@@ -178,12 +185,21 @@ class Codec:
         except FieldError as exc:
             raise DecodeError(f"payload.{exc.field}", exc.reason) from None
         except msgspec.ValidationError as exc:
+            cause = exc.__cause__  # msgspec wraps what __post_init__ raised
+            if isinstance(cause, FieldError):
+                raise DecodeError(f"payload.{cause.field}", cause.reason) from None
             raise DecodeError("payload", str(exc)) from None
         except (msgspec.DecodeError, ValueError, TypeError) as exc:
             raise DecodeError("payload", f"malformed ({exc})") from None
         finally:
             self._in_frames = []
         return msg
+
+
+def _byte_view(frame: Any) -> memoryview:
+    """A flat byte view of a frame (zmq.Frame, bytes, memoryview or ndarray)."""
+    view = frame.buffer if isinstance(frame, zmq.Frame) else memoryview(frame)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def plain_view(frames: list[bytes]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ answers services and keeps the registry lease. Callbacks and timers run only whi
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -34,7 +35,7 @@ from persist_rt.lifecycle import State
 from persist_rt.log import get_logger
 from persist_rt.params import Param, ParamError, collect
 from persist_rt.qos import QoS
-from persist_rt.transport import Publisher, Subscription, Timer
+from persist_rt.transport import MAX_WINDOW, Publisher, Subscription, Timer
 from protocols import Metrics, ParameterUpdate
 from protocols.base import Message
 
@@ -42,6 +43,7 @@ M = TypeVar("M", bound=Message)
 
 METRICS_TOPIC = "/metrics"
 PARAM_EVENTS_TOPIC = "/parameter_events"
+BUILTIN_TOPICS = (METRICS_TOPIC, PARAM_EVENTS_TOPIC)
 
 
 class Node:
@@ -50,6 +52,7 @@ class Node:
     kind: str = ""  # short name shown in `persist node list`; defaults to the class name
     heartbeat_s: float = 0.5
     metrics_period_s: float = 1.0
+    max_message_bytes: int = 256 * 1024 * 1024  # larger incoming messages are rejected at the edge
 
     def __init__(
         self,
@@ -77,7 +80,7 @@ class Node:
         self.autostart = autostart
         self.state = State.UNCONFIGURED
         self.log = get_logger(self.name, self.run_dir)
-        self.codec = Codec()
+        self.codec = Codec(max_message_bytes=self.max_message_bytes)
         self.counters: dict[str, float] = {}
         self.gauges: dict[str, float] = {}
         self.restarts = int(os.environ.get("PERSIST_RESTARTS", "0"))
@@ -99,6 +102,7 @@ class Node:
         self.subscriptions: dict[str, Subscription] = {}
         self._timers: list[Timer] = []
         self._pub_sock: zmq.Socket | None = None
+        self._best_effort_prefixes: set[bytes] = set()
         self._rel_sock: zmq.Socket | None = None
         self._endpoints: dict[str, str] = {}
         self._reliable_peers: dict[bytes, Any] = {}
@@ -157,14 +161,17 @@ class Node:
         if name in self.publishers:
             raise ValueError(f"topic `{name}`: this node already publishes it")
         if self._pub_sock is None:
-            self._pub_sock = self.ctx.socket(zmq.PUB)
+            # XPUB: subscriptions come up to us, so a topic nobody reads best-effort costs no send at all
+            self._pub_sock = self.ctx.socket(zmq.XPUB)
             self._pub_sock.setsockopt(zmq.LINGER, 0)
             self._pub_sock.setsockopt(zmq.SNDHWM, 10000)
             self._endpoints["pub"] = self._bind(self._pub_sock, "pub")
+            self._watch(self._pub_sock, self._on_subscription_change)
         if reliable and self._rel_sock is None:
             self._rel_sock = self.ctx.socket(zmq.ROUTER)
             self._rel_sock.setsockopt(zmq.LINGER, 0)
             self._rel_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._rel_sock.setsockopt(zmq.SNDHWM, MAX_WINDOW)  # credit, not the HWM, bounds what is in flight
             self._endpoints["reliable"] = self._bind(self._rel_sock, "rel")
             self._watch(self._rel_sock, self._on_reliable_control)
         pub = Publisher(self, name, msg_type, reliable=reliable, buffer=buffer)
@@ -282,13 +289,19 @@ class Node:
         if self.state == State.ACTIVE and self._timers:
             wait = max(0.0, min(wait, min(t.due for t in self._timers) - now))
         wait = min(wait, max(0.0, self._next_heartbeat - now))
-        for sock, _ in self._poller.poll(wait * 1000.0):
+        # whole milliseconds, rounded up: zmq truncates, and a 0 ms poll before each timer tick is a busy loop
+        for sock, _ in self._poller.poll(math.ceil(wait * 1000.0)):
             self._handlers[sock]()
         now = time.monotonic()
         if self.state == State.ACTIVE:
             for t in self._timers:
                 if t.due <= now:
-                    t.fire(now)
+                    try:
+                        t.fire(now)
+                    except Exception as exc:  # a failing timer never takes the node down
+                        self.count("timer_errors")
+                        self.log.exception("timer_failed", callback=getattr(t.callback, "__name__", "?"),
+                                           error=str(exc), exc_info=True)
         if now >= self._next_heartbeat:
             self._heartbeat()
         if now >= self._next_metrics and self.state == State.ACTIVE:
@@ -303,8 +316,7 @@ class Node:
                 self.log.error("shutdown_hook_failed", error=str(exc))
                 self.state = State.FINALIZED
         if self._reg_sock is not None:
-            self._send_registry("unregister", {"name": self.name, "pid": os.getpid()})
-            time.sleep(0.01)
+            self._unregister()
         for sub in self.subscriptions.values():
             sub.close()
         for pub in self.publishers.values():
@@ -319,7 +331,7 @@ class Node:
     def stats(self) -> dict[str, Any]:
         """Per-edge counters: what `persist topic hz` and telemetry show."""
         return {
-            "publishers": {n: p.stats() for n, p in self.publishers.items() if not n.startswith("/")},
+            "publishers": {n: p.stats() for n, p in self.publishers.items() if n not in BUILTIN_TOPICS},
             "subscriptions": {n: s.stats() for n, s in self.subscriptions.items()},
             "counters": dict(self.counters),
             "gauges": dict(self.gauges),
@@ -331,7 +343,7 @@ class Node:
             for key, value in s.counts().items():
                 counters[f"edge.{n}.{key}"] = value
         for n, p in self.publishers.items():
-            if not n.startswith("/"):
+            if n not in BUILTIN_TOPICS:
                 counters[f"edge.{n}.sent"] = p.seq
         gauges = dict(self.gauges)
         gauges["restarts"] = self.restarts
@@ -373,6 +385,21 @@ class Node:
             except zmq.Again:
                 return
 
+    def _on_subscription_change(self) -> None:
+        """XPUB reports the first subscribe and the last unsubscribe of each topic prefix."""
+        assert self._pub_sock is not None
+        while True:
+            try:
+                event = self._pub_sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event[:1] == b"\x01":
+                self._best_effort_prefixes.add(event[1:])
+            elif event[:1] == b"\x00":
+                self._best_effort_prefixes.discard(event[1:])
+        for pub in self.publishers.values():
+            pub.update_best_effort(self._best_effort_prefixes)
+
     def _on_reliable_control(self) -> None:
         Publisher.handle_reliable_control(self)
 
@@ -399,6 +426,20 @@ class Node:
             self._reg_sock.send(services.encode_request(service, args), zmq.NOBLOCK)
         except zmq.Again:
             pass  # registry unreachable: data keeps flowing; we retry at the next heartbeat
+
+    def _unregister(self, timeout_s: float = 0.5) -> None:
+        """Tell the registry we are leaving and wait briefly for its answer (it may be down)."""
+        self._send_registry("unregister", {"name": self.name, "pid": os.getpid()})
+        assert self._reg_sock is not None
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0 and self._reg_sock.poll(left * 1000.0):
+            try:
+                reply = msgspec.msgpack.decode(self._reg_sock.recv_multipart(zmq.NOBLOCK)[-1])
+            except (zmq.Again, msgspec.DecodeError):
+                continue
+            if isinstance(reply, dict) and isinstance(reply.get("result"), dict) \
+                    and reply["result"].get("unregistered") is not None:
+                return
 
     def _register(self) -> None:
         self._send_registry("register", self.describe())
@@ -428,6 +469,8 @@ class Node:
             try:
                 reply = msgspec.msgpack.decode(raw)
             except msgspec.DecodeError:
+                reply = None
+            if not isinstance(reply, dict) or not isinstance(reply.get("result", {}), dict | None):
                 self.count("rejected.registry")
                 continue
             if not reply.get("ok"):
@@ -440,7 +483,7 @@ class Node:
             if "publishers" in result:
                 sub = self.subscriptions.get(result.get("topic"))
                 if sub is not None:
-                    sub.update_publishers(result["publishers"])
+                    sub.update_publishers(result["publishers"], drop_missing=result.get("settled", True))
             version = result.get("graph_version")
             if version is not None and version != self._graph_version:
                 self._graph_version = version

@@ -36,6 +36,7 @@ class Registry:
         self.expiry: dict[str, float] = {}
         self.graph_version = 1
         self.started = time.time()
+        self._started_mono = time.monotonic()
         self.errors = 0
         self._running = True
         self.handlers = {
@@ -55,6 +56,7 @@ class Registry:
         name = args.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError("field `name` must be a non-empty string")
+        _check_registration(args)
         old = self.nodes.get(name)
         if old is not None and old.get("pid") != args.get("pid") and self.expiry.get(name, 0) > time.monotonic() \
                 and old.get("host") == args.get("host"):
@@ -81,11 +83,12 @@ class Registry:
 
     def unregister(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("name")
-        if name in self.nodes and self.nodes[name].get("pid") == args.get("pid"):
+        gone = name in self.nodes and self.nodes[name].get("pid") == args.get("pid")
+        if gone:
             del self.nodes[name]
             self.expiry.pop(name, None)
             self.graph_version += 1
-        return {"graph_version": self.graph_version}
+        return {"graph_version": self.graph_version, "unregistered": gone}
 
     def lookup(self, args: dict[str, Any]) -> dict[str, Any]:
         topic = args.get("topic")
@@ -96,7 +99,10 @@ class Registry:
             for p in info.get("publications", [])
             if p["topic"] == topic
         ]
-        return {"topic": topic, "publishers": pubs, "graph_version": self.graph_version}
+        # until one lease has passed since start, nodes may still be re-registering: an absent publisher
+        # is not yet a gone one
+        settled = time.monotonic() - self._started_mono >= self.lease_s
+        return {"topic": topic, "publishers": pubs, "graph_version": self.graph_version, "settled": settled}
 
     def node_info(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("name")
@@ -167,6 +173,26 @@ def edge_problem(pub: dict[str, Any], sub: dict[str, Any]) -> str | None:
     if pub["schema"] != sub["schema"]:
         return f"schema mismatch: publisher sends {pub['schema']}, subscriber expects {sub['schema']}"
     return qos_mod.compatible(pub.get("reliable", False), qos_mod.QoS.parse(sub["qos"]))
+
+
+def _check_registration(args: dict[str, Any]) -> None:
+    """Refuse a registration that would break lookups for everyone else."""
+    endpoints = args.get("endpoints", {})
+    if not isinstance(endpoints, dict) or not all(isinstance(v, str) for v in endpoints.values()):
+        raise ValueError("field `endpoints` must be a map of role -> endpoint string")
+    for field, keys in (("publications", ("topic", "schema")), ("subscriptions", ("topic", "schema", "qos"))):
+        entries = args.get(field, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"field `{field}` must be a list")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in keys):
+                raise ValueError(f"field `{field}[{i}]` must be a map with string {', '.join(keys)}")
+        if field == "subscriptions":
+            for i, entry in enumerate(entries):
+                try:
+                    qos_mod.QoS.parse(entry["qos"])
+                except ValueError as exc:
+                    raise ValueError(f"field `subscriptions[{i}].qos`: {exc}") from None
 
 
 def _pid_alive(pid: Any) -> bool:

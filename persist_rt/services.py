@@ -51,7 +51,12 @@ def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable
         on_error(f"{type(exc).__name__}: {exc}")
         reply = {"id": req_id, "ok": False, "error": str(exc)}
     try:
-        sock.send_multipart([identity, msgspec.msgpack.encode(reply)], zmq.NOBLOCK)
+        body = msgspec.msgpack.encode(reply)
+    except (TypeError, ValueError, OverflowError) as exc:  # the handler returned something msgpack cannot carry
+        on_error(f"reply to {req_id!r} cannot be encoded: {exc}")
+        body = msgspec.msgpack.encode({"id": req_id, "ok": False, "error": f"reply cannot be encoded: {exc}"})
+    try:
+        sock.send_multipart([identity, body], zmq.NOBLOCK)
     except zmq.ZMQError:
         pass  # the client went away
 
@@ -72,8 +77,11 @@ def call(endpoint: str, service: str, args: dict[str, Any] | None = None, timeou
         while True:
             if not poller.poll(deadline_ms):
                 raise ServiceTimeout(f"service `{service}` at {endpoint} did not answer within {timeout:g} s")
-            reply = msgspec.msgpack.decode(sock.recv_multipart()[-1])
-            if reply.get("id") == req_id:
+            try:
+                reply = msgspec.msgpack.decode(sock.recv_multipart()[-1])
+            except msgspec.DecodeError:
+                continue
+            if isinstance(reply, dict) and reply.get("id") == req_id:
                 break
         if not reply.get("ok"):
             raise ServiceError(reply.get("error", "unknown error"))

@@ -29,6 +29,8 @@ HELLO, CREDIT, BYE, ACK, NACK = b"HELLO", b"CREDIT", b"BYE", b"ACK", b"NACK"
 CONTROL = {ACK, NACK}
 PEER_TIMEOUT_S = 30.0
 DRAIN_LIMIT = 10_000  # messages read from one socket per executor turn
+MAX_WINDOW = 1 << 16  # credit a subscriber may hold; a larger request is clamped
+_NOBLOCK, _SNDMORE, _RCVMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVMORE)
 
 
 class Timer:
@@ -39,10 +41,15 @@ class Timer:
         self.errors = 0
 
     def fire(self, now: float) -> None:
+        """Run the callback; an exception is counted and re-raised for the executor to log."""
         self.due += self.period
         if self.due < now:  # we fell behind: skip missed ticks instead of bursting
             self.due = now + self.period
-        self.callback()
+        try:
+            self.callback()
+        except Exception:
+            self.errors += 1
+            raise
 
 
 class _ReliablePeer:
@@ -69,6 +76,12 @@ class Publisher:
         self.peers: dict[bytes, _ReliablePeer] = {}
         self.blocked_s = 0.0
         self.peers_lost = 0
+        self.pending_max = 0  # high-water mark of any peer's buffer: bounded by ``buffer`` + 1
+        self.best_effort = False  # does any best-effort subscriber listen (XPUB told us)?
+        self.update_best_effort(node._best_effort_prefixes)
+
+    def update_best_effort(self, prefixes: set[bytes]) -> None:
+        self.best_effort = any(self.topic_b.startswith(p) for p in prefixes)
 
     def describe(self) -> dict[str, Any]:
         return {"topic": self.topic, "schema": schema_id(self.msg_type), "reliable": self.reliable}
@@ -76,7 +89,8 @@ class Publisher:
     def stats(self) -> dict[str, Any]:
         return {"sent": self.seq, "schema": schema_id(self.msg_type), "reliable_peers": len(self.peers),
                 "pending": sum(len(p.pending) for p in self.peers.values()),
-                "blocked_s": round(self.blocked_s, 6), "peers_lost": self.peers_lost}
+                "pending_max": self.pending_max, "blocked_s": round(self.blocked_s, 6),
+                "peers_lost": self.peers_lost}
 
     def matched(self) -> list[str]:
         """Names of the nodes connected to this topic with reliable QoS (handshake done)."""
@@ -89,25 +103,43 @@ class Publisher:
         self.seq += 1
         frames = [self.topic_b, Codec.encode_header(self.msg_type, self.seq, node.name, step, sim_time),
                   *node.codec.encode_payload(msg)]
-        node._pub_sock.send_multipart(frames, copy=False)  # type: ignore[union-attr]
+        if self.best_effort:
+            send_frames(node._pub_sock, frames)  # type: ignore[arg-type]
+        if not self.peers:
+            return
         for peer in list(self.peers.values()):
-            if peer.credit > 0 and not peer.pending:
-                self._send_to(peer, frames)
-            else:
+            if peer.credit > 0 and not peer.pending and self._send_to(peer, frames):
+                continue
+            if peer.identity in self.peers:
                 peer.pending.append(frames)
+                self.pending_max = max(self.pending_max, len(peer.pending))
                 if len(peer.pending) > self.buffer:
                     self._wait_for_credit(peer)
 
-    def _send_to(self, peer: _ReliablePeer, frames: list[Any]) -> None:
+    def _send_to(self, peer: _ReliablePeer, frames: list[Any]) -> bool:
+        """Send one message to a reliable peer; False if it stays pending (socket full or peer gone)."""
         try:
-            self.node._rel_sock.send_multipart([peer.identity, *frames], copy=False)  # type: ignore[union-attr]
-            peer.credit -= 1
+            send_frames(self.node._rel_sock, [peer.identity, *frames], _NOBLOCK, first_array=4)  # type: ignore[arg-type]
+        except zmq.Again:  # the pipe to this peer is full: keep the message, retry on the next credit
+            return False
         except zmq.ZMQError:  # EHOSTUNREACH: the subscriber is gone
             self._drop_peer(peer, "disconnected")
+            return False
+        peer.credit -= 1
+        return True
 
     def flush(self, peer: _ReliablePeer) -> None:
         while peer.credit > 0 and peer.pending and peer.identity in self.peers:
-            self._send_to(peer, peer.pending.popleft())
+            if not self._send_to(peer, peer.pending[0]):
+                return
+            peer.pending.popleft()
+
+    def close(self) -> None:
+        """Forget reliable peers; messages still pending for them are counted as undelivered."""
+        for peer in list(self.peers.values()):
+            if peer.pending:
+                self.node.count(f"edge.{self.topic}.undelivered", len(peer.pending))
+        self.peers.clear()
 
     def _drop_peer(self, peer: _ReliablePeer, why: str) -> None:
         if self.peers.pop(peer.identity, None) is not None:
@@ -148,8 +180,13 @@ class Publisher:
             try:
                 info = msgspec.msgpack.decode(body)
                 topic = info["topic"]
-            except (msgspec.DecodeError, KeyError, TypeError):
+                window = min(MAX_WINDOW, max(1, int(info.get("window", 1))))
+                credit = max(0, int(info.get("n", 0)))
+                if kind not in (HELLO, CREDIT, BYE) or not isinstance(topic, str):
+                    raise ValueError(f"unknown control frame {kind[:16]!r}")
+            except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
                 node.count("rejected.reliable_control")
+                node.log.warning("reliable_control_rejected", reason=str(exc) or type(exc).__name__)
                 continue
             pub = node.publishers.get(topic)
             if kind == HELLO:
@@ -164,24 +201,52 @@ class Publisher:
                 if reason:
                     node.count("edge.incompatible")
                     node.log.error("incompatible_subscriber", topic=topic, subscriber=info.get("node"), reason=reason)
-                    sock.send_multipart([identity, NACK, msgspec.msgpack.encode({"topic": topic, "reason": reason})])
+                    _send_control(sock, identity, NACK, {"topic": topic, "reason": reason})
                     continue
                 assert pub is not None
                 old = pub.peers.get(identity)
-                peer = _ReliablePeer(identity, topic, str(info.get("node", "?")), int(info.get("window", 1)))
+                peer = _ReliablePeer(identity, topic, str(info.get("node", "?")), window)
                 if old is not None:
                     peer.pending = old.pending
                 pub.peers[identity] = peer
-                sock.send_multipart([identity, ACK, msgspec.msgpack.encode({"topic": topic})])
-                pub.flush(peer)
+                if _send_control(sock, identity, ACK, {"topic": topic}):
+                    node.log.info("reliable_peer_matched", topic=topic, peer=peer.node, window=window)
+                    pub.flush(peer)
+                else:
+                    pub.peers.pop(identity, None)
             elif pub is not None and identity in pub.peers:
                 peer = pub.peers[identity]
                 if kind == CREDIT:
-                    peer.credit += max(0, int(info.get("n", 0)))
+                    peer.credit = min(MAX_WINDOW, peer.credit + credit)
                     peer.last_credit = time.monotonic()
                     pub.flush(peer)
                 elif kind == BYE:
                     pub.peers.pop(identity, None)
+
+
+def recv_frames(sock: zmq.Socket) -> list[Any]:
+    """One multipart message, non-blocking. Topic, header and payload come as bytes (copying small frames
+    is cheaper than wrapping them); out-of-band array frames stay zmq.Frames, so they decode without a copy."""
+    frames: list[Any] = [sock.recv(_NOBLOCK)]
+    while sock.getsockopt(_RCVMORE):
+        frames.append(sock.recv(0, copy=len(frames) < 3))
+    return frames
+
+
+def send_frames(sock: zmq.Socket, frames: list[Any], flags: int = 0, first_array: int = 3) -> None:
+    """Send a multipart message: small frames copied, array frames (from ``first_array`` on) zero-copy.
+    Plain ints for flags: pyzmq's enum arithmetic costs more than the send itself for small messages."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(frame, flags | _SNDMORE if i < last else flags, copy=i < first_array)
+
+
+def _send_control(sock: zmq.Socket, identity: bytes, kind: bytes, body: dict[str, Any]) -> bool:
+    try:
+        sock.send_multipart([identity, kind, msgspec.msgpack.encode(body)], zmq.NOBLOCK)
+    except zmq.ZMQError:  # the peer left (EHOSTUNREACH) or its pipe is full
+        return False
+    return True
 
 
 class Subscription:
@@ -199,6 +264,8 @@ class Subscription:
         self.endpoints: dict[str, zmq.Socket | None] = {}  # endpoint -> DEALER (reliable) or None
         self.last_header: Header | None = None
         self.incompatible: dict[str, str] = {}
+        self.rejected_by: dict[str, int] = {}  # field -> count
+        self.last_error = ""
         self.received = self.delivered = self.dropped = self.lost = self.rejected = self.errors = 0
         self._last_seq: dict[str, int] = {}
         self._queue: deque[tuple[Header, list[Any]]] = deque(maxlen=qos.depth)
@@ -227,14 +294,16 @@ class Subscription:
             (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
             rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
         return {**self.counts(), "qos": str(self.qos), "schema": self.schema, "rate_hz": round(rate, 3),
-                "publishers": len(self.endpoints), "incompatible": dict(self.incompatible)}
+                "publishers": len(self.endpoints), "incompatible": dict(self.incompatible),
+                "rejected_by": dict(self.rejected_by), "last_error": self.last_error}
 
     @property
     def needs_lookup(self) -> bool:
         return not self.endpoints
 
-    def update_publishers(self, publishers: list[dict[str, Any]]) -> None:
-        """Connect to new publishers, drop gone ones; refuse incompatible ones by name."""
+    def update_publishers(self, publishers: list[dict[str, Any]], drop_missing: bool = True) -> None:
+        """Connect to new publishers, drop gone ones (unless the registry has just restarted and may not
+        know them yet); refuse incompatible ones by name."""
         wanted: set[str] = set()
         for p in publishers:
             reason = None
@@ -255,8 +324,9 @@ class Subscription:
                 wanted.add(endpoint)
         for endpoint in wanted - set(self.endpoints):
             self.connect(endpoint)
-        for endpoint in set(self.endpoints) - wanted:
-            self.disconnect(endpoint)
+        if drop_missing:
+            for endpoint in set(self.endpoints) - wanted:
+                self.disconnect(endpoint)
 
     def connect(self, endpoint: str) -> None:
         if endpoint in self.endpoints:
@@ -308,15 +378,14 @@ class Subscription:
         batch: list[list[Any]] = []
         while len(batch) < DRAIN_LIMIT:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock)
             except zmq.Again:
                 break
-            if frames[0].bytes != self.topic_b:
+            if frames[0] != self.topic_b:
                 continue  # a longer topic sharing our prefix
-            buffers = [f.buffer for f in frames]
-            header = self._track_seq(buffers)
+            header = self._track_seq(frames)
             if header is not None:
-                batch.append((header, buffers))
+                batch.append((header, frames))
         if not batch:
             return
         self.received += len(batch)
@@ -335,18 +404,17 @@ class Subscription:
         got = 0
         while got < DRAIN_LIMIT:
             try:
-                frames = dealer.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(dealer)
             except zmq.Again:
                 break
-            head = frames[0].bytes
+            head = frames[0]
             if head in CONTROL:
                 self._on_control(head, frames)
                 continue
             got += 1
-            buffers = [f.buffer for f in frames]
-            header = self._track_seq(buffers)
+            header = self._track_seq(frames)
             if header is not None:
-                self._deliver(header, buffers)
+                self._deliver(header, frames)
         if got:
             self.received += got
             self._note_rate()
@@ -359,7 +427,7 @@ class Subscription:
     def _on_control(self, head: bytes, frames: list[Any]) -> None:
         if head == NACK:
             try:
-                reason = msgspec.msgpack.decode(frames[1].buffer).get("reason", "")
+                reason = msgspec.msgpack.decode(frames[1]).get("reason", "")
             except (msgspec.DecodeError, AttributeError, IndexError):
                 reason = "refused"
             self.node.count("edge.incompatible")
@@ -375,13 +443,11 @@ class Subscription:
             self._reject(DecodeError("frames", f"expected at least 3 frames, got {len(frames)}"))
             return None
         try:
+            self.node.codec.check_size(frames)
             header = self.node.codec.decode_header(frames[1])
         except DecodeError as exc:
             self._reject(exc)
             return None
-        if last := self._last_seq.get(header.sender):
-            if header.seq > last + 1:
-                self.lost += header.seq - last - 1
         last = self._last_seq.get(header.sender)
         if last is not None and header.seq > last + 1:
             self.lost += header.seq - last - 1
@@ -405,6 +471,8 @@ class Subscription:
 
     def _reject(self, exc: DecodeError) -> None:
         self.rejected += 1
+        self.rejected_by[exc.field] = self.rejected_by.get(exc.field, 0) + 1
+        self.last_error = str(exc)
         if self.rejected <= 5 or self.rejected % 100 == 0:
             self.node.log.warning("message_rejected", topic=self.topic, field=exc.field, reason=exc.reason,
                                   rejected_total=self.rejected)

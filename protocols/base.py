@@ -49,6 +49,9 @@ def schema_id(cls: type[Message]) -> str:
     return f"{cls.SCHEMA}@{cls.VERSION}"
 
 
+_DTYPE_NAMES: dict[np.dtype, str] = {}  # dtype.name is slow to compute; decoding asks for it on every array
+
+
 def check_array(
     value: Any,
     field: str,
@@ -63,8 +66,9 @@ def check_array(
     if not isinstance(value, np.ndarray):
         raise FieldError(field, f"expected an array, got {type(value).__name__}")
     allowed = (dtype,) if isinstance(dtype, str) else dtype
-    if value.dtype.name not in allowed:
-        raise FieldError(field, f"dtype {value.dtype.name}, expected {' or '.join(allowed)}")
+    name = _DTYPE_NAMES.get(value.dtype) or _DTYPE_NAMES.setdefault(value.dtype, value.dtype.name)
+    if name not in allowed:
+        raise FieldError(field, f"dtype {name}, expected {' or '.join(allowed)}")
     if value.ndim != ndim:
         raise FieldError(field, f"has {value.ndim} dimensions {value.shape}, expected {ndim}")
     if rows is not None and value.shape[0] != rows:

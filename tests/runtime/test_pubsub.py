@@ -1,0 +1,111 @@
+"""Multi-process pub/sub for each QoS: exact accounting of every message sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.runtime.conftest import Graph, eventually
+
+
+def _edge(g: Graph, sink: str, topic: str = "chatter") -> dict[str, Any]:
+    return g.stats(sink)["subscriptions"][topic]
+
+
+def _run_burst(g: Graph, n: int, sink: str = "sink") -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Wait until probes flow, send a burst of ``n``, let probes reveal the tail, stop; return the books."""
+    eventually(lambda: g.call(sink, "seen")["count"] > 0, what="first probe at the sink")
+    burst = g.call("source", "burst", timeout=30.0, n=n)
+    # a probe sent after the burst has arrived: every gap in the burst is now visible
+    eventually(lambda: (g.call(sink, "seen")["last"] or 0) > burst["last"], what="a probe after the burst")
+    sent = g.call("source", "stop")["sent"]
+    eventually(lambda: g.call(sink, "seen")["last"] == sent, what="the last probe")
+    return g.call(sink, "seen"), _edge(g, sink), sent
+
+
+@pytest.mark.parametrize("qos", ["latest", "queue(8)"])
+def test_best_effort_slow_consumer_counts_every_drop_exactly(graph: Graph, qos: str) -> None:
+    graph.start_registry()
+    graph.start_node("Sink", "sink", {"qos": qos, "delay_s": 0.002})
+    graph.start_node("Source", "source")
+    seen, edge, sent = _run_burst(graph, n=20_000)
+
+    # every message since the sink's first one is delivered, dropped by QoS or lost in transport
+    expected = sent - seen["first"] + 1
+    assert seen["count"] == edge["delivered"]
+    assert edge["delivered"] + edge["dropped"] + edge["lost"] == expected, edge
+    assert edge["received"] == edge["delivered"] + edge["dropped"]
+    assert edge["dropped"] > 0, "a consumer this slow must have dropped part of the burst"
+    assert edge["rejected"] == 0 and edge["callback_errors"] == 0
+    assert seen["ordered"]
+
+
+def test_transport_loss_is_counted_as_lost(graph: Graph) -> None:
+    # the sink stalls while 40k messages arrive: ZeroMQ's high-water marks overflow, the sequence gaps count it
+    graph.start_registry()
+    graph.start_node("Sink", "sink", {"qos": "queue(1000)", "pause_s": 1.5})
+    graph.start_node("Source", "source")
+    seen, edge, sent = _run_burst(graph, n=40_000)
+    assert edge["lost"] > 0, edge
+    assert edge["delivered"] + edge["dropped"] + edge["lost"] == sent - seen["first"] + 1, edge
+    assert seen["ordered"]
+
+
+def test_queue_fast_consumer_loses_nothing(graph: Graph) -> None:
+    graph.start_registry()
+    graph.start_node("Sink", "sink", {"qos": "queue(64)"})
+    graph.start_node("Source", "source")
+    seen, edge, sent = _run_burst(graph, n=2_000)
+    assert edge["delivered"] + edge["dropped"] + edge["lost"] == sent - seen["first"] + 1
+    assert seen["ordered"]
+
+
+def test_reliable_slow_consumer_loses_nothing_and_blocks_the_producer(graph: Graph) -> None:
+    graph.start_registry()
+    graph.start_node("Sink", "sink", {"qos": "reliable(16)", "delay_s": 0.0005})
+    graph.start_node("Source", "source", {"reliable": True, "buffer": 32})
+    eventually(lambda: graph.stats("source")["publishers"]["chatter"]["reliable_peers"] == 1,
+               what="the reliable handshake")
+    seen, edge, sent = _run_burst(graph, n=3_000)
+
+    assert seen["count"] == sent - seen["first"] + 1, "reliable delivery must not lose a single message"
+    assert edge["dropped"] == 0 and edge["lost"] == 0 and edge["rejected"] == 0
+    assert seen["ordered"]
+    pub = graph.stats("source")["publishers"]["chatter"]
+    # the producer's buffer stayed bounded: it blocked instead of growing
+    assert pub["pending_max"] <= 32 + 1
+    assert pub["blocked_s"] > 0
+    assert pub["pending"] == 0
+
+
+@pytest.mark.parametrize("qos", ["queue", "reliable"])
+def test_late_joiner_finds_a_running_publisher(graph: Graph, qos: str) -> None:
+    graph.start_registry()
+    graph.start_node("Source", "source", {"reliable": qos == "reliable"})
+    graph.endpoint("source")
+    graph.start_node("Sink", "late", {"qos": qos})
+    eventually(lambda: graph.call("late", "seen")["count"] >= 5, what="the late joiner to receive")
+    edge = _edge(graph, "late")
+    assert edge["lost"] == 0 and edge["publishers"] == 1
+
+
+def test_incompatible_qos_and_schema_are_reported_by_name(graph: Graph) -> None:
+    graph.start_registry()
+    graph.start_node("Source", "talker")  # best effort only
+    graph.start_node("Sink", "wants_reliable", {"qos": "reliable"})
+    graph.start_node("ObservationSink", "wrong_schema", qos={})
+    graph.start_node("Source", "obs_talker", {"topic": "obs"})  # Text on a topic the sink reads as Observation
+
+    edge = eventually(lambda: _edge(graph, "wants_reliable")["incompatible"], what="the QoS mismatch report")
+    assert "reliable" in edge["talker"]
+    edge = eventually(lambda: _edge(graph, "wrong_schema", "obs")["incompatible"], what="the schema mismatch report")
+    assert "persist.Text@1" in edge["obs_talker"] and "persist.Observation@1" in edge["obs_talker"]
+
+    topics = {t["name"]: t for t in graph.reg("topics")}
+    problems = {(p["publisher"], p["subscriber"]): p["reason"] for t in topics.values() for p in t["incompatible"]}
+    assert "reliable" in problems[("talker", "wants_reliable")]
+    assert "schema mismatch" in problems[("obs_talker", "wrong_schema")]
+    # nothing arrives on an incompatible edge, and the counters say so rather than staying silent
+    assert graph.call("wants_reliable", "seen")["count"] == 0
+    assert graph.stats("wants_reliable")["counters"]["edge.incompatible"] >= 1
