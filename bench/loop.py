@@ -1,0 +1,121 @@
+"""Closed-loop env arena-steps per second: the process graph against the same loop in one process.
+
+`graph_N`: `persist launch launch/single_agent.yaml` with N arenas, lockstep, shield (QP filter) in the
+loop, learner present but never updating (huge `learning_starts`), so the figure measures the transport
+loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summary.json (training phase
+only, start-up excluded). `inproc_N`: the same env + numpy actor + ShieldCore computations in this
+process with no transport, the limit the graph can approach. Prints one JSON line.
+
+    .venv/bin/python bench/loop.py [--steps-1 5000] [--steps-64 200000] [--inproc-seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nodes.env.gridlife import GridLifeBatch, GridLifeConfig  # noqa: E402
+from nodes.sac.inference import NumpyActor  # noqa: E402
+from nodes.sac.sac import SAC, SACConfig  # noqa: E402
+from nodes.shield.core import ShieldConfig, ShieldCore  # noqa: E402
+
+ARENAS = (1, 64)
+PERSIST = REPO / ".venv" / "bin" / "persist"
+LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
+TARGET_GRAPH_1 = 1500.0  # steps/s at 1 arena
+TARGET_GRAPH_64_FRACTION = 0.5  # of the in-process figure at 64 arenas
+
+
+def graph_steps_per_s(arenas: int, steps: int, timeout_s: float) -> dict[str, Any]:
+    """One launch of the real graph; the env's training-phase throughput from its summary.json."""
+    with tempfile.TemporaryDirectory(prefix="persist-bench-loop-") as tmp:
+        run_dir = Path(tmp) / "run"
+        cmd = [
+            str(PERSIST), "launch", str(LAUNCH_FILE),
+            "--arg", f"steps={steps}", "--arg", f"arenas={arenas}", "--arg", "eval_episodes=0",
+            "--set", "learner.learning_starts=100000000", "--run-dir", str(run_dir),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        summary_path = run_dir / "summary.json"
+        if proc.returncode != 0 or not summary_path.exists():
+            tail = (proc.stdout + proc.stderr)[-2000:]
+            raise RuntimeError(f"graph run with {arenas} arenas failed (exit {proc.returncode}):\n{tail}")
+        summary = json.loads(summary_path.read_text())
+    if not summary.get("complete") or summary["env_steps"] < steps:
+        raise RuntimeError(f"graph run with {arenas} arenas incomplete: {summary['env_steps']} of {steps} steps")
+    return {"steps_per_s": float(summary["env_steps_per_s"]), "env_steps": summary["env_steps"],
+            "wall_s": summary["wall_s"], "fallback_steps": summary["train"]["fallback_steps"]}
+
+
+def inproc_steps_per_s(arenas: int, seconds: float, seed: int = 0) -> float:
+    """obs -> act -> shield -> env.step in one loop, as the graph does it, with no transport."""
+    env_cfg = GridLifeConfig()
+    env = GridLifeBatch(env_cfg, arenas)
+    sac = SAC(env.obs_dim, 2, SACConfig(hidden=(128, 128), device="cpu", seed=seed))
+    actor = NumpyActor(sac.policy())
+    shield = ShieldCore(env_cfg, ShieldConfig(filter="qp", fallback="seek_station"))
+    rng = np.random.default_rng(seed)
+    obs = env.reset(seed)
+
+    def one_step(t: int) -> np.ndarray:
+        proposed = actor.act(obs, deterministic=False, rng=rng)
+        decision = shield.step(t, env.positions, env.internal, proposed, input_age_s=0.0)
+        return env.step(decision.actions).obs
+
+    for t in range(20):  # warm-up: OSQP set-up, first allocations
+        obs = one_step(t)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        obs = one_step(20 + steps)
+        steps += 1
+    return steps * arenas / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps-1", type=int, default=5000, help="arena-steps of the 1-arena graph run")
+    parser.add_argument("--steps-64", type=int, default=200000, help="arena-steps of the 64-arena graph run")
+    parser.add_argument("--inproc-seconds", type=float, default=4.0, help="measuring time per in-process loop")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per graph run")
+    args = parser.parse_args()
+    for name in ("steps_1", "steps_64"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: must be >= 1")
+    if args.inproc_seconds <= 0:
+        parser.error("--inproc-seconds: must be > 0")
+
+    budget = {1: args.steps_1, 64: args.steps_64}
+    graph = {n: graph_steps_per_s(n, budget[n], args.timeout) for n in ARENAS}
+    inproc = {n: inproc_steps_per_s(n, args.inproc_seconds) for n in ARENAS}
+    steps_per_s = {f"graph_{n}": round(graph[n]["steps_per_s"], 1) for n in ARENAS}
+    steps_per_s.update({f"inproc_{n}": round(inproc[n], 1) for n in ARENAS})
+    ratio = {f"graph_{n}_over_inproc_{n}": round(graph[n]["steps_per_s"] / inproc[n], 3) for n in ARENAS}
+    result = {
+        "steps_per_s": steps_per_s,
+        "ratio": ratio,
+        "targets": {
+            "graph_1_ge_1500": graph[1]["steps_per_s"] >= TARGET_GRAPH_1,
+            "graph_64_ge_half_inproc_64": graph[64]["steps_per_s"] >= TARGET_GRAPH_64_FRACTION * inproc[64],
+        },
+        "graph_runs": {f"graph_{n}": {k: v for k, v in graph[n].items() if k != "steps_per_s"} for n in ARENAS},
+        "shield_filter": "qp",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
