@@ -112,6 +112,7 @@ class GridLifeNode(Node):
                 self.gauge("waiting_for_peers", len(missing))
                 return
             self.started = True
+            self.gauge("waiting_for_peers", 0)
             self.t_start = now
             self.log.info("start", num_envs=self.num_envs, total_steps=self.total_steps, mode=self.mode)
             self.sim.reset(self.seed)

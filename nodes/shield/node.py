@@ -142,7 +142,7 @@ class ShieldNode(Node):
             proposed=[[_num(v) for v in r["proposed"]] for r in reports],
             safe=[r["safe"] for r in reports]))
         if self.report_file is not None:
-            # Whole lines, flushed per step: a killed shield leaves no torn line for its successor to append to.
+            # Whole lines, flushed per step: a kill -9 loses no report of a step already decided.
             self.report_file.write("".join(json.dumps(r) + "\n" for r in reports))
             self.report_file.flush()
 

@@ -1,0 +1,52 @@
+"""Kill -9 of the shield mid-run: the env falls back on its deadline, the respawned shield takes over, the run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.graph.conftest import LiveRun, launch_single_agent, read_reports
+from tests.launch.conftest import wait_for
+
+STEPS = 3000
+KILL_AFTER_STEPS = 400
+
+
+def executed_so_far(run: LiveRun) -> float:
+    """Training arena-steps that executed the shield's action (the env's books: steps - fallback)."""
+    gauges = run.stats("env")["gauges"]
+    return gauges["progress.steps"] - gauges["fallback_steps"]
+
+
+def test_shield_killed_mid_run(tmp_path: Path, launched: list[LiveRun], record_property: pytest.RecordProperty) -> None:
+    run = launch_single_agent(tmp_path, "--arg", f"steps={STEPS}")
+    launched.append(run)
+    wait_for("training under way", lambda: run.metric_above("env", "progress.steps", KILL_AFTER_STEPS), deadline_s=90)
+    old = run.nodes()["shield"]
+    os.kill(old["pid"], signal.SIGKILL)
+
+    # No safe action comes: each step waits for its deadline, then the env's own fallback executes.
+    wait_for("the env to fall back", lambda: run.metric_above("env", "fallback_steps", 0), deadline_s=30)
+    assert (run.metric("env", "deadline_misses") or 0) > 0
+    executed_without_shield = executed_so_far(run)
+
+    def respawned() -> dict | None:
+        node = run.nodes().get("shield")
+        return node if node and node["pid"] != old["pid"] and node["state"] == "active" else None
+
+    assert wait_for("the shield to respawn", respawned, deadline_s=60)["restarts"] == old["restarts"] + 1
+    assert run.wait_exit() == 0
+
+    summary = run.summary()
+    train = summary["train"]
+    record_property("train.violations_executed", train["violations_executed"])
+    print(f"train.violations_executed = {train['violations_executed']}")
+    assert summary["complete"] is True and summary["env_steps"] == STEPS
+    assert train["executed_steps"] + train["fallback_steps"] == summary["env_steps"]
+    assert train["fallback_steps"] > 0
+    assert train["executed_steps"] > executed_without_shield  # the respawned shield took over again
+    assert summary["launch"]["nodes"]["shield"]["restarts"] == 1
+    read_reports(run)  # both shields' reports, every line whole
