@@ -5,6 +5,11 @@ weights arrive), ``eval`` (deterministic, weights frozen), ``random`` (uniform a
 baseline). Inference is numpy-only, so this process never imports torch.
 
 Policies change only between steps (the executor is single-threaded), so step ids stay contiguous.
+
+Partial observability (``use_estimate``): the policy acts on the env's observation as it is, the same
+input the learner trains on; the estimate is for the shield. The agent proposes for step t only
+once the estimate of step t has arrived, so the shield judges the proposal against that estimate
+(if none comes, the shield's own proposal deadline decides). See docs/estimator.md.
 Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
 ``policy.show`` says which policy acts.
 """
@@ -28,13 +33,15 @@ class AgentNode(Node):
     seed = Param(0, "seed of the exploration noise", ge=0)
     policy_file = Param("", "policy to start from (safetensors + JSON metadata)")
     follow_learner = Param(True, "take new weights from the learner as they arrive")
-    use_estimate = Param(False, "append the estimator's internal-state estimate (partial observability)")
+    use_estimate = Param(False, "propose for a step only once the estimator's estimate of it arrived")
+    act_dim = Param(2, "action dimension of uniform-random actions (a policy's own act_dim wins)", ge=1)
 
     def on_configure(self) -> None:
         self.rng = np.random.default_rng(self.seed)
         self.policy: Policy | None = None
         self.actor: Any = None
-        self.estimate: StateEstimate | None = None
+        self.estimate_step = -1  # the step of the newest estimate
+        self.waiting: Observation | None = None  # use_estimate: the observation waiting for its estimate
         self.proposals = self.publisher("action/proposed", ProposedAction, reliable=True)
         self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
         self.subscribe("policy/weights", PolicyWeights, self.on_weights, qos="latest")
@@ -48,15 +55,24 @@ class AgentNode(Node):
     # --- acting -----------------------------------------------------------------------------
 
     def on_estimate(self, msg: StateEstimate) -> None:
-        self.estimate = msg
+        self.estimate_step = msg.step
+        waiting = self.waiting
+        if waiting is not None and waiting.step <= msg.step:
+            self.waiting = None
+            self.act(waiting)
 
     def on_obs(self, msg: Observation) -> None:
+        if self.use_estimate and msg.step > self.estimate_step:
+            self.waiting = msg  # a newer observation replaces one whose estimate never came
+            return
+        self.act(msg)
+
+    def act(self, msg: Observation) -> None:
         obs = msg.obs
-        if self.use_estimate and self.estimate is not None and self.estimate.mean.shape[0] == obs.shape[0]:
-            obs = np.concatenate([obs, self.estimate.mean, self.estimate.std], axis=1)
         n = obs.shape[0]
         if self.mode == "random" or self.actor is None:
-            actions = self.rng.uniform(-1.0, 1.0, size=(n, 2)).astype(np.float32)
+            dim = self.policy.spec.act_dim if self.policy is not None else self.act_dim
+            actions = self.rng.uniform(-1.0, 1.0, size=(n, dim)).astype(np.float32)
         else:
             actions = self.actor.act(obs, deterministic=self.mode == "eval", rng=self.rng)
         version = self.policy.version if self.policy is not None and self.mode != "random" else 0

@@ -1,4 +1,4 @@
-"""The env node: steps N arenas, executes only the shield's safe actions, and keeps the books.
+"""Env nodes: step N arenas, execute only the shield's safe actions, and keep the books.
 
 Lockstep (default): publish ``env/obs`` for step t, wait for ``action/safe`` of step t up to
 ``deadline_s``; on a miss apply the declared ``fallback`` for that step and count it. Real time:
@@ -8,6 +8,10 @@ With ``total_steps`` set, the env is the run's main job: it trains for that many
 evaluates (deterministic policy and a uniform-random policy with the shield bypassed, then the policy
 with the shield on, all on the same fixed seeds), writes ``summary.json`` and a learning-curve plot
 into the run directory, and stops.
+
+``EnvNode`` holds the loop, the fallback, the phases and the books; a subclass supplies the arenas:
+``GridLifeNode`` (kind ``gridlife``) and ``GymNode`` (kind ``gym``, any registered Gymnasium env).
+Actions on the wire are always in [-1, 1]^act_dim; a subclass maps them to its own action space.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
 
 FALLBACKS = ("hold", "zero", "seek_station")
+GYM_FALLBACKS = ("zero", "hold")
 EVAL_PHASES = ("eval", "baseline_random", "eval_shielded")
 
 
@@ -48,8 +53,30 @@ class Books:
     interventions_per_step: list[int] = field(default_factory=list)
 
 
-class GridLifeNode(Node):
-    kind = "gridlife"
+@dataclass
+class Outcome:
+    """One executed step of N arenas, in the terms the books and the replay stream need."""
+
+    obs: np.ndarray  # (N, obs_dim) float32, before the step
+    next_obs: np.ndarray  # (N, obs_dim) float32, before any auto-reset
+    reward: np.ndarray  # (N,) float32, what the learner optimises
+    reward_task: np.ndarray  # (N,) float32
+    reward_homeo: np.ndarray  # (N,) float32
+    terminated: np.ndarray  # (N,) bool
+    truncated: np.ndarray  # (N,) bool
+    violation: np.ndarray  # (N,) bool: the next state broke a viability constraint
+    margins: dict[str, np.ndarray]  # name -> (N,) margins of the next state
+    episode_steps: np.ndarray  # (N,) steps of the episode so far, counting this one
+    internal: np.ndarray | None = None  # (N, H) truth before the step
+    next_internal: np.ndarray | None = None  # (N, H) truth after the step
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class EnvNode(Node):
+    """The env loop shared by every env kind. Subclasses declare ``fallback`` and fill in the hooks."""
 
     num_envs = Param(16, "arenas stepped together", ge=1, read_only=True)
     seed = Param(0, "seed of the training arenas", ge=0)
@@ -57,23 +84,68 @@ class GridLifeNode(Node):
     mode = Param("lockstep", "lockstep or realtime", choices=("lockstep", "realtime"))
     rate_hz = Param(50.0, "steps per second in realtime mode", gt=0)
     deadline_s = Param(1.0, "how long a lockstep step waits for the safe action", gt=0)
-    fallback = Param("seek_station", "what executes on a missed deadline or an invalid action", choices=FALLBACKS)
     wait_for = Param(["agent", "shield"], "nodes that must be connected before the first step")
     eval_episodes = Param(16, "episodes per evaluation (one per arena)", ge=0)
     eval_seed = Param(10_000, "seed of the evaluation arenas", ge=0)
-    agent_node = Param("agent", "agent node to switch between train/eval/random")
-    shield_node = Param("shield", "shield node to bypass during unshielded evaluation")
+    agent_node = Param("agent", "agent node to switch between train/eval/random ('' for none)")
+    shield_node = Param("shield", "shield node to bypass during unshielded evaluation ('' for none)")
     publish_transitions = Param(True, "publish the replay stream")
-    config = Param({}, "GridLife constants to override (see docs/gridlife.md)")
-    lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
-    lambda_task = Param(1.0, "weight of the task reward", ge=0)
-    death_penalty = Param(0.0, "reward added on death (negative)", le=0)
+
+    fallback: str
+    act_dim: int  # action dimension on the wire, set by build_sim
+    has_drive = False  # whether episodes end with a homeostatic drive worth reporting
+
+    # --- what a subclass supplies ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Read and check the subclass's parameters (errors name the field)."""
+
+    def build_sim(self, num_envs: int) -> None:
+        """Create ``num_envs`` arenas (replacing any previous ones)."""
+        raise NotImplementedError
+
+    def reset_sim(self, seed: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def arenas(self) -> int:
+        raise NotImplementedError
+
+    def observation(self) -> Observation:
+        """The message for the current state, at ``self.step_id``."""
+        raise NotImplementedError
+
+    def step_sim(self, actions: np.ndarray) -> Outcome:
+        """Step every arena with ``actions`` in [-1, 1]^act_dim (already checked)."""
+        raise NotImplementedError
+
+    def own_fallback(self) -> np.ndarray:
+        """Fallbacks other than ``zero`` and ``hold``."""
+        raise ValueError(f"fallback: {self.fallback!r} is not available for node kind {self.kind}")
+
+    def death_cause(self, outcome: Outcome, i: int) -> str:
+        broken = [name for name, m in outcome.margins.items() if m[i] < 0]
+        return ",".join(broken) or "terminated"
+
+    def end_drives(self, outcome: Outcome, idx: np.ndarray) -> np.ndarray | None:
+        return None
+
+    @property
+    def episode_cap(self) -> int:
+        return 0
+
+    @property
+    def sim_dt(self) -> float:
+        return 1.0
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def on_configure(self) -> None:
-        self.cfg = GridLifeConfig.from_params(self.config)
-        self.sim = GridLifeBatch(self.cfg, self.num_envs)
+        self.setup()
+        self.build_sim(self.num_envs)
         self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
         self.transitions_pub = self.publisher("env/transitions", TransitionBatch, reliable=True, buffer=64)
         self.episodes_pub = self.publisher("env/episodes", EpisodeEvents)
@@ -86,15 +158,18 @@ class GridLifeNode(Node):
         self.curve: list[tuple[int, int, float]] = []  # (env_steps, length, return) per ended episode
         self.recent: deque[int] = deque(maxlen=50)
         self.recent_returns: deque[float] = deque(maxlen=50)
-        self.ep_return = np.zeros(self.num_envs)
-        self.ep_task_return = np.zeros(self.num_envs)
-        self.last_action = np.zeros((self.num_envs, 2), np.float32)
-        self.alive = np.ones(self.num_envs, bool)  # evaluation: arenas still in their first episode
+        self.reset_episode_books(self.num_envs)
         self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
         self.t_start = time.monotonic()
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
+
+    def reset_episode_books(self, n: int) -> None:
+        self.ep_return = np.zeros(n)
+        self.ep_task_return = np.zeros(n)
+        self.last_action = np.zeros((n, self.act_dim), np.float32)
+        self.alive = np.ones(n, bool)  # evaluation: arenas still in their first episode
 
     def on_shutdown(self) -> None:
         if self.phase not in ("done", "run") and self.total_steps:
@@ -115,7 +190,7 @@ class GridLifeNode(Node):
             self.gauge("waiting_for_peers", 0)
             self.t_start = now
             self.log.info("start", num_envs=self.num_envs, total_steps=self.total_steps, mode=self.mode)
-            self.sim.reset(self.seed)
+            self.reset_sim(self.seed)
             self.publish_obs()
             return
         if self.phase == "done":
@@ -132,30 +207,26 @@ class GridLifeNode(Node):
             self.count("deadline_misses")
             self.execute(self.fallback_actions(), source="fallback", safe=None)
 
+    def peers(self) -> list[str]:
+        """Nodes that must read ``env/obs`` before the first step."""
+        return list(self.wait_for)
+
     def missing_peers(self) -> list[str]:
         matched = set(self.obs_pub.matched())
-        return [n for n in self.wait_for if n not in matched]
+        return [n for n in self.peers() if n not in matched]
 
     def publish_obs(self) -> None:
         self.waiting_since = time.monotonic()
-        hidden = self.cfg.partial_observability
-        self.obs_pub.publish(
-            Observation(
-                step=self.step_id,
-                obs=self.sim.observe(),
-                positions=self.sim.positions.astype(np.float32),
-                internal=None if hidden else self.sim.internal.astype(np.float32),
-                episode_step=np.asarray(self.sim.episode_steps, np.int64),
-            ),
-            step=self.step_id,
-            sim_time=self.step_id * self.cfg.dt,
-        )
+        self.obs_pub.publish(self.observation(), step=self.step_id, sim_time=self.step_id * self.sim_dt)
 
     def on_safe_action(self, msg: SafeAction) -> None:
         if self.phase == "done" or not self.started:
             return
-        if msg.step != self.step_id or msg.actions.shape != (self.sim.num_envs, 2):
+        if msg.step != self.step_id or msg.actions.shape != (self.arenas, self.act_dim):
             self.count("stale_or_misshapen_actions")
+            if msg.step == self.step_id:
+                self.log.warning("misshapen_action", step=msg.step, shape=list(msg.actions.shape),
+                                 expected=[self.arenas, self.act_dim])
             return
         if self.mode == "realtime":
             self.pending = msg
@@ -164,19 +235,15 @@ class GridLifeNode(Node):
 
     def fallback_actions(self) -> np.ndarray:
         if self.fallback == "zero":
-            return np.zeros((self.sim.num_envs, 2), np.float32)
+            return np.zeros((self.arenas, self.act_dim), np.float32)
         if self.fallback == "hold":
             return self.last_action.copy()
-        from nodes.env.scripted import seek_station_policy
-
-        return seek_station_policy(
-            self.sim.positions, self.sim.internal, self.sim.tokens, self.cfg, self.sim.layout
-        ).astype(np.float32)
+        return self.own_fallback()
 
     def execute(self, actions: np.ndarray, source: str, safe: SafeAction | None) -> None:
         """Step the arenas once with ``actions``; invalid rows are replaced by the fallback."""
         books = self.books[self.phase]
-        n = self.sim.num_envs
+        n = self.arenas
         actions = np.array(actions, dtype=np.float32)
         from_fallback = np.full(n, source == "fallback")
         invalid = ~(np.isfinite(actions).all(axis=1) & (np.abs(actions) <= 1.0).all(axis=1))
@@ -185,9 +252,7 @@ class GridLifeNode(Node):
             self.log.warning("invalid_action_replaced", arenas=np.flatnonzero(invalid).tolist()[:8], step=self.step_id)
             actions[invalid] = self.fallback_actions()[invalid]
             from_fallback |= invalid
-        obs_before = self.sim.observe()
-        internal_before = self.sim.internal.astype(np.float32)
-        result = self.sim.step(actions)
+        result = self.step_sim(actions)
         self.last_action = actions
 
         counted = self.alive if self.phase in EVAL_PHASES else np.ones(n, bool)
@@ -205,27 +270,22 @@ class GridLifeNode(Node):
             books.violations_executed += violations
             self.log.warning("violation_executed", step=self.step_id, arenas=int(violations), phase=self.phase)
 
-        reward = (
-            self.lambda_task * result.task_reward
-            + self.lambda_homeo * result.homeo_reward
-            + self.death_penalty * result.terminated
-        ).astype(np.float32)
-        self.ep_return += reward
-        self.ep_task_return += result.task_reward
+        self.ep_return += result.reward
+        self.ep_task_return += result.reward_task
         if self.phase in ("train", "run") and self.publish_transitions:
             self.transitions_pub.publish(
                 TransitionBatch(
                     step=self.step_id,
-                    obs=obs_before,
+                    obs=result.obs,
                     actions=actions,
-                    reward=reward,
-                    reward_task=result.task_reward.astype(np.float32),
-                    reward_homeo=result.homeo_reward.astype(np.float32),
+                    reward=result.reward,
+                    reward_task=result.reward_task,
+                    reward_homeo=result.reward_homeo,
                     next_obs=result.next_obs,
                     terminated=result.terminated,
                     truncated=result.truncated,
-                    internal=internal_before,
-                    next_internal=result.internal.astype(np.float32),
+                    internal=result.internal,
+                    next_internal=result.next_internal,
                 ),
                 step=self.step_id,
             )
@@ -235,20 +295,21 @@ class GridLifeNode(Node):
         if self.advance_phase(books):
             self.publish_obs()
 
-    def record_episodes(self, result: Any, counted: np.ndarray, books: Books) -> None:
+    def record_episodes(self, result: Outcome, counted: np.ndarray, books: Books) -> None:
         done = result.done & counted
         if not done.any():
             return
         idx = np.flatnonzero(done)
-        drive = self.sim.homeostat.drive(result.internal[idx])
-        causes = [self.death_cause(result.margins, int(i)) if result.terminated[i] else "" for i in idx]
+        drive = self.end_drives(result, idx)
+        causes = [self.death_cause(result, int(i)) if result.terminated[i] else "" for i in idx]
         for j, i in enumerate(idx):
             books.episodes += 1
             books.lengths.append(int(result.episode_steps[i]))
             books.returns.append(float(self.ep_return[i]))
             books.task_returns.append(float(self.ep_task_return[i]))
             books.died.append(bool(result.terminated[i]))
-            books.drives.append(float(drive[j]))
+            if drive is not None:
+                books.drives.append(float(drive[j]))
             self.recent.append(int(result.episode_steps[i]))
             self.recent_returns.append(float(self.ep_return[i]))
             if self.phase == "train":
@@ -268,11 +329,6 @@ class GridLifeNode(Node):
         self.ep_task_return[idx] = 0.0
         if self.phase in EVAL_PHASES:
             self.alive[idx] = False
-
-    @staticmethod
-    def death_cause(margins: dict[str, np.ndarray], i: int) -> str:
-        broken = [name for name in INTERNAL_NAMES if margins[name][i] <= 0]
-        return ",".join(broken) or "hazard"
 
     def update_gauges(self, books: Books) -> None:
         train = self.books.get("train") or self.books.get("run")
@@ -310,12 +366,9 @@ class GridLifeNode(Node):
         self.phase = order[nxt]
         self.books[self.phase] = Books()
         self.configure_peers_for(self.phase)
-        self.sim = GridLifeBatch(self.cfg, self.eval_episodes)
-        self.sim.reset(self.eval_seed)
-        self.alive = np.ones(self.eval_episodes, bool)
-        self.ep_return = np.zeros(self.eval_episodes)
-        self.ep_task_return = np.zeros(self.eval_episodes)
-        self.last_action = np.zeros((self.eval_episodes, 2), np.float32)
+        self.build_sim(self.eval_episodes)
+        self.reset_sim(self.eval_seed)
+        self.reset_episode_books(self.eval_episodes)
         self.log.info("phase", phase=self.phase, episodes=self.eval_episodes)
         return True
 
@@ -326,7 +379,7 @@ class GridLifeNode(Node):
         self.set_remote(self.shield_node, "bypass", bypass)
 
     def set_remote(self, node: str, name: str, value: Any) -> None:
-        if not self.registry_endpoint:
+        if not self.registry_endpoint or not node:
             return
         try:
             info = call(self.registry_endpoint, "node", {"name": node}, timeout=2.0)
@@ -341,16 +394,16 @@ class GridLifeNode(Node):
         if self.run_dir is None:
             return
         train = self.books.get("train", Books())
+        wall_s = getattr(self, "train_wall_s", time.monotonic() - self.t_start)
         summary = {
             "run_id": self.run_dir.name,
             "seed": self.seed,
-            "wall_s": round(getattr(self, "train_wall_s", time.monotonic() - self.t_start), 3),
+            "wall_s": round(wall_s, 3),
             "env_steps": train.env_steps,
             "episodes": train.episodes,
-            "episode_cap": self.cfg.episode_cap,
-            "env_steps_per_s": round(
-                train.env_steps / max(1e-9, getattr(self, "train_wall_s", time.monotonic() - self.t_start)), 1
-            ),
+            "episode_cap": self.episode_cap,
+            "env_steps_per_s": round(train.env_steps / max(1e-9, wall_s), 1),
+            **self.summary_extra(),
             "train": {
                 "violations_executed": train.violations_executed,
                 "shield_interventions": train.shield_interventions,
@@ -362,15 +415,14 @@ class GridLifeNode(Node):
             },
             "complete": self.phase == "done",
         }
-        cap = self.cfg.episode_cap
         if "eval" in self.books:
             e = self.books["eval"]
             summary["eval"] = {
                 "episodes": e.episodes,
                 "mean_survival_steps": _mean(e.lengths),
-                "survival_rate": _survival(e, cap),
+                "survival_rate": _survival(e),
                 "mean_return": _mean(e.returns),
-                "mean_drive": _mean(e.drives),
+                **({"mean_drive": _mean(e.drives)} if self.has_drive else {}),
                 "violations": e.violations_executed,
             }
         if "baseline_random" in self.books:
@@ -378,7 +430,7 @@ class GridLifeNode(Node):
             summary["baseline_random"] = {
                 "episodes": b.episodes,
                 "mean_survival_steps": _mean(b.lengths),
-                "survival_rate": _survival(b, cap),
+                "survival_rate": _survival(b),
                 "mean_return": _mean(b.returns),
                 "violations": b.violations_executed,
             }
@@ -418,7 +470,8 @@ class GridLifeNode(Node):
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
         a.plot(steps, lengths, ".", alpha=0.25)
         a.plot(steps[window - 1 :], smooth)
-        a.axhline(self.cfg.episode_cap, ls="--", c="grey")
+        if self.episode_cap:
+            a.axhline(self.episode_cap, ls="--", c="grey")
         a.set(xlabel="env steps", ylabel="episode length (survival)", title="survival")
         b.plot(steps, returns, ".", alpha=0.25)
         b.plot(steps[window - 1 :], smooth_ret)
@@ -441,11 +494,203 @@ class GridLifeNode(Node):
         self.log.info("report", text="\n" + "\n".join(lines))
 
 
+class GridLifeNode(EnvNode):
+    """GridLife arenas (docs/gridlife.md); under partial observability the env waits for the estimator too."""
+
+    kind = "gridlife"
+
+    fallback = Param("seek_station", "what executes on a missed deadline or an invalid action", choices=FALLBACKS)
+    config = Param({}, "GridLife constants to override (see docs/gridlife.md)")
+    lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
+    lambda_task = Param(1.0, "weight of the task reward", ge=0)
+    death_penalty = Param(0.0, "reward added on death (negative)", le=0)
+    estimator_node = Param("estimator", "under partial observability, also wait for this node ('' for none)")
+
+    has_drive = True
+    act_dim = 2
+
+    def setup(self) -> None:
+        self.cfg = GridLifeConfig.from_params(self.config)
+
+    def build_sim(self, num_envs: int) -> None:
+        self.sim = GridLifeBatch(self.cfg, num_envs)
+
+    def reset_sim(self, seed: int) -> None:
+        self.sim.reset(seed)
+
+    @property
+    def arenas(self) -> int:
+        return self.sim.num_envs
+
+    @property
+    def episode_cap(self) -> int:
+        return self.cfg.episode_cap
+
+    @property
+    def sim_dt(self) -> float:
+        return self.cfg.dt
+
+    def peers(self) -> list[str]:
+        extra = [self.estimator_node] if self.cfg.partial_observability and self.estimator_node else []
+        return [*self.wait_for, *extra]
+
+    def observation(self) -> Observation:
+        hidden = self.cfg.partial_observability
+        return Observation(
+            step=self.step_id,
+            obs=self.sim.observe(),
+            positions=self.sim.positions.astype(np.float32),
+            internal=None if hidden else self.sim.internal.astype(np.float32),
+            episode_step=np.asarray(self.sim.episode_steps, np.int64),
+        )
+
+    def own_fallback(self) -> np.ndarray:
+        from nodes.env.scripted import seek_station_policy
+
+        return seek_station_policy(
+            self.sim.positions, self.sim.internal, self.sim.tokens, self.cfg, self.sim.layout
+        ).astype(np.float32)
+
+    def step_sim(self, actions: np.ndarray) -> Outcome:
+        obs_before = self.sim.observe()
+        internal_before = self.sim.internal.astype(np.float32)
+        result = self.sim.step(actions)
+        reward = (
+            self.lambda_task * result.task_reward
+            + self.lambda_homeo * result.homeo_reward
+            + self.death_penalty * result.terminated
+        ).astype(np.float32)
+        self._end_internal = result.internal  # float64, for the end-of-episode drive
+        return Outcome(
+            obs=obs_before,
+            next_obs=result.next_obs,
+            reward=reward,
+            reward_task=result.task_reward.astype(np.float32),
+            reward_homeo=result.homeo_reward.astype(np.float32),
+            terminated=result.terminated,
+            truncated=result.truncated,
+            violation=result.violation,
+            margins=result.margins,
+            episode_steps=result.episode_steps,
+            internal=internal_before,
+            next_internal=result.internal.astype(np.float32),
+        )
+
+    def death_cause(self, outcome: Outcome, i: int) -> str:
+        broken = [name for name in INTERNAL_NAMES if outcome.margins[name][i] <= 0]
+        return ",".join(broken) or "hazard"
+
+    def end_drives(self, outcome: Outcome, idx: np.ndarray) -> np.ndarray | None:
+        return self.sim.homeostat.drive(self._end_internal[idx])
+
+
+class GymNode(EnvNode):
+    """Any registered Gymnasium env with a Box action space, through ``GymBatch``.
+
+    The agent's actions in [-1, 1] are mapped affinely onto the action box, so ``zero`` is its centre.
+    Reward is the env's own (task) reward; viability margins come from ``constraint``. Observations
+    carry no positions (zeros) and no internal variables: GridLife shields do not apply here.
+    """
+
+    kind = "gym"
+
+    fallback = Param("zero", "what executes on a missed deadline or an invalid action", choices=GYM_FALLBACKS)
+    env_id = Param("", "registered Gymnasium environment id, e.g. Pendulum-v1", read_only=True)
+    constraint = Param("", "viability margins: module:function or path/to/file.py:function ('' for none)",
+                       read_only=True)
+    env_kwargs = Param({}, "keyword arguments of gymnasium.make", read_only=True)
+
+    def setup(self) -> None:
+        import gymnasium
+
+        if not self.env_id:
+            raise ValueError("env_id: required (a registered Gymnasium environment id)")
+        if self.env_id not in gymnasium.registry:
+            raise ValueError(f"env_id: {self.env_id!r} is not a registered Gymnasium environment")
+        self.sim: Any = None
+        self._cap = int(gymnasium.spec(self.env_id).max_episode_steps or 0)
+
+    def build_sim(self, num_envs: int) -> None:
+        from gymnasium import spaces
+
+        from nodes.env.gym_adapter import GymBatch
+
+        if self.sim is not None:
+            self.sim.close()
+        self.sim = GymBatch(self.env_id, num_envs, self.constraint or None, self.env_kwargs)
+        space = self.sim.action_space
+        if not isinstance(space, spaces.Box):
+            raise ValueError(f"env_id: {self.env_id!r} has a {type(space).__name__} action space; "
+                             "node kind gym needs a Box (continuous) action space")
+        low, high = space.low.reshape(-1).astype(np.float64), space.high.reshape(-1).astype(np.float64)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError(f"env_id: {self.env_id!r} has an unbounded action space {space}; "
+                             "actions in [-1, 1] cannot be scaled onto it")
+        self.act_dim = int(low.size)
+        self.current_obs = np.zeros((num_envs, int(np.prod(self.sim.observation_space.shape))), np.float32)
+        self.episode_steps = np.zeros(num_envs, np.int64)
+
+    def reset_sim(self, seed: int) -> None:
+        self.current_obs = self._flat(self.sim.reset(seed))
+        self.episode_steps = np.zeros(self.sim.num_envs, np.int64)
+
+    @property
+    def arenas(self) -> int:
+        return int(self.sim.num_envs)
+
+    @property
+    def episode_cap(self) -> int:
+        return self._cap
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {"env_id": self.env_id, "constraint": self.constraint or None}
+
+    def observation(self) -> Observation:
+        n = self.sim.num_envs
+        return Observation(step=self.step_id, obs=self.current_obs, positions=np.zeros((n, 2), np.float32),
+                           internal=None, episode_step=self.episode_steps.copy())
+
+    def step_sim(self, actions: np.ndarray) -> Outcome:
+        obs_before = self.current_obs
+        result = self.sim.step(scale_to_box(actions, self.sim.action_space))
+        self.current_obs = self._flat(result.obs)
+        self.episode_steps = np.where(result.done, 0, result.episode_steps).astype(np.int64)
+        reward = result.reward.astype(np.float32)
+        return Outcome(
+            obs=obs_before,
+            next_obs=self._flat(result.next_obs),
+            reward=reward,
+            reward_task=reward,
+            reward_homeo=np.zeros_like(reward),
+            terminated=result.terminated,
+            truncated=result.truncated,
+            violation=result.violation,
+            margins=result.margins,
+            episode_steps=result.episode_steps,
+        )
+
+    def on_shutdown(self) -> None:
+        super().on_shutdown()
+        if self.sim is not None:
+            self.sim.close()
+
+    @staticmethod
+    def _flat(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, np.float32).reshape(len(obs), -1)
+
+
+def scale_to_box(actions: np.ndarray, space: Any) -> np.ndarray:
+    """Actions in [-1, 1]^act_dim, one row per arena -> the bounded Box ``space`` (clipped against rounding)."""
+    low, high = space.low.reshape(1, -1).astype(np.float64), space.high.reshape(1, -1).astype(np.float64)
+    box = np.clip(low + (np.asarray(actions, np.float64) + 1.0) * 0.5 * (high - low), low, high)
+    return box.reshape(len(actions), *space.shape).astype(space.dtype)
+
+
 def _mean(values: list[float] | list[int]) -> float:
     return round(float(np.mean(values)), 3) if len(values) else 0.0
 
 
-def _survival(books: Books, cap: int) -> float:
+def _survival(books: Books) -> float:
     if not books.lengths:
         return 0.0
     return round(float(np.mean([not d for d in books.died])), 4)

@@ -6,6 +6,7 @@
     nodes:
       - name: talker
         kind: talker          # built-in, module:Class or path/to/file.py:Class
+        enabled: true         # false (e.g. `$(arg x)`) leaves the node out of the launch
         params: {rate_hz: $(arg rate)}
         respawn: {backoff: 0.5, max_restarts: 3, window: 30}
       - include: other.yaml   # with its own arguments
@@ -32,8 +33,8 @@ from persist_rt.params import ParamError
 from persist_rt.qos import QoS
 
 TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes"}
-NODE_KEYS = {"name", "kind", "params", "namespace", "remaps", "qos", "env", "respawn", "depends_on", "required",
-             "start_timeout", "fallback"}
+NODE_KEYS = {"name", "kind", "enabled", "params", "namespace", "remaps", "qos", "env", "respawn", "depends_on",
+             "required", "start_timeout", "fallback"}
 INCLUDE_KEYS = {"include", "args", "namespace"}
 GROUP_KEYS = {"namespace", "env", "nodes"}
 ARG_KEYS = {"default", "doc", "choices"}
@@ -235,7 +236,9 @@ def _expand(container: dict[str, Any], key: str, where: str, scope: _Scope, out:
         elif "group" in entry:
             _group(entry, at, scope, out, mains)
         else:
-            out.append(_node(entry, at, scope))
+            node = _node(entry, at, scope)
+            if node is not None:
+                out.append(node)
 
 
 def _include(entry: dict[str, Any], where: str, scope: _Scope, out: list[NodeSpec],
@@ -290,7 +293,8 @@ def _group(entry: dict[str, Any], where: str, scope: _Scope, out: list[NodeSpec]
     _expand(group, "nodes", f"{where}.group.nodes", sub, out, mains)
 
 
-def _node(entry: dict[str, Any], where: str, scope: _Scope) -> NodeSpec:
+def _node(entry: dict[str, Any], where: str, scope: _Scope) -> NodeSpec | None:
+    """The node's spec; None when it is declared with ``enabled: false``."""
     path = scope.file
     _no_unknown(path, entry, NODE_KEYS, where)
     entry = _subst_tree(path, entry, scope.args, where, None)
@@ -306,10 +310,15 @@ def _node(entry: dict[str, Any], where: str, scope: _Scope) -> NodeSpec:
     if not isinstance(kind, str) or not kind:
         raise LaunchError(path, line_of(entry, "kind"), f"{where}.kind", "must be a string")
     at = f"{where} ({name})"
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise LaunchError(path, line_of(entry, "enabled"), f"{at}.enabled", f"expected true/false, got {enabled!r}")
+    if not enabled:
+        return None
     params = entry.get("params") or {}
     if not isinstance(params, dict):
         raise LaunchError(path, line_of(entry, "params"), f"{at}.params", "must be a mapping of parameter: value")
-    params = dict(params)
+    params = _plain(params)  # plain dicts and lists all the way down: the resolved file is dumped as YAML
     if "fallback" in entry:
         if "fallback" in params:
             raise LaunchError(path, line_of(entry, "fallback"), f"{at}.fallback", "given both here and in params")
@@ -505,6 +514,15 @@ def _check_params(node: NodeSpec, table: ParamTable) -> None:
 
 
 # --- small helpers --------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Line-tracking mappings and lists from the YAML reader as plain ``dict`` and ``list``."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _join(namespace: str, name: str) -> str:

@@ -13,6 +13,7 @@ import pytest
 from nodes.env.gridlife import GridLifeConfig
 from nodes.sac.policy_file import save_policy
 from nodes.sac.sac import SAC, SACConfig
+from persist_rt.checkpoint import load as load_checkpoint
 from tests.graph.conftest import LiveRun, finish, launch_single_agent
 from tests.launch.conftest import persist, persist_json, wait_for
 
@@ -86,7 +87,13 @@ def test_weights_travel_and_a_hand_swap_loses_no_step(live: LiveRun, tmp_path: P
 
 def test_killed_learner_resumes_from_its_checkpoint_and_keeps_learning(live: LiveRun) -> None:
     checkpoint = live.run_dir / "checkpoints" / "learner.safetensors"
-    wait_for("a learner checkpoint", checkpoint.exists, deadline_s=60)
+    def checkpoint_with_updates() -> bool:
+        if not checkpoint.exists():
+            return False
+        tensors, _ = load_checkpoint(checkpoint)
+        return int(tensors["num_updates"][0]) > 0
+
+    wait_for("a learner checkpoint with updates in it", checkpoint_with_updates, deadline_s=60)
     old = live.nodes()["learner"]
     os.kill(old["pid"], signal.SIGKILL)
 

@@ -1,0 +1,180 @@
+"""The estimator node: a GRU belief over the hidden internal variables, published every step.
+
+For each ``env/obs`` of step t it advances one hidden state per arena (zeroed where the episode
+starts, ``episode_step == 0``) and publishes ``estimator/state`` for step t: mean and std per arena.
+It learns online from ``env/transitions``, which carry the truth the env knows: every
+``train_every`` batches one truncated-BPTT pass over stored episodes (``OnlineTrainer``).
+
+Until the model has been trained once, the published belief is the prior: the mean and std of the
+truth seen so far (or the middle of [0, 1] with std 0.5 before any), never an untrained network's
+confident guess; the shield treats a wide std as pessimism. Checkpoints (safetensors + JSON, atomic)
+are written every ``checkpoint_every_s`` and at shutdown; a restarted estimator resumes from them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persist_rt import Node, Param
+from protocols import Observation, StateEstimate, TransitionBatch
+
+PRIOR_MEAN, PRIOR_STD = 0.5, 0.5  # internal variables live in [0, 1]
+MIN_STD = 1e-3  # the prior never claims certainty
+KEEP_ESTIMATES = 16  # recent estimates kept to score them against the truth when it arrives
+
+
+class EstimatorNode(Node):
+    kind = "estimator"
+
+    target_dim = Param(3, "internal variables estimated (energy, temperature, integrity)", ge=1, read_only=True)
+    hidden = Param(64, "GRU state size", ge=1, read_only=True)
+    lr = Param(3e-3, "learning rate", gt=0)
+    batch_size = Param(32, "episodes per training pass", ge=1)
+    chunk_len = Param(50, "truncated-BPTT window in steps", ge=1)
+    max_episode_len = Param(1000, "training sequences are cut at this many steps", ge=1, read_only=True)
+    capacity_steps = Param(200_000, "steps of finished episodes kept for training", ge=1, read_only=True)
+    train_every = Param(20, "one training pass every this many transition batches", ge=1)
+    seed = Param(0, "seed of initialisation and minibatch order", ge=0, read_only=True)
+    device = Param("cpu", "cpu, cuda or auto (online steps are tiny: cpu is the default)",
+                   choices=("cpu", "cuda", "auto"), read_only=True)
+    checkpoint_every_s = Param(30.0, "checkpoint cadence in seconds (0: only at shutdown)", ge=0)
+    threads = Param(1, "torch CPU threads", ge=1)
+
+    def on_configure(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self.estimator: Any = None
+        self.trainer: Any = None
+        self.belief: np.ndarray | None = None  # (1, N, hidden) GRU state per arena
+        self.recent: OrderedDict[int, np.ndarray] = OrderedDict()  # step -> published mean
+        self.truth_n = 0
+        self.truth_sum = np.zeros(self.target_dim)
+        self.truth_sumsq = np.zeros(self.target_dim)
+        self.batches = 0
+        self.rmse_ema: float | None = None
+        self.last_checkpoint = time.monotonic()
+        self.warned_visible = False
+        self.state_pub = self.publisher("estimator/state", StateEstimate)
+        self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
+        self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / "estimator.safetensors" if self.run_dir else None
+
+    def build(self, obs_dim: int) -> None:
+        from nodes.estimator.model import EstimatorConfig, OnlineTrainer, StateEstimator
+        from persist_rt.checkpoint import CheckpointError
+
+        config = EstimatorConfig(obs_dim=obs_dim, target_dim=self.target_dim, hidden=self.hidden, lr=self.lr,
+                                 batch_size=self.batch_size, chunk_len=self.chunk_len, seed=self.seed,
+                                 device=self.device)
+        self.estimator = StateEstimator(config)
+        self.trainer = OnlineTrainer(self.estimator, max_len=self.max_episode_len, capacity_steps=self.capacity_steps)
+        self.log.info("estimator_ready", obs_dim=obs_dim, target_dim=self.target_dim, device=str(self.estimator.device))
+        path = self.checkpoint_path
+        if path is not None and path.exists():
+            try:
+                self.estimator.load(path)
+            except CheckpointError as exc:  # another architecture: start afresh, say why
+                self.log.error("checkpoint_refused", path=str(path), error=str(exc))
+                self.count("checkpoints_refused")
+            else:
+                self.log.info("resumed", path=str(path), updates=self.estimator.num_updates)
+                self.count("resumes")
+        self.gauge("updates", self.estimator.num_updates)
+
+    @property
+    def trained(self) -> bool:
+        return self.estimator is not None and self.estimator.num_updates > 0
+
+    # --- estimating -------------------------------------------------------------------------
+
+    def on_obs(self, msg: Observation) -> None:
+        if msg.internal is not None and not self.warned_visible:
+            self.warned_visible = True  # the estimator still runs, but the env is not hiding anything
+            self.log.warning("internal_visible", hint="the env publishes the internal variables: "
+                             "set its config partial_observability: true")
+        if self.estimator is None:
+            self.build(msg.obs.shape[1])
+        n, obs_dim = msg.obs.shape
+        if obs_dim != self.estimator.config.obs_dim:
+            self.count("rejected.obs_dim")
+            self.log.error("obs_dim_mismatch", got=obs_dim, expected=self.estimator.config.obs_dim, step=msg.step)
+            return
+        if self.belief is None or self.belief.shape[1] != n:
+            self.belief = self.estimator.initial_hidden(n)  # first step, or a new set of arenas
+        self.belief = self.estimator.reset_hidden(self.belief, msg.episode_step == 0)
+        # a copy: arrays decoded from the wire are read-only views, which torch refuses to wrap
+        mean, std, self.belief = self.estimator.step(np.array(msg.obs), self.belief)
+        if not self.trained:
+            mean, std = self.prior(n)
+        mean, std = np.asarray(mean, np.float32), np.maximum(np.asarray(std, np.float32), 0.0)
+        self.state_pub.publish(StateEstimate(step=msg.step, mean=mean, std=std), step=msg.step)
+        self.recent[msg.step] = mean
+        while len(self.recent) > KEEP_ESTIMATES:
+            self.recent.popitem(last=False)
+        self.count("estimates")
+        self.gauge("mean_std", float(std.mean()))
+
+    def prior(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.truth_n == 0:
+            return np.full((n, self.target_dim), PRIOR_MEAN), np.full((n, self.target_dim), PRIOR_STD)
+        mean = self.truth_sum / self.truth_n
+        std = np.sqrt(np.maximum(self.truth_sumsq / self.truth_n - mean**2, 0.0))
+        return np.tile(mean, (n, 1)), np.tile(np.maximum(std, MIN_STD), (n, 1))
+
+    # --- learning ---------------------------------------------------------------------------
+
+    def on_transitions(self, msg: TransitionBatch) -> None:
+        if msg.internal is None:
+            self.count("rejected.no_truth")
+            return
+        if self.estimator is None:
+            self.build(msg.obs.shape[1])
+        truth = msg.internal
+        try:
+            self.trainer.add(msg.obs, truth, msg.terminated | msg.truncated)
+        except ValueError as exc:
+            self.count("rejected.transitions")
+            self.log.error("transitions_rejected", step=msg.step, error=str(exc))
+            return
+        self.truth_n += truth.shape[0]
+        self.truth_sum += truth.sum(axis=0)
+        self.truth_sumsq += (truth.astype(np.float64) ** 2).sum(axis=0)
+        self.score(msg.step, truth)
+        self.batches += 1
+        if self.batches % self.train_every == 0:
+            loss = self.trainer.train()
+            if loss is not None:
+                self.gauge("loss", loss)
+            self.gauge("updates", self.estimator.num_updates)
+            self.gauge("episodes_stored", len(self.trainer.episodes))
+        if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
+            self.save_checkpoint()
+
+    def score(self, step: int, truth: np.ndarray) -> None:
+        """RMSE of the estimate published for ``step`` against the truth (smoothed), for telemetry."""
+        mean = self.recent.get(step)
+        if mean is None or mean.shape != truth.shape:
+            return
+        rmse = float(np.sqrt(np.mean((mean - truth) ** 2)))
+        self.rmse_ema = rmse if self.rmse_ema is None else 0.95 * self.rmse_ema + 0.05 * rmse
+        self.gauge("estimate_rmse", self.rmse_ema)
+
+    def save_checkpoint(self) -> None:
+        path = self.checkpoint_path
+        self.last_checkpoint = time.monotonic()
+        if path is None or not self.trained:
+            return  # nothing learned yet: an untrained checkpoint would only hide the prior
+        self.estimator.save(path)
+        self.count("checkpoints")
+
+    def on_shutdown(self) -> None:
+        self.save_checkpoint()

@@ -1,0 +1,69 @@
+"""Partial observability through the graph: the estimator answers every step, learns, checkpoints, resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from nodes.telemetry.history import load_history
+from persist_rt import checkpoint
+from tests.graph.conftest import LiveRun, launch_single_agent
+from tests.launch.conftest import wait_for
+
+# `--set env.config` replaces the mapping the argument fills in, so the test repeats the flag there
+PO = ("--arg", "partial_observability=true", "--set", 'env.config={"episode_cap": 150, "partial_observability": true}',
+      "--set", "estimator.train_every=5")
+ESTIMATOR_CHECKPOINT = Path("checkpoints") / "estimator.safetensors"
+
+
+def check_books(summary: dict[str, Any], steps: int) -> None:
+    train = summary["train"]
+    assert summary["complete"] is True and summary["launch"]["exit_code"] == 0
+    assert summary["env_steps"] == steps
+    assert train["executed_steps"] + train["fallback_steps"] == summary["env_steps"]
+
+
+def test_estimator_publishes_estimates_and_the_run_keeps_its_books(tmp_path: Path, launched: list[LiveRun]) -> None:
+    steps = 800
+    run = launch_single_agent(tmp_path, "--arg", f"steps={steps}", *PO)
+    launched.append(run)
+    assert run.wait_exit() == 0
+    summary = run.summary()
+    check_books(summary, steps)
+    assert summary["launch"]["nodes"]["estimator"]["kind"] == "estimator"
+
+    history = load_history(run.run_dir / "metrics.jsonl")
+    obs_seen = history[("estimator", "edge.env/obs.received")].v[-1]
+    assert history[("estimator", "estimates")].v[-1] == obs_seen > 0  # one estimate for every observation
+    assert history[("shield", "edge.estimator/state.received")].v[-1] > 0
+    assert history[("estimator", "updates")].v[-1] > 0  # it learned from the transitions' truth
+    _, meta = checkpoint.load(run.run_dir / ESTIMATOR_CHECKPOINT)
+    assert meta["format"] == "persist.estimator" and meta["config"]["obs_dim"] == 22 and meta["num_updates"] > 0
+
+
+def test_estimator_killed_respawns_and_resumes(tmp_path: Path, launched: list[LiveRun]) -> None:
+    steps = 2400
+    run = launch_single_agent(tmp_path, "--arg", f"steps={steps}", *PO, "--set", "estimator.checkpoint_every_s=0.2")
+    launched.append(run)
+    path = run.run_dir / ESTIMATOR_CHECKPOINT
+    wait_for("an estimator checkpoint", lambda: run.metric_above("estimator", "checkpoints", 0), deadline_s=90)
+    old = run.nodes()["estimator"]
+    os.kill(old["pid"], signal.SIGKILL)
+    _, meta = checkpoint.load(path)  # the newest checkpoint, whole: written atomically
+    saved_updates = meta["num_updates"]
+    assert saved_updates > 0
+
+    def respawned() -> dict | None:
+        node = run.nodes().get("estimator")
+        return node if node and node["pid"] != old["pid"] and node["state"] == "active" else None
+
+    assert wait_for("the estimator to respawn", respawned, deadline_s=60)["restarts"] == old["restarts"] + 1
+    wait_for("the estimator to resume", lambda: run.metric_above("estimator", "resumes", 0), deadline_s=60)
+    assert (run.metric("estimator", "updates") or 0) >= saved_updates  # warm, not from scratch
+    assert run.wait_exit() == 0
+    summary = run.summary()
+    check_books(summary, steps)
+    assert summary["launch"]["nodes"]["estimator"]["restarts"] == 1
+    assert not any(e["event"] == "checkpoint_refused" for e in run.log_events("estimator"))
