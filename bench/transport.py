@@ -219,14 +219,9 @@ def bench_persist_reliable(cfg: BenchConfig) -> tuple[float, int]:
                 pusher.out.publish(msg)
                 if i % 256 == 0:
                     pusher.spin_once(0.0)  # take credit in as a node's executor would between callbacks
-            while True:  # let the last buffered messages go out against fresh credit
-                result = services.call(sink_ep, "result", timeout=2.0) if not any(
-                    p.pending for p in pusher.out.peers.values()) else None
-                if result is not None and result["n"] >= n:
-                    break
-                if time.monotonic() > deadline + cfg.timeout_s:
-                    raise RuntimeError(f"reliable sink got {result}")
-                pusher.spin_once(0.01)
+            if not pusher.out.drain(cfg.timeout_s):  # the last buffered messages go out against fresh credit
+                raise RuntimeError(f"reliable publisher could not drain: {pusher.out.stats()}")
+            result = services.call(sink_ep, "result", timeout=2.0)
             lost = n - result["n"] + result["lost"] + result["dropped"] + result["rejected"]
             return n / (result["last"] - start), lost
         finally:

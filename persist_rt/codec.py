@@ -60,11 +60,37 @@ _header_encoder = msgspec.msgpack.Encoder()
 _header_decoder = msgspec.msgpack.Decoder(Header)
 
 
+_PREFIXES = tuple(struct.Struct(f"<BB{n}Q") for n in range(MAX_NDIM + 1))
+
+
 def _array_prefix(arr: np.ndarray) -> bytes:
-    code = DTYPE_CODES.get(arr.dtype.newbyteorder("<"))
+    code = DTYPE_CODES.get(arr.dtype)  # native little-endian dtypes hit directly
     if code is None:
-        raise TypeError(f"arrays of dtype {arr.dtype} cannot be sent")
-    return struct.pack(f"<BB{arr.ndim}Q", code, arr.ndim, *arr.shape)
+        code = DTYPE_CODES.get(arr.dtype.newbyteorder("<"))
+        if code is None:
+            raise TypeError(f"arrays of dtype {arr.dtype} cannot be sent")
+    if arr.ndim > MAX_NDIM:
+        raise TypeError(f"arrays of {arr.ndim} dimensions cannot be sent (at most {MAX_NDIM})")
+    return _PREFIXES[arr.ndim].pack(code, arr.ndim, *arr.shape)
+
+
+class HeaderPacker:
+    """Packs one publisher's headers by hand: the constant part once, the four changing fields per message.
+
+    The result is the same msgpack map ``Header`` describes (keys in another order, fixed-width numbers), so
+    plain msgpack readers and ``Codec.decode_header`` read it like any other header. About half the cost of
+    building and encoding a ``Header`` per message.
+    """
+
+    _TAIL = struct.Struct(">4sBQ10sBd5sBq9sBd")
+
+    def __init__(self, schema: str, version: int, sender: str) -> None:
+        head = _header_encoder.encode({"schema": schema, "version": version, "sender": sender})
+        self.prefix = bytes([0x87]) + head[1:]  # fixmap of 3 -> fixmap of 7; the 4 tail pairs follow
+
+    def pack(self, seq: int, step: int, sim_time: float) -> bytes:
+        return self.prefix + self._TAIL.pack(b"\xa3seq", 0xCF, seq, b"\xa9wall_time", 0xCB, time.time(),
+                                             b"\xa4step", 0xD3, step, b"\xa8sim_time", 0xCB, sim_time)
 
 
 class Codec:
@@ -76,12 +102,12 @@ class Codec:
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)
         self._decoders: dict[type, msgspec.msgpack.Decoder] = {}
         self._out_frames: list[Any] = []
-        self._in_frames: list[Any] = []
+        self._in_frames: list[Any] | tuple[()] = ()
 
     # --- encode ------------------------------------------------------------------------------
 
     def _enc_hook(self, obj: Any) -> Any:
-        if isinstance(obj, np.ndarray):
+        if type(obj) is np.ndarray or isinstance(obj, np.ndarray):
             if obj.dtype.byteorder == ">":
                 obj = obj.astype(obj.dtype.newbyteorder("<"))
             prefix = _array_prefix(obj)
@@ -99,6 +125,18 @@ class Codec:
         payload = self._encoder.encode(msg)
         frames, self._out_frames = self._out_frames, []
         return [payload, *frames]
+
+    def encode_frames(self, topic: bytes, header: bytes, msg: Message) -> list[Any]:
+        """``[topic, header, payload, *array frames]`` for one message."""
+        try:
+            payload = self._encoder.encode(msg)
+        except BaseException:
+            self._out_frames = []
+            raise
+        if self._out_frames:
+            frames, self._out_frames = self._out_frames, []
+            return [topic, header, payload, *frames]
+        return [topic, header, payload]
 
     @staticmethod
     def encode_header(
@@ -133,11 +171,12 @@ class Codec:
             if index + 3 >= len(self._in_frames):
                 raise ValueError(f"array refers to frame {index + 3}, message has {len(self._in_frames)}")
             raw = _byte_view(self._in_frames[index + 3])
-        count = math.prod(shape)
+        count = shape[0] if ndim == 1 else math.prod(shape)
         if count * dtype.itemsize != raw.nbytes:
             raise ValueError(f"array data is {raw.nbytes} bytes, shape {shape} of {dtype.name} needs "
                              f"{count * dtype.itemsize}")
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        arr = np.frombuffer(raw, dtype=dtype, count=count)
+        return arr if ndim == 1 else arr.reshape(shape)
 
     @staticmethod
     def _dec_hook(t: type, obj: Any) -> Any:
@@ -145,7 +184,11 @@ class Codec:
             return obj
         raise TypeError(f"expected an array, got {type(obj).__name__}")
 
-    def _decoder(self, msg_type: type[Message]) -> msgspec.msgpack.Decoder:
+    def decoder_for(self, msg_type: Any) -> msgspec.msgpack.Decoder:
+        """A cached decoder for ``msg_type`` (a message class, or a type built from one, e.g. a batch)."""
+        return self._decoder(msg_type)
+
+    def _decoder(self, msg_type: Any) -> msgspec.msgpack.Decoder:
         dec = self._decoders.get(msg_type)
         if dec is None:
             dec = msgspec.msgpack.Decoder(msg_type, ext_hook=self._ext_hook, dec_hook=self._dec_hook)
@@ -179,9 +222,14 @@ class Codec:
                 "header.schema",
                 f"got {header.schema}@{header.version}, this edge carries {msg_type.SCHEMA}@{msg_type.VERSION}",
             )
+        return self.decode_payload(frames, self._decoder(msg_type))
+
+    def decode_payload(self, frames: list[Any], decoder: msgspec.msgpack.Decoder, payload: Any = None) -> Any:
+        """Decode the payload (``frames[2]`` unless given) with a decoder from ``decoder_for``; the header
+        and size are the caller's to check. DecodeError names the field on anything wrong."""
         self._in_frames = frames
         try:
-            msg = self._decoder(msg_type).decode(frames[2])
+            msg = decoder.decode(frames[2] if payload is None else payload)
         except FieldError as exc:
             raise DecodeError(f"payload.{exc.field}", exc.reason) from None
         except msgspec.ValidationError as exc:
@@ -192,7 +240,7 @@ class Codec:
         except (msgspec.DecodeError, ValueError, TypeError) as exc:
             raise DecodeError("payload", f"malformed ({exc})") from None
         finally:
-            self._in_frames = []
+            self._in_frames = ()
         return msg
 
 

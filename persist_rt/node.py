@@ -53,6 +53,7 @@ class Node:
     heartbeat_s: float = 0.5
     metrics_period_s: float = 1.0
     max_message_bytes: int = 256 * 1024 * 1024  # larger incoming messages are rejected at the edge
+    drain_timeout_s: float = 5.0  # on close, how long reliable publishers may wait for their backlog to be consumed
 
     def __init__(
         self,
@@ -315,6 +316,7 @@ class Node:
             except Exception as exc:  # shutting down regardless
                 self.log.error("shutdown_hook_failed", error=str(exc))
                 self.state = State.FINALIZED
+        self.drain(self.drain_timeout_s)
         if self._reg_sock is not None:
             self._unregister()
         for sub in self.subscriptions.values():
@@ -325,6 +327,18 @@ class Node:
             if sock is not None:
                 sock.close(0)
         self._pub_sock = self._rel_sock = self._reg_sock = None
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s`` in all) until every reliable subscriber has consumed what this node
+        published; True if all did. ``close`` calls it, so a node's last messages reach their consumers."""
+        deadline = time.monotonic() + timeout_s
+        done = True
+        for pub in self.publishers.values():
+            if pub.peers and not pub.drain(max(0.0, deadline - time.monotonic())):
+                done = False
+                self.log.warning("drain_incomplete", topic=pub.topic, **{k: v for k, v in pub.stats().items()
+                                                                       if k in ("pending", "unacked")})
+        return done
 
     # ================================ metrics ===================================================
 
@@ -453,6 +467,9 @@ class Node:
         if not self._registered:
             self._register()
             return
+        for sub in self.subscriptions.values():
+            if sub.qos.reliable:
+                sub.grant_owed()
         self._hb_seq += 1
         self._send_registry("heartbeat", {"name": self.name, "pid": os.getpid(), "state": str(self.state),
                                           "seq": self._hb_seq})

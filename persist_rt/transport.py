@@ -4,12 +4,16 @@ Best effort (latest, queue): the publisher's PUB socket, subscribers' SUB socket
 straight to it. Reliable: the publisher's ROUTER socket, one DEALER per (subscription, publisher);
 the subscriber grants credit (``HELLO`` with the window, then ``CREDIT n`` as it consumes), the
 publisher sends only against credit and buffers up to ``buffer`` messages per peer, then blocks
-its own executor until credit arrives. Control frames: ``[b"HELLO"|b"CREDIT"|b"BYE", msgpack]``
-upstream and ``[b"ACK"|b"NACK", msgpack]`` downstream; data frames are ``[topic, header, payload, ...]``.
+its own executor until credit arrives. Messages sent but not yet paid back by credit stay with the
+publisher: if the subscriber's node dies and comes back (a ``HELLO`` from the same node name), the
+new peer replaces the old one and gets them again, then everything still pending. Delivery across
+such a restart is at least once: a message the dead process consumed but had not yet credited
+comes again. A backlog goes out as one ``BATCH`` frame. Wire details: docs/wire.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,19 +22,29 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import zmq
 
-from persist_rt.codec import Codec, DecodeError, Header
+from persist_rt.codec import DecodeError, Header, HeaderPacker
 from persist_rt.qos import QoS, compatible
 from protocols.base import Message, schema_id
 
 if TYPE_CHECKING:
     from persist_rt.node import Node
 
-HELLO, CREDIT, BYE, ACK, NACK = b"HELLO", b"CREDIT", b"BYE", b"ACK", b"NACK"
-CONTROL = {ACK, NACK}
-PEER_TIMEOUT_S = 30.0
+HELLO, CREDIT, BYE = b"HELLO", b"CREDIT", b"BYE"  # upstream (subscriber -> publisher)
+ACK, NACK, SYNC, BATCH = b"ACK", b"NACK", b"SYNC", b"BATCH"  # downstream, in frame 0 where data has its topic
+CONTROL = {ACK, NACK, SYNC}
+PEER_TIMEOUT_S = 30.0  # a connected peer that neither credits nor answers SYNC for this long is dropped
+GONE_GRACE_S = 10.0  # a peer whose connection closed keeps its backlog this long for its node to come back
+SYNC_PERIOD_S = 0.5  # liveness probe of a peer the publisher is blocked on
+DRAIN_SYNC_S = 0.05  # how often drain() asks a peer for the credit it owes
 DRAIN_LIMIT = 10_000  # messages read from one socket per executor turn
 MAX_WINDOW = 1 << 16  # credit a subscriber may hold; a larger request is clamped
-_NOBLOCK, _SNDMORE, _RCVMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVMORE)
+BATCH_MAX_MESSAGES = 1024
+BATCH_MAX_BYTES = 1 << 20
+_NOBLOCK, _SNDMORE, _RCVMORE, _EVENTS, _POLLIN = (int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVMORE),
+                                                   int(zmq.EVENTS), int(zmq.POLLIN))
+# pyzmq's Python-level wrappers cost more than the call itself for small frames: go to the backend directly
+_zsend, _zrecv, _zget = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
+_EHOSTUNREACH = int(zmq.EHOSTUNREACH)
 
 
 class Timer:
@@ -53,15 +67,18 @@ class Timer:
 
 
 class _ReliablePeer:
-    __slots__ = ("credit", "identity", "last_credit", "node", "pending", "topic")
+    __slots__ = ("credit", "gone_since", "identity", "last_credit", "last_sync", "node", "pending", "topic",
+                 "unacked")
 
     def __init__(self, identity: bytes, topic: str, node: str, credit: int) -> None:
         self.identity = identity
         self.topic = topic
         self.node = node
         self.credit = credit
-        self.pending: deque[list[Any]] = deque()
-        self.last_credit = time.monotonic()
+        self.pending: deque[list[Any]] = deque()  # accepted, not sent yet
+        self.unacked: deque[list[Any]] = deque()  # sent, not paid back by credit yet (at most the window)
+        self.last_credit = self.last_sync = time.monotonic()
+        self.gone_since: float | None = None  # when its connection closed (send said EHOSTUNREACH)
 
 
 class Publisher:
@@ -76,8 +93,13 @@ class Publisher:
         self.peers: dict[bytes, _ReliablePeer] = {}
         self.blocked_s = 0.0
         self.peers_lost = 0
-        self.pending_max = 0  # high-water mark of any peer's buffer: bounded by ``buffer`` + 1
+        self.peers_replaced = 0
+        self.pending_max = 0  # high-water mark of any peer's buffer: bounded by ``buffer`` + 1 (+ a dead peer's)
         self.best_effort = False  # does any best-effort subscriber listen (XPUB told us)?
+        self._peer_list: list[_ReliablePeer] = []  # replaced, never mutated: publish() iterates it
+        self._header = HeaderPacker(msg_type.SCHEMA, msg_type.VERSION, node.name)
+        self._encode = node.codec.encode_frames
+        self._poller: zmq.Poller | None = None
         self.update_best_effort(node._best_effort_prefixes)
 
     def update_best_effort(self, prefixes: set[bytes]) -> None:
@@ -89,8 +111,9 @@ class Publisher:
     def stats(self) -> dict[str, Any]:
         return {"sent": self.seq, "schema": schema_id(self.msg_type), "reliable_peers": len(self.peers),
                 "pending": sum(len(p.pending) for p in self.peers.values()),
+                "unacked": sum(len(p.unacked) for p in self.peers.values()),
                 "pending_max": self.pending_max, "blocked_s": round(self.blocked_s, 6),
-                "peers_lost": self.peers_lost}
+                "peers_lost": self.peers_lost, "peers_replaced": self.peers_replaced}
 
     def matched(self) -> list[str]:
         """Names of the nodes connected to this topic with reliable QoS (handshake done)."""
@@ -99,69 +122,202 @@ class Publisher:
     def publish(self, msg: Message, *, step: int = -1, sim_time: float = 0.0) -> None:
         if type(msg) is not self.msg_type:
             raise TypeError(f"topic `{self.topic}` carries {self.msg_type.__name__}, got {type(msg).__name__}")
-        node = self.node
-        self.seq += 1
-        frames = [self.topic_b, Codec.encode_header(self.msg_type, self.seq, node.name, step, sim_time),
-                  *node.codec.encode_payload(msg)]
+        self.seq = seq = self.seq + 1
+        frames = self._encode(self.topic_b, self._header.pack(seq, step, sim_time), msg)
         if self.best_effort:
-            send_frames(node._pub_sock, frames)  # type: ignore[arg-type]
-        if not self.peers:
-            return
-        for peer in list(self.peers.values()):
+            send_frames(self.node._pub_sock, frames)  # type: ignore[arg-type]
+        peers = self._peer_list
+        for peer in peers:
+            if peers is not self._peer_list:  # a peer was replaced or dropped while we waited for credit
+                current = self._current(peer)
+                if current is None:
+                    continue
+                peer = current
             if peer.credit > 0 and not peer.pending and self._send_to(peer, frames):
                 continue
-            if peer.identity in self.peers:
-                peer.pending.append(frames)
-                self.pending_max = max(self.pending_max, len(peer.pending))
-                if len(peer.pending) > self.buffer:
-                    self._wait_for_credit(peer)
+            pending = peer.pending
+            pending.append(frames)
+            if len(pending) > self.pending_max:
+                self.pending_max = len(pending)
+            if len(pending) > self.buffer:
+                self._wait_for_credit(peer)
 
-    def _send_to(self, peer: _ReliablePeer, frames: list[Any]) -> bool:
-        """Send one message to a reliable peer; False if it stays pending (socket full or peer gone)."""
-        try:
-            send_frames(self.node._rel_sock, [peer.identity, *frames], _NOBLOCK, first_array=4)  # type: ignore[arg-type]
-        except zmq.Again:  # the pipe to this peer is full: keep the message, retry on the next credit
-            return False
-        except zmq.ZMQError:  # EHOSTUNREACH: the subscriber is gone
-            self._drop_peer(peer, "disconnected")
-            return False
-        peer.credit -= 1
-        return True
+    def drain(self, timeout_s: float = 5.0) -> bool:
+        """Wait up to ``timeout_s`` until every reliable peer has been sent and has consumed (paid back by
+        credit) everything published so far; True if so. Peers whose connection is gone are not waited for."""
+        node = self.node
+        deadline = time.monotonic() + timeout_s
+        while True:
+            now = time.monotonic()
+            waiting = [p for p in self._peer_list if (p.pending or p.unacked) and p.gone_since is None]
+            if not waiting or now >= deadline:
+                break
+            for peer in waiting:
+                self.flush(peer)
+                if not peer.pending and peer.unacked and now - peer.last_sync >= DRAIN_SYNC_S:
+                    self._sync(peer)
+            for sock, _ in self._control_poller().poll(max(1, min(20, int((deadline - now) * 1000)))):
+                node._handlers[sock]()
+            if time.monotonic() >= node._next_heartbeat:
+                node._heartbeat()
+        return not any(p.pending or p.unacked for p in self.peers.values())
 
     def flush(self, peer: _ReliablePeer) -> None:
-        while peer.credit > 0 and peer.pending and peer.identity in self.peers:
-            if not self._send_to(peer, peer.pending[0]):
-                return
-            peer.pending.popleft()
+        """Send what is pending for ``peer`` as far as its credit goes; a backlog goes out in batches."""
+        pending = peer.pending
+        while peer.credit > 0 and pending and peer.gone_since is None:
+            if peer.credit > 1 and len(pending) > 1 and len(pending[0]) == 3 and len(pending[1]) == 3:
+                if not self._send_batch(peer):
+                    return
+            else:
+                if not self._send_to(peer, pending[0]):
+                    return
+                pending.popleft()
 
     def close(self) -> None:
         """Forget reliable peers; messages still pending for them are counted as undelivered."""
         for peer in list(self.peers.values()):
-            if peer.pending:
-                self.node.count(f"edge.{self.topic}.undelivered", len(peer.pending))
+            self._count_undelivered(peer)
         self.peers.clear()
+        self._peers_changed()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _send_to(self, peer: _ReliablePeer, frames: list[Any]) -> bool:
+        """Send one message to a reliable peer; False if it stays pending (socket full or peer gone)."""
+        try:
+            send_frames(self.node._rel_sock, frames, _NOBLOCK, identity=peer.identity)  # type: ignore[arg-type]
+        except zmq.Again:  # the pipe to this peer is full: keep the message, retry on the next credit
+            return False
+        except zmq.ZMQError as exc:
+            self._send_failed(peer, exc)
+            return False
+        peer.credit -= 1
+        peer.unacked.append(frames)
+        return True
+
+    def _send_batch(self, peer: _ReliablePeer) -> bool:
+        """Send the longest run of array-free messages at the head of ``peer.pending`` as one BATCH frame."""
+        pending = peer.pending
+        limit = min(peer.credit, len(pending), BATCH_MAX_MESSAGES)
+        parts = [b""]
+        size = 0
+        count = 0
+        for frames in itertools.islice(pending, limit):
+            if len(frames) != 3 or (count and size + len(frames[1]) + len(frames[2]) > BATCH_MAX_BYTES):
+                break
+            parts += (b"\x92", frames[1], frames[2])
+            size += len(frames[1]) + len(frames[2])
+            count += 1
+        parts[0] = b"\xdd" + count.to_bytes(4, "big")  # msgpack array32 of [header, payload] pairs
+        sock = self.node._rel_sock
+        try:
+            _zsend(sock, peer.identity, _SNDMORE | _NOBLOCK)
+            _zsend(sock, BATCH, _SNDMORE)
+            _zsend(sock, self.topic_b, _SNDMORE)
+            _zsend(sock, b"".join(parts), 0)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            self._send_failed(peer, exc)
+            return False
+        peer.credit -= count
+        unacked = peer.unacked
+        for _ in range(count):
+            unacked.append(pending.popleft())
+        return True
+
+    def _send_failed(self, peer: _ReliablePeer, exc: zmq.ZMQError) -> None:
+        if exc.errno != _EHOSTUNREACH:
+            raise exc
+        if peer.gone_since is None:  # the subscriber's connection closed: keep its backlog for a replacement
+            peer.gone_since = time.monotonic()
+            self.node.log.warning("reliable_peer_disconnected", topic=self.topic, peer=peer.node,
+                                  pending=len(peer.pending) + len(peer.unacked))
+
+    def _sync(self, peer: _ReliablePeer) -> None:
+        """Ask ``peer`` for the credit it owes; also a liveness probe (a closed connection fails the send)."""
+        peer.last_sync = time.monotonic()
+        try:
+            _zsend(self.node._rel_sock, peer.identity, _SNDMORE | _NOBLOCK)
+            _zsend(self.node._rel_sock, SYNC, _SNDMORE)
+            _zsend(self.node._rel_sock, msgspec.msgpack.encode({"topic": self.topic}), 0)
+        except zmq.Again:
+            pass
+        except zmq.ZMQError as exc:
+            self._send_failed(peer, exc)
+
+    def _peers_changed(self) -> None:
+        self._peer_list = list(self.peers.values())
+
+    def _peer_named(self, node: str) -> _ReliablePeer | None:
+        return next((p for p in self.peers.values() if p.node == node), None)
+
+    def _current(self, peer: _ReliablePeer) -> _ReliablePeer | None:
+        """The peer now serving ``peer``'s node: itself, its replacement, or None if it was dropped."""
+        return peer if self.peers.get(peer.identity) is peer else self._peer_named(peer.node)
+
+    def _count_undelivered(self, peer: _ReliablePeer) -> None:
+        if peer.pending:
+            self.node.count(f"edge.{self.topic}.undelivered", len(peer.pending))
+        if peer.unacked:  # sent, but the subscriber never said it consumed them
+            self.node.count(f"edge.{self.topic}.unconfirmed", len(peer.unacked))
+
+    def _remove_peer(self, peer: _ReliablePeer) -> bool:
+        if self.peers.get(peer.identity) is not peer:
+            return False
+        del self.peers[peer.identity]
+        self._peers_changed()
+        self._count_undelivered(peer)
+        return True
 
     def _drop_peer(self, peer: _ReliablePeer, why: str) -> None:
-        if self.peers.pop(peer.identity, None) is not None:
+        if self._remove_peer(peer):
             self.peers_lost += 1
             self.node.count(f"edge.{self.topic}.peer_lost")
             self.node.log.warning("reliable_peer_dropped", topic=self.topic, peer=peer.node, reason=why,
-                                  pending=len(peer.pending))
+                                  pending=len(peer.pending) + len(peer.unacked))
+
+    def _replace_peer(self, old: _ReliablePeer, new: _ReliablePeer) -> None:
+        """``new`` (the same node, reconnected) takes over: what ``old`` may not have consumed, then its backlog."""
+        del self.peers[old.identity]
+        new.pending = old.unacked
+        new.pending.extend(old.pending)
+        self.peers_replaced += 1
+        self.node.count(f"edge.{self.topic}.peer_replaced")
+        self.node.log.warning("reliable_peer_replaced", topic=self.topic, peer=new.node,
+                              resent=len(old.unacked), pending=len(new.pending))
+
+    def _control_poller(self) -> zmq.Poller:
+        if self._poller is None:
+            self._poller = zmq.Poller()
+            node = self.node
+            for sock in (node._rel_sock, node._svc_sock, node._reg_sock):
+                if sock is not None:
+                    self._poller.register(sock, zmq.POLLIN)
+        return self._poller
 
     def _wait_for_credit(self, peer: _ReliablePeer) -> None:
-        """Block the producer (bounded buffer full) while still answering control traffic."""
+        """Block the producer (bounded buffer full) while still answering control traffic. A peer replaced by
+        a reconnecting node of the same name hands the wait over to the new peer."""
         node = self.node
         start = time.monotonic()
-        poller = zmq.Poller()
-        for sock in (node._rel_sock, node._svc_sock, node._reg_sock):
-            if sock is not None:
-                poller.register(sock, zmq.POLLIN)
-        while len(peer.pending) > self.buffer and peer.identity in self.peers:
+        poller = self._control_poller()
+        while True:
+            current = self._current(peer)
+            if current is None or len(current.pending) <= self.buffer:
+                break
+            peer = current
             for sock, _ in poller.poll(50):
                 node._handlers[sock]()
-            if time.monotonic() >= node._next_heartbeat:
+            now = time.monotonic()
+            if now >= node._next_heartbeat:
                 node._heartbeat()
-            if time.monotonic() - peer.last_credit > PEER_TIMEOUT_S:
+            if peer.gone_since is None and now - peer.last_sync >= SYNC_PERIOD_S:
+                self._sync(peer)
+            if peer.gone_since is not None and now - peer.gone_since > GONE_GRACE_S:
+                self._drop_peer(peer, f"connection closed and no node `{peer.node}` came back in {GONE_GRACE_S:g} s")
+            elif now - peer.last_credit > PEER_TIMEOUT_S:
                 self._drop_peer(peer, f"no credit for {PEER_TIMEOUT_S:g} s")
         self.blocked_s += time.monotonic() - start
 
@@ -204,41 +360,60 @@ class Publisher:
                     _send_control(sock, identity, NACK, {"topic": topic, "reason": reason})
                     continue
                 assert pub is not None
-                old = pub.peers.get(identity)
-                peer = _ReliablePeer(identity, topic, str(info.get("node", "?")), window)
+                name = str(info.get("node", "?"))
+                peer = _ReliablePeer(identity, topic, name, window)
+                old = pub.peers.get(identity) or pub._peer_named(name)
                 if old is not None:
-                    peer.pending = old.pending
+                    pub._replace_peer(old, peer)
                 pub.peers[identity] = peer
+                pub._peers_changed()
                 if _send_control(sock, identity, ACK, {"topic": topic}):
                     node.log.info("reliable_peer_matched", topic=topic, peer=peer.node, window=window)
                     pub.flush(peer)
-                else:
-                    pub.peers.pop(identity, None)
+                else:  # gone already; its backlog waits for the next HELLO from the same node
+                    peer.gone_since = time.monotonic()
             elif pub is not None and identity in pub.peers:
                 peer = pub.peers[identity]
                 if kind == CREDIT:
                     peer.credit = min(MAX_WINDOW, peer.credit + credit)
                     peer.last_credit = time.monotonic()
+                    unacked = peer.unacked
+                    for _ in range(min(credit, len(unacked))):
+                        unacked.popleft()
                     pub.flush(peer)
                 elif kind == BYE:
-                    pub.peers.pop(identity, None)
+                    pub._remove_peer(peer)
 
 
 def recv_frames(sock: zmq.Socket) -> list[Any]:
     """One multipart message, non-blocking. Topic, header and payload come as bytes (copying small frames
     is cheaper than wrapping them); out-of-band array frames stay zmq.Frames, so they decode without a copy."""
-    frames: list[Any] = [sock.recv(_NOBLOCK)]
-    while sock.getsockopt(_RCVMORE):
-        frames.append(sock.recv(0, copy=len(frames) < 3))
+    frames: list[Any] = [_zrecv(sock, _NOBLOCK)]
+    while _zget(sock, _RCVMORE):
+        frames.append(_zrecv(sock, 0, len(frames) < 3))
     return frames
 
 
-def send_frames(sock: zmq.Socket, frames: list[Any], flags: int = 0, first_array: int = 3) -> None:
-    """Send a multipart message: small frames copied, array frames (from ``first_array`` on) zero-copy.
-    Plain ints for flags: pyzmq's enum arithmetic costs more than the send itself for small messages."""
+def readable(sock: zmq.Socket) -> bool:
+    """Is another message waiting? Cheaper than letting a non-blocking recv raise zmq.Again."""
+    return bool(_zget(sock, _EVENTS) & _POLLIN)
+
+
+def send_frames(sock: zmq.Socket, frames: list[Any], flags: int = 0, identity: bytes | None = None) -> None:
+    """Send ``[topic, header, payload, *arrays]`` (after ``identity`` on a ROUTER): small frames copied, array
+    frames zero-copy. Plain ints for flags: pyzmq's enum arithmetic costs more than a small send."""
+    if identity is not None:
+        _zsend(sock, identity, flags | _SNDMORE)
+        flags = 0  # a ROUTER refuses (Again/EHOSTUNREACH) on the first frame or not at all
     last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        sock.send(frame, flags | _SNDMORE if i < last else flags, copy=i < first_array)
+    _zsend(sock, frames[0], flags | _SNDMORE)
+    _zsend(sock, frames[1], flags | _SNDMORE)
+    if last == 2:
+        _zsend(sock, frames[2], flags)
+        return
+    _zsend(sock, frames[2], flags | _SNDMORE)
+    for i in range(3, last + 1):
+        _zsend(sock, frames[i], flags | _SNDMORE if i < last else flags, False)
 
 
 def _send_control(sock: zmq.Socket, identity: bytes, kind: bytes, body: dict[str, Any]) -> bool:
@@ -260,6 +435,8 @@ class Subscription:
         self.msg_type = msg_type
         self.schema = schema_id(msg_type)
         self.callback = callback
+        self._decoder = node.codec.decoder_for(msg_type)
+        self._batch_decoder = node.codec.decoder_for(list[tuple[Header, msg_type]])  # type: ignore[valid-type]
         self.qos = qos
         self.endpoints: dict[str, zmq.Socket | None] = {}  # endpoint -> DEALER (reliable) or None
         self.last_header: Header | None = None
@@ -268,7 +445,6 @@ class Subscription:
         self.last_error = ""
         self.received = self.delivered = self.dropped = self.lost = self.rejected = self.errors = 0
         self._last_seq: dict[str, int] = {}
-        self._queue: deque[tuple[Header, list[Any]]] = deque(maxlen=qos.depth)
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
         self._credit_owed: dict[zmq.Socket, int] = {}
         self.sock: zmq.Socket | None = None
@@ -335,6 +511,8 @@ class Subscription:
             dealer = self.node.ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.connect(endpoint)
+            dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # notice a publisher host that vanished without a FIN
+            dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
             dealer.send_multipart([HELLO, msgspec.msgpack.encode(
                 {"topic": self.topic, "schema": self.schema, "window": self.qos.depth, "node": self.node.name})])
             self._credit_owed[dealer] = 0
@@ -375,32 +553,36 @@ class Subscription:
     def _on_best_effort(self) -> None:
         sock = self.sock
         assert sock is not None
-        batch: list[list[Any]] = []
+        topic_b = self.topic_b
+        batch: list[tuple[Header, list[Any]]] = []
         while len(batch) < DRAIN_LIMIT:
             try:
                 frames = recv_frames(sock)
             except zmq.Again:
                 break
-            if frames[0] != self.topic_b:
-                continue  # a longer topic sharing our prefix
-            header = self._track_seq(frames)
-            if header is not None:
-                batch.append((header, frames))
+            if frames[0] == topic_b:  # else a longer topic sharing our prefix
+                header = self._track_seq(frames)
+                if header is not None:
+                    batch.append((header, frames))
+            if not _zget(sock, _EVENTS) & _POLLIN:
+                break
         if not batch:
             return
         self.received += len(batch)
         self._note_rate()
-        if self.qos.kind == "latest":
-            self.dropped += len(batch) - 1
-            self._deliver(*batch[-1])
+        if len(batch) == 1:
+            self._deliver(*batch[0])
             return
-        overflow = max(0, len(self._queue) + len(batch) - self.qos.depth)
-        self.dropped += overflow
-        self._queue.extend(batch)
-        while self._queue:
-            self._deliver(*self._queue.popleft())
+        # delivery is synchronous, so the queue is what arrived in this turn: keep its newest ``depth``
+        keep = 1 if self.qos.kind == "latest" else self.qos.depth
+        if len(batch) > keep:
+            self.dropped += len(batch) - keep
+            del batch[:-keep]
+        for header, frames in batch:
+            self._deliver(header, frames)
 
     def _on_reliable(self, dealer: zmq.Socket) -> None:
+        owed = self._credit_owed.get(dealer, 0)
         got = 0
         while got < DRAIN_LIMIT:
             try:
@@ -408,21 +590,86 @@ class Subscription:
             except zmq.Again:
                 break
             head = frames[0]
-            if head in CONTROL:
-                self._on_control(head, frames)
-                continue
-            got += 1
-            header = self._track_seq(frames)
-            if header is not None:
-                self._deliver(header, frames)
+            if head == BATCH:
+                n = self._on_batch(frames)
+                got += n
+                owed += n
+            elif head in CONTROL:
+                if head == SYNC:  # the publisher asks what we consumed: everything before this frame
+                    if self._grant(dealer, owed):
+                        owed = 0
+                else:
+                    self._on_control(head, frames)
+            else:
+                got += 1
+                owed += 1
+                header = self._track_seq(frames)
+                if header is not None:
+                    self._deliver(header, frames)
+            if not _zget(dealer, _EVENTS) & _POLLIN:
+                break
         if got:
             self.received += got
             self._note_rate()
-            owed = self._credit_owed.get(dealer, 0) + got
-            if owed * 2 >= self.qos.depth:
-                dealer.send_multipart([CREDIT, msgspec.msgpack.encode({"topic": self.topic, "n": owed})])
-                owed = 0
-            self._credit_owed[dealer] = owed
+        if owed * 2 >= self.qos.depth and self._grant(dealer, owed):
+            owed = 0
+        self._credit_owed[dealer] = owed
+
+    def grant_owed(self) -> None:
+        """Pay back credit for what was consumed but not yet credited (the executor calls this when idle), so
+        the publisher can forget those messages."""
+        for dealer, owed in self._credit_owed.items():
+            if owed and self._grant(dealer, owed):
+                self._credit_owed[dealer] = 0
+
+    def _grant(self, dealer: zmq.Socket, n: int) -> bool:
+        try:
+            dealer.send_multipart([CREDIT, msgspec.msgpack.encode({"topic": self.topic, "n": n})], zmq.NOBLOCK)
+        except zmq.Again:  # not connected right now: the credit is kept and granted later
+            return False
+        return True
+
+    def _on_batch(self, frames: list[Any]) -> int:
+        """Deliver a ``[BATCH, topic, [[header, payload], ...]]`` frame; returns how many messages it held."""
+        codec = self.node.codec
+        if len(frames) != 3 or len(frames[2]) > codec.max_message_bytes:
+            self._reject(DecodeError("batch", f"expected 3 frames within {codec.max_message_bytes} bytes"))
+            return 1
+        try:
+            items = codec.decode_payload(frames, self._batch_decoder)
+        except DecodeError:
+            return self._on_batch_items(frames)  # find the bad ones, keep the others
+        schema, version = self.msg_type.SCHEMA, self.msg_type.VERSION
+        if any(header.schema != schema or header.version != version for header, _ in items):
+            return self._on_batch_items(frames)
+        seq_of = self._last_seq
+        for header, msg in items:
+            last = seq_of.get(header.sender)
+            if last is not None and header.seq > last + 1:
+                self.lost += header.seq - last - 1
+            seq_of[header.sender] = header.seq
+            self._dispatch(header, msg)
+        return len(items)
+
+    def _on_batch_items(self, frames: list[Any]) -> int:
+        """A batch that did not decode as a whole: judge its messages one at a time."""
+        try:
+            items = msgspec.msgpack.decode(frames[2], type=list[tuple[msgspec.Raw, msgspec.Raw]])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._reject(DecodeError("batch", f"not a msgpack array of [header, payload] pairs ({exc})"))
+            return 1
+        codec = self.node.codec
+        for raw_header, raw_payload in items:
+            header = self._track_seq([frames[1], raw_header, raw_payload])
+            if header is None:
+                continue
+            try:
+                msg = codec.decode_payload((), self._decoder, raw_payload)  # no array frames in a batch
+            except DecodeError as exc:
+                self._reject(exc)
+                continue
+            self._dispatch(header, msg)
+        return len(items)
 
     def _on_control(self, head: bytes, frames: list[Any]) -> None:
         if head == NACK:
@@ -438,13 +685,17 @@ class Subscription:
         self._rate_window.append((time.monotonic(), self.received))
 
     def _track_seq(self, frames: list[Any]) -> Header | None:
-        """Decode the header and count sequence gaps (messages lost in transport); None if rejected."""
+        """Check size and header, count sequence gaps (messages lost in transport) and check the schema;
+        None if rejected. A message with a readable header takes its sequence number even if refused."""
+        codec = self.node.codec
         if len(frames) < 3:
             self._reject(DecodeError("frames", f"expected at least 3 frames, got {len(frames)}"))
             return None
         try:
-            self.node.codec.check_size(frames)
-            header = self.node.codec.decode_header(frames[1])
+            if len(frames) != 3 or type(frames[2]) is not bytes or \
+                    len(frames[0]) + len(frames[1]) + len(frames[2]) > codec.max_message_bytes:
+                codec.check_size(frames)  # the general case; raises with the figures
+            header = codec.decode_header(frames[1])
         except DecodeError as exc:
             self._reject(exc)
             return None
@@ -452,22 +703,29 @@ class Subscription:
         if last is not None and header.seq > last + 1:
             self.lost += header.seq - last - 1
         self._last_seq[header.sender] = header.seq
+        msg_type = self.msg_type
+        if header.schema != msg_type.SCHEMA or header.version != msg_type.VERSION:
+            self._reject(DecodeError("header.schema", f"got {header.schema}@{header.version}, this edge carries "
+                                                      f"{msg_type.SCHEMA}@{msg_type.VERSION}"))
+            return None
         return header
 
     def _deliver(self, header: Header, frames: list[Any]) -> None:
-        node = self.node
         try:
-            msg = node.codec.decode(frames, self.msg_type, header)
+            msg = self.node.codec.decode_payload(frames, self._decoder)
         except DecodeError as exc:
             self._reject(exc)
             return
+        self._dispatch(header, msg)
+
+    def _dispatch(self, header: Header, msg: Any) -> None:
         self.last_header = header
         self.delivered += 1
         try:
             self.callback(msg)
         except Exception as exc:  # a failing callback never takes the node down
             self.errors += 1
-            node.log.exception("callback_failed", topic=self.topic, error=str(exc))
+            self.node.log.exception("callback_failed", topic=self.topic, error=str(exc))
 
     def _reject(self, exc: DecodeError) -> None:
         self.rejected += 1

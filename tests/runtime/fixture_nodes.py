@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,15 +50,19 @@ class Sink(Node):
     qos = Param("queue", "latest, queue(N) or reliable(N)")
     delay_s = Param(0.0, "time spent on each burst message", ge=0)
     pause_s = Param(0.0, "time spent on the first burst message (lets transport buffers overflow)", ge=0)
+    record = Param("", "file that gets each consumed sequence number, one a line (survives kill -9)")
 
     def on_configure(self) -> None:
         self.sub = self.subscribe(self.topic, Text, self.on_msg, qos=self.qos)
         self.seqs: list[int] = []
         self.service("seen", self.seen)
+        self.record_fd = os.open(self.record, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if self.record else None
 
     def on_msg(self, msg: Text) -> None:
         assert self.sub.last_header is not None
         self.seqs.append(self.sub.last_header.seq)
+        if self.record_fd is not None:
+            os.write(self.record_fd, f"{self.sub.last_header.seq}\n".encode())
         if msg.data == "burst":
             time.sleep(self.pause_s + self.delay_s)
             self.pause_s = 0.0
@@ -66,6 +71,24 @@ class Sink(Node):
         ordered = all(a < b for a, b in zip(self.seqs, self.seqs[1:], strict=False))
         return {"count": len(self.seqs), "first": self.seqs[0] if self.seqs else None,
                 "last": self.seqs[-1] if self.seqs else None, "ordered": ordered}
+
+
+class Finisher(Node):
+    """Publishes ``n`` reliable messages in one go, then ends its run at once: close() must drain them."""
+
+    heartbeat_s = 0.2
+    n = Param(300, "messages to publish before stopping", ge=1)
+
+    def on_configure(self) -> None:
+        self.out = self.publisher("chatter", Text, reliable=True, buffer=100_000)
+        self.timer(0.05, self.finish)
+
+    def finish(self) -> None:
+        if not self.out.matched():
+            return
+        for _ in range(self.n):
+            self.out.publish(Text(data="burst", seq=self.out.seq + 1))
+        self.request_stop()
 
 
 class ObservationSink(Node):

@@ -182,3 +182,36 @@ async def test_garbage_on_control_and_service_sockets_is_counted(graph: Graph) -
     finally:
         control.close(0)
         service.close(0)
+
+
+async def test_bad_batches_on_a_reliable_edge_are_rejected_and_good_messages_kept(graph: Graph) -> None:
+    graph.start_registry(lease_s=60.0)
+    graph.start_node("ObservationSink", "sink", {"qos": "reliable(64)"})
+    raw = zmq.asyncio.Context.instance().socket(zmq.ROUTER)  # a publisher's reliable socket, by hand
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.bind("tcp://127.0.0.1:0")
+    try:
+        graph.reg("register", name="raw", kind="raw", pid=os.getpid(), host=socket.gethostname(), state="active",
+                  endpoints={"reliable": raw.getsockopt_string(zmq.LAST_ENDPOINT)}, subscriptions=[],
+                  publications=[{"topic": "obs", "schema": "persist.Observation@1", "reliable": True}])
+        identity, kind, _ = await raw.recv_multipart()
+        assert kind == b"HELLO"
+        await raw.send_multipart([identity, b"ACK", msgpack.packb({"topic": "obs"})])
+
+        nan = np.zeros((4, 3), np.float32)
+        nan[1, 2] = np.nan
+        mixed = [[msgpack.unpackb(wire.header(s)), wire.observation(s)] for s in (1, 2, 3)]
+        mixed[1][1] = wire.observation(2, obs=wire.inline(nan))
+        for frames in (
+            [b"BATCH", TOPIC, msgpack.packb(mixed)],  # one bad message among good ones
+            [b"BATCH", TOPIC, b"\xc1 not msgpack"],
+            [TOPIC, wire.header(4), msgpack.packb(wire.observation(4))],
+        ):
+            await raw.send_multipart([identity, *frames])
+        edge = eventually(lambda: (e := graph.stats("sink")["subscriptions"]["obs"])["delivered"] == 3 and e,
+                          what="the good messages of the batches")
+        assert graph.call("sink", "steps") == [1, 3, 4]
+        assert edge["rejected_by"] == {"payload.obs": 1, "batch": 1}
+        assert edge["lost"] == 0 and edge["callback_errors"] == 0
+    finally:
+        raw.close(0)
