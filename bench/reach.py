@@ -2,7 +2,9 @@
 
 Prints ONE JSON line with keys time_s.<problem>.<grid>.{persist,hj_reachability} (warm wall time) and
 max_err.<problem>.<grid>.{persist,hj_reachability} (max |V - V*| on the interior, double integrator only).
-Needs the bench extra: pip install hj-reachability jax.
+Needs the bench extra: pip install hj-reachability jax. persist's WENO5 and Hamiltonian kernels are compiled
+by numba on first use (a few seconds, cached on disk); the warm-up call keeps that out of the timings, as it
+keeps JAX's compilation out of hj_reachability's. persist runs on one thread, JAX on all cores.
 Run: .venv/bin/python bench/reach.py
 """
 

@@ -15,7 +15,7 @@ from reachability.accuracy import PdeSettings
 from reachability.derivatives import SCHEMES
 from reachability.dynamics import Dynamics
 from reachability.grid import Grid
-from reachability.hamiltonian import lax_friedrichs_rate
+from reachability.hamiltonian import LaxFriedrichsRate
 from reachability.time_integration import INTEGRATORS, cfl_step
 
 Progress = Callable[[float], None]
@@ -36,16 +36,12 @@ def solve_avoid(
         raise ValueError(f"derivative: unknown scheme '{settings.derivative}', choose from {sorted(SCHEMES)}")
     if settings.rk_order not in INTEGRATORS:
         raise ValueError(f"rk_order: must be one of {sorted(INTEGRATORS)}, got {settings.rk_order}")
-    states = grid.states
-    speeds = dynamics.partial_max(states)  # the speed bound depends on x only, so compute it once
-    derivative = SCHEMES[settings.derivative]
+    speeds = dynamics.partial_max(grid.states)  # the speed bound depends on x only, so compute it once
+    rate = LaxFriedrichsRate(grid, dynamics, SCHEMES[settings.derivative], speeds)
     integrate = INTEGRATORS[settings.rk_order]
     dt_max = cfl_step(speeds, grid.spacing, settings.cfl)
     steps = max(1, int(np.ceil(horizon / dt_max)))
     dt = horizon / steps
-
-    def rate(values: np.ndarray) -> np.ndarray:
-        return lax_friedrichs_rate(grid, dynamics, states, values, derivative, speeds)
 
     values = constraint.astype(float).copy()
     for step in range(steps):

@@ -3,6 +3,8 @@ import pytest
 
 from reachability.derivatives import SCHEMES
 from reachability.grid import Grid
+from reachability.hamiltonian import LaxFriedrichsRate
+from reachability.problems import get_problem
 from reachability.time_integration import cfl_step
 
 
@@ -59,3 +61,29 @@ def test_cfl_step_rejects_bad_cfl() -> None:
     with pytest.raises(ValueError, match="cfl"):
         cfl_step(np.ones((4, 2)), np.array([0.1, 0.1]), 1.5)
     assert cfl_step(np.ones((4, 2)), np.array([0.1, 0.1]), 0.5) == pytest.approx(0.025)
+
+
+def test_weno5_on_a_periodic_middle_axis_of_a_3d_grid() -> None:
+    grid = Grid.from_box([0.0, 0.0, 0.0], [1.0, 2 * np.pi, 1.0], [7, 64, 6], [False, True, False])
+    values = np.sin(grid.states[..., 1]) + grid.states[..., 0] * grid.states[..., 2]
+    left, right = SCHEMES["weno5"](grid, values, 1)
+    slope = np.cos(grid.states[..., 1])
+    assert np.abs(left - slope).max() < 1e-5
+    assert np.abs(right - slope).max() < 1e-5
+
+
+def test_closed_form_affine_rate_matches_the_generic_hamiltonian() -> None:
+    problem = get_problem("air3d")  # control- and disturbance-affine, with a periodic axis
+    grid = problem.grid((13, 11, 12))
+    values = problem.constraint(grid.states) + 0.3 * np.sin(3 * grid.states[..., 2]) * grid.states[..., 1]
+    speeds = problem.dynamics.partial_max(grid.states)
+    rate = LaxFriedrichsRate(grid, problem.dynamics, SCHEMES["weno5"], speeds)
+    assert rate.affine is not None
+    mean_grad = np.empty((*grid.shape, grid.ndim))
+    expected = np.zeros(grid.shape)
+    for axis in range(grid.ndim):
+        left, right = SCHEMES["weno5"](grid, values, axis)
+        mean_grad[..., axis] = 0.5 * (left + right)
+        expected += 0.5 * speeds[..., axis] * (right - left)
+    expected += problem.dynamics.hamiltonian(grid.states, mean_grad)
+    np.testing.assert_allclose(rate(values), expected, rtol=1e-12, atol=1e-12)
