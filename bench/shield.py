@@ -5,8 +5,15 @@ proposals that each violate at least one barrier row, so every decision has to p
 filter cost matters for). Baseline in the same run: closed-form projection onto the single most
 violated half-space. Prints one JSON line; keys `latency_us.<filter>.<batch>.{p50,p99}`.
 `qp_block` is the QP filter with one block-diagonal OSQP problem per batch instead of one per arena.
+These per-filter figures are measured with the rollout gatekeeper off (the states are random, many of them
+not recoverable, which is not where the gatekeeper runs); its cost is measured in closed loop instead:
+`latency_us.closed_loop.{gatekeeper,no_gatekeeper}.16` time ShieldCore.step (qp) for 16 GridLife arenas
+fed random proposals, both in this run. `closed_loop.adversarial` counts executed violations over
+layouts 0-4 with random, constant, into-hazard, against-the-backup and bang-bang proposals (32 arenas,
+`--closed-loop-steps` each), and `closed_loop.scripted` gives the pass share and tokens per arena and
+1000 steps of the scripted station keeper proposed through the shield, against the same policy unshielded.
 
-    .venv/bin/python bench/shield.py [--decisions 300]
+    .venv/bin/python bench/shield.py [--decisions 300] [--closed-loop-steps 5000]
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from nodes.env.gridlife import GridLifeConfig
+from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
+from nodes.env.scripted import seek_station_policy
+from nodes.shield.backup import BackupConfig
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.core import ShieldConfig, ShieldCore
 from nodes.shield.filters import AmortisedConfig
@@ -101,9 +110,92 @@ def ensemble_models(barriers: GridLifeBarriers, k: int) -> list[ViabilityNet]:
     return nets
 
 
+ADVERSARIES = ("random", "constant", "into_hazard", "against_backup", "bang_bang")
+
+
+def adversarial_proposals(
+    core: ShieldCore, sim: GridLifeBatch, rng: np.random.Generator, held: np.ndarray
+) -> np.ndarray:
+    """Arena i proposes with ADVERSARIES[i % 5]; `held` carries the bang-bang corners between steps."""
+    n = sim.num_envs
+    lay = core.layout
+    gap = np.linalg.norm(sim.positions[:, None] - lay.hazard_centres, axis=-1) - lay.hazard_radii
+    to = lay.hazard_centres[np.argmin(gap, axis=1)] - sim.positions
+    switch = rng.random(n) < 0.05
+    held[switch] = rng.choice([-1.0, 1.0], size=(int(switch.sum()), 2))
+    assert core.gatekeeper is not None
+    kinds = [
+        rng.uniform(-1, 1, size=(n, 2)),
+        np.tile([[1.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [1.0, -1.0]], (n // 4 + 1, 1))[:n],
+        np.clip(1.5 * to / np.linalg.norm(to, axis=1, keepdims=True), -1, 1),
+        -core.gatekeeper.actions(sim.positions, sim.internal).astype(np.float64),
+        held.copy(),
+    ]
+    return np.stack(kinds, axis=1)[np.arange(n), np.arange(n) % len(kinds)]
+
+
+def closed_loop(steps: int) -> dict[str, object]:
+    """Executed violations under adversarial proposals, the gatekeeper's cost, and a good policy's tokens."""
+    out: dict[str, object] = {}
+    violations, backups, uncertified = 0, 0, 0
+    for layout_seed in range(5):
+        cfg = GridLifeConfig(layout_seed=layout_seed)
+        sim = GridLifeBatch(cfg, 32)
+        sim.reset(seed=layout_seed)
+        core = ShieldCore(cfg, ShieldConfig())
+        rng = np.random.default_rng(layout_seed)
+        held = rng.choice([-1.0, 1.0], size=(32, 2))
+        for step in range(steps):
+            d = core.step(step, sim.positions, sim.internal, adversarial_proposals(core, sim, rng, held), 0.0)
+            violations += int(sim.step(d.actions).violation.sum())
+        backups += core.counts["gatekeeper.backup"]
+        uncertified += core.counts["gatekeeper.uncertified"]
+    out["closed_loop.adversarial"] = {
+        "arena_steps": 5 * 32 * steps, "violations": violations, "backup": backups, "uncertified": uncertified
+    }  # fmt: skip
+    cfg = GridLifeConfig()
+    for name, enabled in (("gatekeeper", True), ("no_gatekeeper", False)):
+        sim = GridLifeBatch(cfg, 16)
+        sim.reset(seed=7)
+        core = ShieldCore(cfg, ShieldConfig(backup=BackupConfig(enabled=enabled)))
+        rng = np.random.default_rng(7)
+        samples = []
+        for step in range(2000):
+            prop = rng.uniform(-1, 1, size=(16, 2))
+            t0 = time.perf_counter()
+            d = core.step(step, sim.positions, sim.internal, prop, 0.0)
+            samples.append(time.perf_counter() - t0)
+            sim.step(d.actions)
+        out[f"latency_us.closed_loop.{name}.16"] = percentiles(samples[100:])
+    scripted: dict[str, float] = {}
+    for name, shielded in (("shielded", True), ("unshielded", False)):
+        tokens, passed, violations = 0.0, 0, 0
+        for layout_seed in range(5):
+            cfg = GridLifeConfig(layout_seed=layout_seed)
+            sim = GridLifeBatch(cfg, 16)
+            sim.reset(seed=0)
+            core = ShieldCore(cfg, ShieldConfig())
+            for step in range(2000):
+                a = seek_station_policy(sim.positions, sim.internal, sim.tokens, cfg, sim.layout)
+                if shielded:
+                    d = core.step(step, sim.positions, sim.internal, a, 0.0)
+                    passed += int((d.mode == 0).sum())
+                    a = d.actions
+                res = sim.step(a)
+                tokens += float(res.task_reward.sum())
+                violations += int(res.violation.sum())
+        scripted[f"tokens_per_1000_steps.{name}"] = round(tokens / (5 * 16 * 2), 2)
+        scripted[f"violations.{name}"] = violations
+        if shielded:
+            scripted["pass_share"] = round(passed / (5 * 16 * 2000), 3)
+    out["closed_loop.scripted"] = scripted
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=300)
+    parser.add_argument("--closed-loop-steps", type=int, default=5000)
     args = parser.parse_args()
     torch.set_num_threads(1)
     env_cfg = GridLifeConfig()
@@ -111,13 +203,16 @@ def main() -> None:
     pool = 256
     pos, h, prop = workload(barriers, pool * max(BATCHES), seed=1)
 
+    off = BackupConfig(enabled=False)
     cores: dict[str, ShieldCore] = {
-        "qp": ShieldCore(env_cfg, ShieldConfig(filter="qp")),
-        "qp_block": ShieldCore(env_cfg, ShieldConfig(filter="qp", qp=QPConfig(layout="block"))),
-        "search": ShieldCore(env_cfg, ShieldConfig(filter="search")),
-        "ensemble": ShieldCore(env_cfg, ShieldConfig(filter="ensemble"), viability_models=ensemble_models(barriers, 3)),
+        "qp": ShieldCore(env_cfg, ShieldConfig(filter="qp", backup=off)),
+        "qp_block": ShieldCore(env_cfg, ShieldConfig(filter="qp", qp=QPConfig(layout="block"), backup=off)),
+        "search": ShieldCore(env_cfg, ShieldConfig(filter="search", backup=off)),
+        "ensemble": ShieldCore(
+            env_cfg, ShieldConfig(filter="ensemble", backup=off), viability_models=ensemble_models(barriers, 3)
+        ),
         "amortised": ShieldCore(
-            env_cfg, ShieldConfig(filter="amortised", amortised=AmortisedConfig(min_samples=20_000))
+            env_cfg, ShieldConfig(filter="amortised", amortised=AmortisedConfig(min_samples=20_000), backup=off)
         ),
     }
     amortised = cores["amortised"].filter
@@ -165,6 +260,12 @@ def main() -> None:
         flat["latency_us.search.64.p50"] / flat["latency_us.amortised.64.p50"], 2
     )
     flat["qp_p99_us_batch1_target_300_met"] = flat["latency_us.qp.1.p99"] <= 300
+    for key, value in closed_loop(args.closed_loop_steps).items():
+        if key.startswith("latency_us"):
+            for stat, v in value.items():  # type: ignore[union-attr]
+                flat[f"{key}.{stat}"] = v
+        else:
+            flat[key] = value
     print(json.dumps(flat))
 
 

@@ -12,6 +12,10 @@ Order of checks per arena, the first that applies decides:
 3. ``ood``: the OOD detector (if given) flags the state -> fallback;
 4. ``deadlock``: the arena is in its post-deadlock hold -> fallback;
 5. the filter: no verified action -> ``infeasible``; ensemble disagreement -> ``disagreement``.
+Last, the gatekeeper (backup.py) checks whatever was chosen, the filter's action or the fallback's: it is
+executed only if, after it, the backup policy provably (exact rollout) reaches its terminal set without a
+violation; otherwise the backup action is executed (constraint ``backup``, counted in
+``gatekeeper.backup``). By induction this makes executed violations impossible from certified states.
 Deadlock detection: the safe action has norm below `deadlock_action_eps` while the proposal's is above
 `deadlock_proposal_eps` for `deadlock_steps` consecutive steps; the arena then runs the fallback for
 `deadlock_hold_steps` steps (this one included). Degraded arena-steps are counted per cause in
@@ -28,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout
+from nodes.shield.backup import BackupConfig, Gatekeeper
 from nodes.shield.barriers import BarrierConfig, GridLifeBarriers
 from nodes.shield.fallback import FALLBACK_POLICIES, Fallback, FallbackPolicy
 from nodes.shield.filters import (
@@ -69,6 +74,7 @@ class ShieldConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     amortised: AmortisedConfig = field(default_factory=AmortisedConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
 
     def __post_init__(self) -> None:
         if self.filter not in FILTERS:
@@ -145,8 +151,10 @@ class ShieldCore:
         self.fallback = Fallback(
             self.barriers, BarrierQP(self.barriers.n_rows, self.cfg.qp), self.cfg.fallback, self.cfg.fallback_speed
         )
+        self.gatekeeper = Gatekeeper(env_cfg, self.cfg.backup, self.layout) if self.cfg.backup.enabled else None
         self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
         self.counts.update({f"mode.{m}": 0 for m in MODES}, deadlocks_detected=0, decisions=0)
+        self.counts.update({"gatekeeper.backup": 0, "gatekeeper.uncertified": 0})
         self._stuck = np.zeros(0, dtype=np.int64)  # consecutive stopped-while-pushing steps per arena
         self._hold = np.zeros(0, dtype=np.int64)  # remaining fallback steps after a deadlock
 
@@ -230,6 +238,10 @@ class ShieldCore:
             constraint[degraded] = np.argmin(finite, axis=1)
             for c in cause[degraded]:
                 self.counts[f"degraded.{CAUSES[c]}"] += 1
+        backup = np.zeros(n, dtype=bool)
+        if self.gatekeeper is not None:
+            backup = self._gatekeep(safe_pos, safe_h, actions, bad)
+            after[backup] = np.nan
         # a bad state has no meaningful fallback heading: stand still
         actions[bad] = 0.0
 
@@ -243,13 +255,35 @@ class ShieldCore:
             actions=actions,
             mode=mode,
             cause=[CAUSES[c] if c >= 0 else None for c in cause],
-            constraint=[names[c] if c >= 0 else None for c in constraint],
+            constraint=[
+                "backup" if k else names[c] if c >= 0 else None for c, k in zip(constraint, backup, strict=True)
+            ],
             margin_before=before,
             margin_after=after,
             reports=[],
         )
         decision.reports = [intervention_report(decision, step, int(i), prop) for i in np.flatnonzero(mode != PASS)]
         return decision
+
+    def _gatekeep(self, pos: np.ndarray, h: np.ndarray, actions: np.ndarray, bad: np.ndarray) -> np.ndarray:
+        """Replace, in place, every action after which the backup cannot provably recover by the backup
+        action; returns the mask of replaced arenas."""
+        assert self.gatekeeper is not None
+        live = np.flatnonzero(~bad)
+        backup = np.zeros(len(actions), dtype=bool)
+        if live.size == 0:
+            return backup
+        ok, _ = self.gatekeeper.certify(pos[live], h[live], actions[live])
+        rejected = live[~ok]
+        if rejected.size:
+            fallback = self.gatekeeper.actions(pos[rejected], h[rejected])
+            actions[rejected] = fallback
+            backup[rejected] = True
+            self.counts["gatekeeper.backup"] += rejected.size
+            # by induction only a first state (episode start, estimate jump) can be uncertified
+            safe, _ = self.gatekeeper.certify(pos[rejected], h[rejected], fallback)
+            self.counts["gatekeeper.uncertified"] += int((~safe).sum())
+        return backup
 
     def fallback_reason_counts(self) -> dict[str, int]:
         """Degraded arena-steps per cause (for telemetry and `node list`)."""

@@ -122,20 +122,14 @@ def test_every_cause_is_counted_and_reports_are_json(env_cfg: GridLifeConfig) ->
 
 
 @pytest.mark.parametrize("name", ["qp", "search"])
-def test_closed_loop_never_violates_while_in_the_safe_set(env_cfg: GridLifeConfig, name: str) -> None:
-    """Random proposals through the shield: from states in the safe set with a feasible filter, the next
-    state is never a violation."""
+def test_closed_loop_never_violates(env_cfg: GridLifeConfig, name: str) -> None:
+    """Random proposals through the shield, whatever the filter: no executed violation in any arena, also
+    where the one-step filter is infeasible or outside its safe set (the gatekeeper's backup takes over)."""
     core = ShieldCore(env_cfg, ShieldConfig(filter=name))
     env = GridLifeBatch(env_cfg, 16)
     env.reset(seed=1)
     rng = np.random.default_rng(2)
-    checked = 0
-    for step in range(150):
-        pos, h = env.positions.copy(), env.internal.copy()
-        inside = core.barriers.values(pos, h).min(axis=1) >= 0
-        d = core.step(step, pos, h, rng.uniform(-1, 1, size=(16, 2)), 0.0)
-        out = env.step(d.actions)
-        guarded = inside & (d.mode != 2)
-        checked += guarded.sum()
-        assert not out.violation[guarded].any()
-    assert checked > 1000
+    for step in range(300):
+        d = core.step(step, env.positions.copy(), env.internal.copy(), rng.uniform(-1, 1, size=(16, 2)), 0.0)
+        assert not env.step(d.actions).violation.any()
+    assert core.counts["gatekeeper.uncertified"] == 0
