@@ -8,6 +8,12 @@ intervention is explained on ``shield/report`` and in ``<run_dir>/shield_reports
 
 ``bypass`` (for unshielded evaluation only) forwards proposals unchanged; the shield still publishes
 them, so the env keeps executing nothing but ``action/safe``.
+
+The learned parts learn here, online: the amortised filter is labelled by its teacher QP on the
+states and proposals the shield sees and takes over after ``amortise_after`` samples; the OOD
+detector is fitted on the first ``ood_fit_after`` states and from then on routes unfamiliar states to
+the fallback. The ensemble votes with the viability networks named in ``viability_files`` (for
+example distilled from an HJ kernel by ``persist reach distill``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import numpy as np
 from nodes.env.gridlife import GridLifeConfig
 from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
+from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig
+from nodes.shield.ood import EnergyOOD
+from nodes.shield.state import state_matrix
 from persist_rt import Node, Param
 from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
 
@@ -37,11 +46,23 @@ class ShieldNode(Node):
     input_deadline_s = Param(1.0, "inputs older than this are stale", gt=0)
     use_estimate = Param(False, "take internal variables from the estimator (partial observability)")
     write_reports = Param(True, "append intervention reports to <run_dir>/shield_reports.jsonl")
+    amortise_after = Param(5000, "labelled samples before the amortised network acts", ge=1, read_only=True)
+    amortise_train_steps = Param(1, "amortised-network training steps per decision", ge=0)
+    viability_files = Param([], "viability networks (safetensors) voting in the ensemble filter", read_only=True)
+    vote = Param("veto_if_any_unsafe", "ensemble voting rule", choices=VOTE_RULES, read_only=True)
+    ood_fit_after = Param(0, "states to fit the OOD detector on, then route OOD states to the fallback; 0: off",
+                          ge=0, read_only=True)
 
     def on_configure(self) -> None:
+        from nodes.shield.viability import load_viability
+
         env_cfg = GridLifeConfig.from_params(self.config)
-        self.core = ShieldCore(env_cfg, ShieldConfig(filter=self.filter, fallback=self.fallback,
-                                                     input_deadline_s=self.input_deadline_s))
+        cfg = ShieldConfig(filter=self.filter, fallback=self.fallback, input_deadline_s=self.input_deadline_s,
+                           amortised=AmortisedConfig(min_samples=self.amortise_after),
+                           ensemble=EnsembleConfig(vote=self.vote))
+        models = [load_viability(path)[0] for path in self.viability_files]
+        self.core = ShieldCore(env_cfg, cfg, viability_models=models)
+        self.ood_states: list[np.ndarray] = []
         self.obs: Observation | None = None
         self.obs_wall = 0.0
         self.proposal: ProposedAction | None = None
@@ -67,16 +88,24 @@ class ShieldNode(Node):
     def on_obs(self, msg: Observation) -> None:
         self.obs = msg
         self.obs_wall = time.monotonic()
-        if self.proposal is not None and self.proposal.step == msg.step:
-            self.decide()
+        self.decide_when_ready()
 
     def on_proposal(self, msg: ProposedAction) -> None:
         self.proposal = msg
-        if self.obs is not None and self.obs.step == msg.step:
-            self.decide()
+        self.decide_when_ready()
 
     def on_estimate(self, msg: StateEstimate) -> None:
         self.estimate = msg
+        self.decide_when_ready()
+
+    def decide_when_ready(self) -> None:
+        """Decide once every input of the current step is in: observation, proposal (and estimate)."""
+        obs = self.obs
+        if obs is None or self.proposal is None or self.proposal.step != obs.step:
+            return
+        if self.use_estimate and (self.estimate is None or self.estimate.step != obs.step):
+            return
+        self.decide()
 
     def check_deadline(self) -> None:
         obs = self.obs
@@ -111,6 +140,7 @@ class ShieldNode(Node):
         internal, std = self.internal_state(obs)
         age = float("inf") if stale else time.monotonic() - self.obs_wall
         d = self.core.step(obs.step, obs.positions, internal, proposed, age, uncertainty=std)
+        self.learn(obs.positions, internal, proposed)
         constraint = [c or k or "" for c, k in zip(d.cause, d.constraint, strict=True)]
         self.safe_pub.publish(SafeAction(
             step=obs.step, actions=d.actions.astype(np.float32), mode=d.mode.astype(np.uint8),
@@ -122,6 +152,26 @@ class ShieldNode(Node):
         for cause in CAUSES:
             self.gauge(f"degraded.{cause}", self.core.counts[f"degraded.{cause}"])
         self.gauge("deadlocks_detected", self.core.counts["deadlocks_detected"])
+
+    def learn(self, positions: np.ndarray, internal: np.ndarray, proposed: np.ndarray) -> None:
+        """Online training of the learned parts, after the decision so that it never delays one."""
+        if not np.isfinite(internal).all():
+            return
+        filt = self.core.filter
+        if isinstance(filt, AmortisedFilter):
+            filt.add_samples(positions, internal, proposed)
+            if self.amortise_train_steps:
+                filt.train(self.amortise_train_steps)
+            self.gauge("amortised.enabled", float(filt.enabled))
+            for key, value in filt.stats.items():
+                self.gauge(f"amortised.{key}", value)
+        if self.ood_fit_after and self.core.ood is None:
+            self.ood_states.append(state_matrix(positions, internal))
+            if sum(len(s) for s in self.ood_states) >= self.ood_fit_after:
+                self.core.ood = EnergyOOD().fit(np.concatenate(self.ood_states))
+                self.ood_states = []
+                self.log.info("ood_fitted", threshold=self.core.ood.threshold)
+                self.gauge("ood.fitted", 1.0)
 
     def internal_state(self, obs: Observation) -> tuple[np.ndarray, np.ndarray | None]:
         if obs.internal is not None and not self.use_estimate:
