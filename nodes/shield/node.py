@@ -54,13 +54,15 @@ class ShieldNode(Node):
                           ge=0, read_only=True)
 
     def on_configure(self) -> None:
-        from nodes.shield.viability import load_viability
-
         env_cfg = GridLifeConfig.from_params(self.config)
         cfg = ShieldConfig(filter=self.filter, fallback=self.fallback, input_deadline_s=self.input_deadline_s,
                            amortised=AmortisedConfig(min_samples=self.amortise_after),
                            ensemble=EnsembleConfig(vote=self.vote))
-        models = [load_viability(path)[0] for path in self.viability_files]
+        models = []
+        if self.viability_files:
+            from nodes.shield.viability import load_viability  # torch: only when networks are used
+
+            models = [load_viability(path)[0] for path in self.viability_files]
         self.core = ShieldCore(env_cfg, cfg, viability_models=models)
         self.ood_states: list[np.ndarray] = []
         self.obs: Observation | None = None
