@@ -27,6 +27,7 @@ import numpy as np
 
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.internal_model import InternalModel
+from nodes.shield.online_regressor import OnlineRegressor
 from nodes.shield.qp import BarrierQP, QPConfig
 from nodes.shield.state import state_matrix
 
@@ -295,30 +296,18 @@ class AmortisedFilter:
         backup: SafetyFilter,
         cfg: AmortisedConfig | None = None,
     ) -> None:
-        import torch
-        from torch import nn
-
-        self._torch = torch
         self.barriers = barriers
         self.verifier = verifier
         self.backup = backup
-        self.cfg = AmortisedConfig() if cfg is None else cfg
+        self.cfg = cfg = AmortisedConfig() if cfg is None else cfg
         self.teacher = BarrierQP(barriers.n_rows, max_instances=1)  # labelling runs over many states
-        torch.manual_seed(self.cfg.seed)
-        n_in = 4 * barriers.n_rows + 2
-        h = self.cfg.hidden
-        self.net = nn.Sequential(nn.Linear(n_in, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 2))
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
-        self._rng = np.random.default_rng(self.cfg.seed)
-        self._x = np.zeros((self.cfg.buffer_size, n_in), dtype=np.float32)
-        self._y = np.zeros((self.cfg.buffer_size, 2), dtype=np.float32)
-        self._count = 0
-        self.trained_on = 0
+        self.regressor = OnlineRegressor(4 * barriers.n_rows + 2, 2, hidden=cfg.hidden, lr=cfg.lr,
+                                         batch_size=cfg.batch_size, buffer_size=cfg.buffer_size, seed=cfg.seed)
         self.stats = {"net_used": 0, "net_verified": 0, "backup_used": 0}
 
     @property
     def enabled(self) -> bool:
-        return self.trained_on >= self.cfg.min_samples
+        return self.regressor.trained_on >= self.cfg.min_samples
 
     def features(self, A: np.ndarray, b: np.ndarray, proposals: np.ndarray) -> np.ndarray:
         """Rows normalised to unit normals: (normal, offset, violation at the proposal) per row, then the proposal."""
@@ -335,34 +324,14 @@ class AmortisedFilter:
         prop = np.clip(np.asarray(proposals, dtype=np.float64), -1.0, 1.0)
         res = self.teacher.solve(rows.A, rows.b + self.cfg.label_margin, prop)
         keep = res.feasible
-        x = self.features(rows.A[keep], rows.b[keep], prop[keep])
-        y = res.actions[keep] - prop[keep]
-        slots = (self._count + np.arange(len(x))) % self.cfg.buffer_size
-        self._x[slots], self._y[slots] = x, y
-        self._count += len(x)
-        return len(x)
+        return self.regressor.add(self.features(rows.A[keep], rows.b[keep], prop[keep]), res.actions[keep] - prop[keep])
 
     def train(self, steps: int) -> float:
-        torch = self._torch
-        n = min(self._count, self.cfg.buffer_size)
-        if n == 0:
-            raise ValueError("train: no samples stored yet; call add_samples first")
-        loss_value = float("nan")
-        for _ in range(steps):
-            idx = self._rng.integers(0, n, size=min(self.cfg.batch_size, n))
-            pred = self.net(torch.as_tensor(self._x[idx]))
-            loss = torch.nn.functional.mse_loss(pred, torch.as_tensor(self._y[idx]))
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            loss_value = float(loss.detach())
-            self.trained_on += len(idx)
-        return loss_value
+        return self.regressor.train(steps)
 
     def project(self, A: np.ndarray, b: np.ndarray, proposals: np.ndarray) -> np.ndarray:
         """The network's safe action for rows and proposals (B, 2), float32, in the box."""
-        with self._torch.no_grad():
-            delta = self.net(self._torch.as_tensor(self.features(A, b, proposals))).numpy()
+        delta = self.regressor.predict(self.features(A, b, proposals))
         return np.clip(proposals + delta, -1.0, 1.0).astype(np.float32)
 
     def filter(self, pos: np.ndarray, internal: np.ndarray, proposals: np.ndarray) -> FilterResult:

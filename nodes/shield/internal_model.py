@@ -28,6 +28,7 @@ from nodes.env.gridlife import (
     internal_step,
     next_position,
 )
+from nodes.shield.online_regressor import OnlineRegressor
 from persist_rt import checkpoint
 from persist_rt.checkpoint import CheckpointError
 
@@ -88,23 +89,17 @@ class LearnedInternalModel:
     def __init__(
         self, env_cfg: GridLifeConfig, cfg: LearnedModelConfig | None = None, layout: GridLifeLayout | None = None
     ) -> None:
-        import torch
-        from torch import nn
-
-        self._torch = torch
         self.env_cfg = env_cfg
-        self.cfg = LearnedModelConfig() if cfg is None else cfg
+        self.cfg = cfg = LearnedModelConfig() if cfg is None else cfg
         self.layout = build_layout(env_cfg) if layout is None else layout
-        torch.manual_seed(self.cfg.seed)
-        h = self.cfg.hidden
-        self.net = nn.Sequential(nn.Linear(N_FEATURES, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 3))
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
-        self._rng = np.random.default_rng(self.cfg.seed)
-        self._x = np.zeros((self.cfg.buffer_size, N_FEATURES), dtype=np.float32)
-        self._y = np.zeros((self.cfg.buffer_size, 3), dtype=np.float32)
-        self._count = 0  # transitions ever added
-        self.trained_on = 0  # transitions seen by the optimiser (counted by minibatch rows)
+        self.regressor = OnlineRegressor(N_FEATURES, 3, hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
+                                         buffer_size=cfg.buffer_size, seed=cfg.seed)
+        self.net = self.regressor.net
         self.error_bound = np.full(3, np.inf)
+
+    @property
+    def trained_on(self) -> int:
+        return self.regressor.trained_on
 
     @property
     def ready(self) -> bool:
@@ -128,40 +123,24 @@ class LearnedInternalModel:
         y = (np.asarray(internal_next, dtype=np.float64) - np.asarray(internal, dtype=np.float64)).reshape(-1, 3)
         if x.shape[0] != y.shape[0] or not (np.isfinite(x).all() and np.isfinite(y).all()):
             raise ValueError("transitions: internal/internal_next must be finite and have matching batch sizes")
-        slots = (self._count + np.arange(x.shape[0])) % self.cfg.buffer_size
-        self._x[slots], self._y[slots] = x, y.astype(np.float32)
-        self._count += x.shape[0]
+        self.regressor.add(x, y.astype(np.float32))
 
     def train(self, steps: int) -> float:
         """Run `steps` Adam steps on random minibatches; refresh the error bound; return the last loss."""
-        torch = self._torch
-        n = min(self._count, self.cfg.buffer_size)
-        if n == 0:
-            raise ValueError("train: no transitions stored yet")
-        loss_value = float("nan")
-        for _ in range(steps):
-            idx = self._rng.integers(0, n, size=min(self.cfg.batch_size, n))
-            pred = self.net(torch.as_tensor(self._x[idx]))
-            loss = torch.nn.functional.mse_loss(pred, torch.as_tensor(self._y[idx]))
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            loss_value = float(loss.detach())
-            self.trained_on += len(idx)
-        with torch.no_grad():
-            residual = np.abs(self.net(torch.as_tensor(self._x[:n])).numpy() - self._y[:n])
+        reg = self.regressor
+        loss_value = reg.train(steps)
+        n = reg.stored
+        residual = np.abs(reg.predict(reg.x[:n]) - reg.y[:n])
         self.error_bound = self.cfg.error_factor * np.quantile(residual, self.cfg.error_quantile, axis=0)
         return loss_value
 
     def predict(
         self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        torch = self._torch
         pos_next = next_position(pos, actions, self.env_cfg)
         h = np.asarray(internal, dtype=np.float64)
         x = self.features(pos_next, h, actions)
-        with torch.no_grad():
-            delta = self.net(torch.as_tensor(x.reshape(-1, N_FEATURES))).numpy().reshape(*x.shape[:-1], 3)
+        delta = self.regressor.predict(x.reshape(-1, N_FEATURES)).reshape(*x.shape[:-1], 3)
         return pos_next, np.clip(h + delta, 0.0, 1.0), self.error_bound
 
     def save(self, path: str, metadata: dict[str, Any] | None = None) -> None:
@@ -180,6 +159,8 @@ class LearnedInternalModel:
         expected = {k: (tuple(v.shape), "float32") for k, v in state.items()}
         expected["error_bound"] = ((3,), "float64")
         checkpoint.check_tensors(tensors, expected, path)
-        self.net.load_state_dict({k: self._torch.from_numpy(tensors[k].copy()) for k in state})
+        import torch
+
+        self.net.load_state_dict({k: torch.from_numpy(tensors[k].copy()) for k in state})
         self.error_bound = tensors["error_bound"].copy()
-        self.trained_on = int(meta.get("trained_on", 0))
+        self.regressor.trained_on = int(meta.get("trained_on", 0))

@@ -84,8 +84,8 @@ def test_a_broken_network_cannot_get_past_the_verifier(
     broken.add_samples(*safe_states(barriers, 10, seed=17), np.zeros((10, 2)))
     broken.train(1)
     with torch.no_grad():  # the network now always answers "full speed towards +x, +y"
-        broken.net[-1].weight.zero_()
-        broken.net[-1].bias.fill_(5.0)
+        broken.regressor.net[-1].weight.zero_()
+        broken.regressor.net[-1].bias.fill_(5.0)
     pos, h = safe_states(barriers, 1000, seed=18)
     res = broken.filter(pos, h, np.random.default_rng(19).uniform(-1, 1, size=(1000, 2)))
     ok, _ = verifier.check(pos, h, res.actions[:, None, :])
