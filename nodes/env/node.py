@@ -310,8 +310,9 @@ class EnvNode(Node):
             books.died.append(bool(result.terminated[i]))
             if drive is not None:
                 books.drives.append(float(drive[j]))
-            self.recent.append(int(result.episode_steps[i]))
-            self.recent_returns.append(float(self.ep_return[i]))
+            if self.phase in ("train", "run"):  # the progress gauges follow training, not evaluation
+                self.recent.append(int(result.episode_steps[i]))
+                self.recent_returns.append(float(self.ep_return[i]))
             if self.phase == "train":
                 self.curve.append((books.env_steps, int(result.episode_steps[i]), float(self.ep_return[i])))
         self.episodes_pub.publish(
