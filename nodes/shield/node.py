@@ -9,7 +9,9 @@ intervention is explained on ``shield/report`` and in ``<run_dir>/shield_reports
 ``bypass`` (for unshielded evaluation only) forwards proposals unchanged; the shield still publishes
 them, so the env keeps executing nothing but ``action/safe``.
 
-The learned parts learn here, online: the amortised filter is labelled by its teacher QP on the
+The learned parts learn here, online: with ``internal_model: learned`` the model of the internal
+variables is trained on consecutive observations and the actions this shield sent between them (it
+verifies nothing until its calibrated error bound is finite); the amortised filter is labelled by its teacher QP on the
 states and proposals the shield sees and takes over after ``amortise_after`` samples; the OOD
 detector is fitted on the first ``ood_fit_after`` states and from then on routes unfamiliar states to
 the fallback. The ensemble votes with the viability networks named in ``viability_files`` (for
@@ -28,6 +30,7 @@ from nodes.env.gridlife import GridLifeConfig
 from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
 from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig
+from nodes.shield.internal_model import LearnedInternalModel
 from nodes.shield.ood import EnergyOOD
 from nodes.shield.state import state_matrix
 from persist_rt import Node, Param
@@ -50,6 +53,9 @@ class ShieldNode(Node):
     amortise_train_steps = Param(1, "amortised-network training steps per decision", ge=0)
     viability_files = Param([], "viability networks (safetensors) voting in the ensemble filter", read_only=True)
     vote = Param("veto_if_any_unsafe", "ensemble voting rule", choices=VOTE_RULES, read_only=True)
+    internal_model = Param("known", "known (the env's equations) or learned (trained online)",
+                           choices=("known", "learned"), read_only=True)
+    model_train_every = Param(10, "steps between training rounds of the learned internal model", ge=1)
     ood_fit_after = Param(0, "states to fit the OOD detector on, then route OOD states to the fallback; 0: off",
                           ge=0, read_only=True)
 
@@ -63,7 +69,9 @@ class ShieldNode(Node):
             from nodes.shield.viability import load_viability  # torch: only when networks are used
 
             models = [load_viability(path)[0] for path in self.viability_files]
-        self.core = ShieldCore(env_cfg, cfg, viability_models=models)
+        self.learned_model = LearnedInternalModel(env_cfg) if self.internal_model == "learned" else None
+        self.core = ShieldCore(env_cfg, cfg, viability_models=models, internal_model=self.learned_model)
+        self.last_sent: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # step, pos, internal, action
         self.ood_states: list[np.ndarray] = []
         self.obs: Observation | None = None
         self.obs_wall = 0.0
@@ -141,8 +149,10 @@ class ShieldNode(Node):
             return
         internal, std = self.internal_state(obs)
         age = float("inf") if stale else time.monotonic() - self.obs_wall
+        self.learn_model(obs, internal)
         d = self.core.step(obs.step, obs.positions, internal, proposed, age, uncertainty=std)
         self.learn(obs.positions, internal, proposed)
+        self.last_sent = (obs.step, obs.positions, internal, d.actions)
         constraint = [c or k or "" for c, k in zip(d.cause, d.constraint, strict=True)]
         self.safe_pub.publish(SafeAction(
             step=obs.step, actions=d.actions.astype(np.float32), mode=d.mode.astype(np.uint8),
@@ -154,6 +164,19 @@ class ShieldNode(Node):
         for cause in CAUSES:
             self.gauge(f"degraded.{cause}", self.core.counts[f"degraded.{cause}"])
         self.gauge("deadlocks_detected", self.core.counts["deadlocks_detected"])
+
+    def learn_model(self, obs: Observation, internal: np.ndarray) -> None:
+        """Train the learned internal model on (h, a) -> h' from the previous step to this one."""
+        model, last = self.learned_model, self.last_sent
+        if model is None or last is None or last[0] != obs.step - 1 or not np.isfinite(internal).all():
+            return
+        cont = obs.episode_step > 0  # arenas that were reset in between carry no transition
+        if cont.any():
+            model.add(last[1][cont], last[2][cont], last[3][cont], internal[cont])
+        if obs.step % self.model_train_every == 0 and model.regressor.stored:
+            model.train(5)
+            self.gauge("internal_model.ready", float(model.ready))
+            self.gauge("internal_model.trained_on", model.trained_on)
 
     def learn(self, positions: np.ndarray, internal: np.ndarray, proposed: np.ndarray) -> None:
         """Online training of the learned parts, after the decision so that it never delays one."""

@@ -17,12 +17,12 @@ def assert_safe_books(run: LiveRun, steps: int) -> None:
     assert train["violations_executed"] == 0  # every executed action is certified by the gatekeeper
 
 
-def test_amortised_filter_takes_over_and_ood_detector_is_fitted_online(tmp_path: Path,
+def test_amortised_filter_learned_model_and_ood_detector_are_trained_online(tmp_path: Path,
                                                                        launched: list[LiveRun]) -> None:
     steps = 1600
     run = launch_single_agent(tmp_path, "--arg", f"steps={steps}", "--arg", "filter=amortised",
                               "--set", "shield.amortise_after=400", "--set", "shield.amortise_train_steps=4",
-                              "--set", "shield.ood_fit_after=600")
+                              "--set", "shield.ood_fit_after=600", "--set", "shield.internal_model=learned")
     launched.append(run)
     assert run.wait_exit() == 0
     assert_safe_books(run, steps)
@@ -30,6 +30,7 @@ def test_amortised_filter_takes_over_and_ood_detector_is_fitted_online(tmp_path:
     assert history[("shield", "amortised.enabled")].v[-1] == 1.0
     assert history[("shield", "amortised.net_used")].v[-1] > 0
     assert history[("shield", "ood.fitted")].v[-1] == 1.0
+    assert history[("shield", "internal_model.ready")].v[-1] == 1.0
     assert any(e["event"] == "ood_fitted" for e in run.log_events("shield"))
 
 
