@@ -161,6 +161,7 @@ class EnvNode(Node):
         self.reset_episode_books(self.num_envs)
         self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
         self.t_start = time.monotonic()
+        self.train_wall_s: float | None = None  # set when training ends
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
@@ -355,7 +356,8 @@ class EnvNode(Node):
             return True
         if self.phase in EVAL_PHASES and self.alive.any():
             return True
-        self.train_wall_s = getattr(self, "train_wall_s", time.monotonic() - self.t_start)
+        if self.train_wall_s is None:
+            self.train_wall_s = time.monotonic() - self.t_start
         order = ["train", *EVAL_PHASES] if self.eval_episodes else ["train"]
         nxt = order.index(self.phase) + 1
         if nxt >= len(order):
@@ -395,7 +397,7 @@ class EnvNode(Node):
         if self.run_dir is None:
             return
         train = self.books.get("train", Books())
-        wall_s = getattr(self, "train_wall_s", time.monotonic() - self.t_start)
+        wall_s = self.train_wall_s if self.train_wall_s is not None else time.monotonic() - self.t_start
         summary = {
             "run_id": self.run_dir.name,
             "seed": self.seed,
