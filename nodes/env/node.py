@@ -90,6 +90,8 @@ class EnvNode(Node):
     agent_node = Param("agent", "agent node to switch between train/eval/random ('' for none)")
     shield_node = Param("shield", "shield node to bypass during unshielded evaluation ('' for none)")
     publish_transitions = Param(True, "publish the replay stream")
+    intervention_penalty = Param(0.0, "reward subtracted when the shield changed the action: a shielded "
+                                 "agent otherwise never learns what the shield kept from it", ge=0)
 
     fallback: str
     act_dim: int  # action dimension on the wire, set by build_sim
@@ -271,6 +273,8 @@ class EnvNode(Node):
             books.violations_executed += violations
             self.log.warning("violation_executed", step=self.step_id, arenas=int(violations), phase=self.phase)
 
+        if safe is not None and self.intervention_penalty:
+            result.reward -= self.intervention_penalty * (safe.mode != MODE_PASS)
         self.ep_return += result.reward
         self.ep_task_return += result.reward_task
         if self.phase in ("train", "run") and self.publish_transitions:
