@@ -84,6 +84,7 @@ class Node:
         self.codec = Codec(max_message_bytes=self.max_message_bytes)
         self.counters: dict[str, float] = {}
         self.gauges: dict[str, float] = {}
+        self.status: dict[str, Any] = {}  # a few headline figures shown by `persist node list`
         self.restarts = int(os.environ.get("PERSIST_RESTARTS", "0"))
 
         self._param_decls: dict[str, Param] = collect(type(self))
@@ -472,7 +473,7 @@ class Node:
                 sub.grant_owed()
         self._hb_seq += 1
         self._send_registry("heartbeat", {"name": self.name, "pid": os.getpid(), "state": str(self.state),
-                                          "seq": self._hb_seq})
+                                          "seq": self._hb_seq, "status": self.status})
         for sub in self.subscriptions.values():
             if sub.needs_lookup:
                 self._send_registry("lookup", {"topic": sub.topic})

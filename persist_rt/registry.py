@@ -74,7 +74,7 @@ class Registry:
         if info is None or info.get("pid") != args.get("pid"):
             return {"known": False, "graph_version": self.graph_version}
         self.expiry[name] = time.monotonic() + self.lease_s  # type: ignore[index]
-        for key in ("state", "stats"):
+        for key in ("state", "status"):
             if key in args:
                 if key == "state" and info.get("state") != args[key]:
                     self.graph_version += 1

@@ -362,6 +362,9 @@ class EnvNode(Node):
             return True
         if self.train_wall_s is None:
             self.train_wall_s = time.monotonic() - self.t_start
+            # let the learner consume the whole replay stream, so evaluation sees the trained policy
+            if not self.transitions_pub.drain(timeout_s=60.0):
+                self.log.warning("replay_stream_not_drained", timeout_s=60.0)
         order = ["train", *EVAL_PHASES] if self.eval_episodes else ["train"]
         nxt = order.index(self.phase) + 1
         if nxt >= len(order):

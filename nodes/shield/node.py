@@ -15,12 +15,16 @@ verifies nothing until its calibrated error bound is finite); the amortised filt
 states and proposals the shield sees and takes over after ``amortise_after`` samples; the OOD
 detector is fitted on the first ``ood_fit_after`` states and from then on routes unfamiliar states to
 the fallback. The ensemble votes with the viability networks named in ``viability_files`` (for
-example distilled from an HJ kernel by ``persist reach distill``).
+example distilled from an HJ kernel by ``persist reach distill``). With ``viability_learn_after`` a
+viability network is also fitted from experience: the visited states, perturbed across the edge of
+viability and labelled by the gatekeeper's exact rollouts, with extra weight near the boundary; it is
+fitted in a background thread, saved to the run directory and joins the ensemble's vote.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import IO, Any
 
@@ -29,10 +33,10 @@ import numpy as np
 from nodes.env.gridlife import GridLifeConfig
 from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
-from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig
+from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig, EnsembleFilter
 from nodes.shield.internal_model import LearnedInternalModel
 from nodes.shield.ood import EnergyOOD
-from nodes.shield.state import state_matrix
+from nodes.shield.state import STATE_NAMES, state_matrix
 from persist_rt import Node, Param
 from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
 
@@ -53,6 +57,7 @@ class ShieldNode(Node):
     amortise_train_steps = Param(1, "amortised-network training steps per decision", ge=0)
     viability_files = Param([], "viability networks (safetensors) voting in the ensemble filter", read_only=True)
     vote = Param("veto_if_any_unsafe", "ensemble voting rule", choices=VOTE_RULES, read_only=True)
+    viability_learn_after = Param(0, "visited states to fit a viability network on (0: off)", ge=0, read_only=True)
     internal_model = Param("known", "known (the env's equations) or learned (trained online)",
                            choices=("known", "learned"), read_only=True)
     model_train_every = Param(10, "steps between training rounds of the learned internal model", ge=1)
@@ -73,6 +78,9 @@ class ShieldNode(Node):
         self.core = ShieldCore(env_cfg, cfg, viability_models=models, internal_model=self.learned_model)
         self.last_sent: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # step, pos, internal, action
         self.ood_states: list[np.ndarray] = []
+        self.viability_states: list[np.ndarray] = []
+        self.viability_fit: threading.Thread | None = None
+        self.experience_net: Any = None
         self.obs: Observation | None = None
         self.obs_wall = 0.0
         self.proposal: ProposedAction | None = None
@@ -164,6 +172,10 @@ class ShieldNode(Node):
         for cause in CAUSES:
             self.gauge(f"degraded.{cause}", self.core.counts[f"degraded.{cause}"])
         self.gauge("deadlocks_detected", self.core.counts["deadlocks_detected"])
+        counts = self.core.counts
+        self.status = {"interventions": int(self.counters.get("interventions", 0)),
+                       "backup": counts["gatekeeper.backup"],
+                       **{f"degraded.{c}": counts[f"degraded.{c}"] for c in CAUSES if counts[f"degraded.{c}"]}}
 
     def learn_model(self, obs: Observation, internal: np.ndarray) -> None:
         """Train the learned internal model on (h, a) -> h' from the previous step to this one."""
@@ -190,6 +202,14 @@ class ShieldNode(Node):
             self.gauge("amortised.enabled", float(filt.enabled))
             for key, value in filt.stats.items():
                 self.gauge(f"amortised.{key}", value)
+        if self.viability_learn_after and self.viability_fit is None:
+            self.viability_states.append(state_matrix(positions, internal))
+            if sum(len(s) for s in self.viability_states) >= self.viability_learn_after:
+                states, self.viability_states = np.concatenate(self.viability_states), []
+                self.viability_fit = threading.Thread(target=self.fit_viability, args=(states,), daemon=True)
+                self.viability_fit.start()
+        if self.experience_net is not None:
+            self.install_experience_net()
         if self.ood_fit_after and self.core.ood is None:
             self.ood_states.append(state_matrix(positions, internal))
             if sum(len(s) for s in self.ood_states) >= self.ood_fit_after:
@@ -197,6 +217,39 @@ class ShieldNode(Node):
                 self.ood_states = []
                 self.log.info("ood_fitted", threshold=self.core.ood.threshold)
                 self.gauge("ood.fitted", 1.0)
+
+    def fit_viability(self, visited: np.ndarray) -> None:
+        """Background thread: label perturbed visited states by exact rollouts, fit, hand the net over."""
+        from nodes.shield.viability import ViabilityNet, fit_viability, save_viability
+
+        gate = self.core.gatekeeper
+        if gate is None:
+            self.log.error("viability_learning_needs_the_gatekeeper")
+            return
+        rng = np.random.default_rng(0)
+        samples = visited.repeat(4, axis=0)
+        samples[:, 2:] = np.clip(samples[:, 2:] + rng.normal(0.0, 0.25, (len(samples), 3)), 0.0, 1.0)
+        pos, h = samples[:, :2], samples[:, 2:]
+        ok, _ = gate.certify(pos, h, gate.actions(pos, h))
+        size = self.core.env_cfg.arena_size
+        net = ViabilityNet(STATE_NAMES, [0, 0, 0, 0, 0], [size, size, 1, 1, 1])
+        metrics = fit_viability(net, samples, np.where(ok, 1.0, -1.0), epochs=300, batch_size=1024)
+        if self.run_dir is not None:
+            save_viability(self.run_dir / "viability_experience.safetensors", net,
+                           {"source": "experience", "samples": len(samples), **metrics})
+        self.experience_metrics = metrics
+        self.experience_net = net  # picked up by the executor thread
+
+    def install_experience_net(self) -> None:
+        net, metrics = self.experience_net, self.experience_metrics
+        self.experience_net = None
+        if isinstance(self.core.filter, EnsembleFilter):
+            self.core.filter.models.append(net)
+        for key in ("false_safe_rate", "accuracy"):
+            if key in metrics:
+                self.gauge(f"viability.{key}", float(metrics[key]))
+        self.gauge("viability.fitted", 1.0)
+        self.log.info("viability_fitted", **{k: float(v) for k, v in metrics.items()})
 
     def internal_state(self, obs: Observation) -> tuple[np.ndarray, np.ndarray | None]:
         if obs.internal is not None and not self.use_estimate:

@@ -19,7 +19,7 @@ node_app = typer.Typer(help="Nodes of the live system.", no_args_is_help=True)
 topic_app = typer.Typer(help="Topics of the live system.", no_args_is_help=True)
 
 NODE_FIELDS = ("name", "kind", "pid", "host", "state", "restarts", "endpoints", "namespace", "publications",
-               "subscriptions", "lease_left_s")
+               "subscriptions", "lease_left_s", "status")
 
 
 @node_app.command("list")
@@ -29,12 +29,13 @@ def node_list(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(nodes)
         return
-    table = Table("name", "kind", "pid", "host", "state", "restarts", "service endpoint", box=None)
+    table = Table("name", "kind", "pid", "host", "state", "restarts", "service endpoint", "status", box=None)
     for n in nodes:
         state = n["state"] or "?"
         colour = "green" if state == "active" else "yellow"
         table.add_row(n["name"], n["kind"], str(n["pid"]), n["host"], f"[{colour}]{state}[/{colour}]",
-                      str(n["restarts"]), (n["endpoints"] or {}).get("service", ""))
+                      str(n["restarts"]), (n["endpoints"] or {}).get("service", ""),
+                      " ".join(f"{k}={v}" for k, v in (n["status"] or {}).items()))
     console.print(table)
 
 

@@ -38,12 +38,16 @@ def test_shield_killed_mid_run(tmp_path: Path, launched: list[LiveRun], record_p
         return node if node and node["pid"] != old["pid"] and node["state"] == "active" else None
 
     assert wait_for("the shield to respawn", respawned, deadline_s=60)["restarts"] == old["restarts"] + 1
+    # its headline figures (interventions, gatekeeper backups, degradations per cause) show in `node list`
+    status = wait_for("the shield's status in node list",
+                      lambda: (run.nodes().get("shield") or {}).get("status"), deadline_s=30)
+    assert {"interventions", "backup"} <= set(status)
     assert run.wait_exit() == 0
 
     summary = run.summary()
     train = summary["train"]
     record_property("train.violations_executed", train["violations_executed"])
-    print(f"train.violations_executed = {train['violations_executed']}")
+    assert train["violations_executed"] == 0
     assert summary["complete"] is True and summary["env_steps"] == STEPS
     assert train["executed_steps"] + train["fallback_steps"] == summary["env_steps"]
     assert train["fallback_steps"] > 0
