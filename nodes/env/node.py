@@ -427,32 +427,15 @@ class EnvNode(Node):
         }
         if "eval" in self.books:
             e = self.books["eval"]
-            summary["eval"] = {
-                "episodes": e.episodes,
-                "mean_survival_steps": _mean(e.lengths),
-                "survival_rate": _survival(e),
-                "mean_return": _mean(e.returns),
-                **({"mean_drive": _mean(e.drives)} if self.has_drive else {}),
-                "violations": e.violations_executed,
-            }
+            drive = {"mean_drive": _mean(e.drives)} if self.has_drive else {}
+            summary["eval"] = _episode_section(e, survival_rate=_survival(e), **drive)
         if "baseline_random" in self.books:
             b = self.books["baseline_random"]
-            summary["baseline_random"] = {
-                "episodes": b.episodes,
-                "mean_survival_steps": _mean(b.lengths),
-                "survival_rate": _survival(b),
-                "mean_return": _mean(b.returns),
-                "violations": b.violations_executed,
-            }
+            summary["baseline_random"] = _episode_section(b, survival_rate=_survival(b))
         if "eval_shielded" in self.books:
             s = self.books["eval_shielded"]
-            summary["eval_shielded"] = {
-                "episodes": s.episodes,
-                "mean_survival_steps": _mean(s.lengths),
-                "mean_return": _mean(s.returns),
-                "interventions_per_step": round(s.shield_interventions / max(1, s.env_steps), 5),
-                "violations": s.violations_executed,
-            }
+            summary["eval_shielded"] = _episode_section(
+                s, interventions_per_step=round(s.shield_interventions / max(1, s.env_steps), 5))
         path = self.run_dir / "summary.json"
         existing: dict[str, Any] = {}
         if path.exists():
@@ -698,6 +681,12 @@ def scale_to_box(actions: np.ndarray, space: Any) -> np.ndarray:
 
 def _mean(values: list[float] | list[int]) -> float:
     return round(float(np.mean(values)), 3) if len(values) else 0.0
+
+
+def _episode_section(books: Books, **extra: float) -> dict[str, Any]:
+    """An evaluation's summary: what every evaluation reports, plus its own figures."""
+    return {"episodes": books.episodes, "mean_survival_steps": _mean(books.lengths),
+            "mean_return": _mean(books.returns), "violations": books.violations_executed, **extra}
 
 
 def _survival(books: Books) -> float:
