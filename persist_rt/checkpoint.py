@@ -87,6 +87,14 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str,
     return loads(data, str(p))
 
 
+def check_meta(metadata: Mapping[str, Any], source: str, **expected: Any) -> None:
+    """Refuse metadata whose fields differ from ``expected`` (format, version, architecture), by name."""
+    for key, want in expected.items():
+        got = metadata.get(key)
+        if got != want:
+            raise CheckpointError(f"{source}: field '{key}' is {got!r}, expected {want!r}")
+
+
 def check_tensors(
     tensors: Mapping[str, np.ndarray],
     expected: Mapping[str, tuple[tuple[int, ...], str]],

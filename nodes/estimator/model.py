@@ -282,8 +282,7 @@ class StateEstimator:
         """Load weights saved by ``save``; refuses another architecture, naming the field or tensor."""
         source = str(path)
         tensors, meta = checkpoint.load(path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{source}: field 'format' is {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        checkpoint.check_meta(meta, source, format=CHECKPOINT_FORMAT)
         saved = meta.get("config", {})
         for name in ("obs_dim", "target_dim", "hidden"):
             mine, theirs = getattr(self.config, name), saved.get(name)

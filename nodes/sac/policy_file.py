@@ -130,12 +130,7 @@ def load_policy(path: str | os.PathLike[str], expected: ActorSpec | None = None)
     """Read and validate a policy file; with ``expected``, refuse any other architecture."""
     source = str(path)
     tensors, meta = checkpoint.load(path)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{source}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{source}: field 'format_version' is {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
-        )
+    checkpoint.check_meta(meta, source, format=FORMAT, format_version=FORMAT_VERSION)
     if "spec" not in meta:
         raise CheckpointError(f"{source}: field 'spec' is missing")
     spec = parse_spec(meta["spec"], expected, source)

@@ -294,13 +294,7 @@ class SAC:
         """Load a checkpoint written by ``checkpoint``; returns its ``extra`` metadata."""
         source = str(path)
         arrays, meta = checkpoint.load(path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{source}: field 'format' is {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-            raise CheckpointError(
-                f"{source}: field 'format_version' is {meta.get('format_version')!r}, "
-                f"expected {CHECKPOINT_FORMAT_VERSION}"
-            )
+        checkpoint.check_meta(meta, source, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_FORMAT_VERSION)
         try:
             saved_spec = ActorSpec.from_dict(meta.get("actor_spec", {}))
         except (ValueError, TypeError) as exc:

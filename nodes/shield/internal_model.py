@@ -30,7 +30,6 @@ from nodes.env.gridlife import (
 )
 from nodes.shield.online_regressor import OnlineRegressor
 from persist_rt import checkpoint
-from persist_rt.checkpoint import CheckpointError
 
 FORMAT = "persist.shield.internal_model/1"
 
@@ -151,10 +150,7 @@ class LearnedInternalModel:
 
     def load(self, path: str) -> None:
         tensors, meta = checkpoint.load(path)
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
-        if meta.get("hidden") != self.cfg.hidden:
-            raise CheckpointError(f"{path}: field 'hidden' is {meta.get('hidden')!r}, expected {self.cfg.hidden}")
+        checkpoint.check_meta(meta, path, format=FORMAT, hidden=self.cfg.hidden)
         state = self.net.state_dict()
         expected = {k: (tuple(v.shape), "float32") for k, v in state.items()}
         expected["error_bound"] = ((3,), "float64")

@@ -111,8 +111,7 @@ class EnergyOOD:
     def load(cls, path: str | Path, cfg: OODConfig | None = None) -> EnergyOOD:
         tensors, meta = checkpoint.load(path)
         src = str(path)
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{src}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+        checkpoint.check_meta(meta, src, format=FORMAT)
         threshold = meta.get("threshold")
         if not isinstance(threshold, int | float) or not math.isfinite(threshold):
             raise CheckpointError(f"{src}: field 'threshold' must be a finite number, got {threshold!r}")

@@ -253,8 +253,7 @@ def load_viability(path: str | Path) -> tuple[ViabilityNet, dict[str, Any]]:
     """Read a file written by ``save_viability``; raise CheckpointError naming the field or tensor."""
     tensors, meta = checkpoint.load(path)
     src = str(path)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{src}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+    checkpoint.check_meta(meta, src, format=FORMAT)
     names = meta.get("state_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"{src}: field 'state_names' must be a non-empty list of strings")
