@@ -44,6 +44,12 @@ class FilterResult:
     margin_after: np.ndarray  # (B,) smallest slack at the returned action
     disagreement: np.ndarray  # (B,) the models disagree about the current state
 
+    @classmethod
+    def from_slack(cls, actions: np.ndarray, ok: np.ndarray, before: np.ndarray, after: np.ndarray) -> FilterResult:
+        """From per-row slacks: before (B,) smallest at the proposal, after (B, R) at the action."""
+        return cls(actions=actions, ok=ok, constraint=np.argmin(after, axis=1), margin_before=before,
+                   margin_after=after.min(axis=1), disagreement=np.zeros(len(ok), dtype=bool))
+
 
 class SafetyFilter(Protocol):
     name: str
@@ -98,14 +104,7 @@ class QPFilter:
         # margins against the untightened rows, so a row met exactly reads as >= 0
         tight = self.barriers.cfg.row_tightening
         before = np.einsum("nrk,nk->nr", rows.A, np.clip(proposals, -1.0, 1.0)) - rows.b + tight
-        return FilterResult(
-            actions=res.actions,
-            ok=res.feasible,
-            constraint=np.argmin(res.slack, axis=1),
-            margin_before=before.min(axis=1),
-            margin_after=res.slack.min(axis=1) + tight,
-            disagreement=np.zeros(len(res.feasible), dtype=bool),
-        )
+        return FilterResult.from_slack(res.actions, res.feasible, before.min(axis=1), res.slack + tight)
 
 
 # -------------------------------------------------------------------------------------------- search
@@ -151,7 +150,6 @@ def _search(
     accept: Any = None,
 ) -> FilterResult:
     """Search with an optional extra acceptance test accept(pos, internal, actions (B, C, 2)) -> (B, C)."""
-    n = proposals.shape[0]
     prop = np.clip(proposals, -1.0, 1.0).astype(np.float32)
     ok, slack = verifier.check(pos, internal, prop[:, None, :])
     if accept is not None:
@@ -174,14 +172,7 @@ def _search(
         actions[todo] = np.where(hit[:, None], cands[rows, best], 0.0)
         after_slack[todo] = c_slack[rows, best]
         found[todo] = hit
-    return FilterResult(
-        actions=actions,
-        ok=found,
-        constraint=np.argmin(after_slack, axis=1),
-        margin_before=before,
-        margin_after=after_slack.min(axis=1),
-        disagreement=np.zeros(n, dtype=bool),
-    )
+    return FilterResult.from_slack(actions, found, before, after_slack)
 
 
 class SearchFilter:
@@ -336,7 +327,6 @@ class AmortisedFilter:
 
     def filter(self, pos: np.ndarray, internal: np.ndarray, proposals: np.ndarray) -> FilterResult:
         prop = np.clip(np.asarray(proposals, dtype=np.float64), -1.0, 1.0).astype(np.float32)
-        n = prop.shape[0]
         if not self.enabled:
             return self._verified(self.backup.filter(pos, internal, prop), pos, internal)
         ok, slack = self.verifier.check(pos, internal, prop[:, None, :])
@@ -355,14 +345,7 @@ class AmortisedFilter:
             actions[todo] = guess
             after[todo] = g_slack[:, 0]
             ok[todo] = g_ok
-        result = FilterResult(
-            actions=actions,
-            ok=ok,
-            constraint=np.argmin(after, axis=1),
-            margin_before=before,
-            margin_after=after.min(axis=1),
-            disagreement=np.zeros(n, dtype=bool),
-        )
+        result = FilterResult.from_slack(actions, ok, before, after)
         rest = np.flatnonzero(~ok)
         if rest.size:  # the backup serves whatever the network could not
             self.stats["backup_used"] += rest.size

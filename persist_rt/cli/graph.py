@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -171,40 +172,31 @@ def _human(n: float) -> str:
     return f"{n / 1024 ** unit:.1f} {('B', 'KiB', 'MiB', 'GiB')[unit]}"
 
 
-@topic_app.command("hz")
-def topic_hz(
-    topic: Annotated[str, typer.Argument(help="topic name")],
-    window: Annotated[float, typer.Option(min=0.1, help="seconds per report")] = 1.0,
-    duration: Annotated[float | None, typer.Option(min=0.1, help="stop after this many seconds")] = None,
-    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="stop after N reports")] = None,
-    registry: RegistryOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Message rate and jitter, and each subscriber's dropped/lost counts."""
-    graph = Graph(registry)
-    tap = TopicTap(graph, topic)
-    try:
-        _rate_report(tap, graph, window, duration, count, as_json, "hz")
-    finally:
-        tap.close()
+def _rate_command(kind: str, doc: str) -> Callable[..., None]:
+    """`topic hz` and `topic bw`: the same tap and report loop, measuring rate or bandwidth."""
+
+    def command(
+        topic: Annotated[str, typer.Argument(help="topic name")],
+        window: Annotated[float, typer.Option(min=0.1, help="seconds per report")] = 1.0,
+        duration: Annotated[float | None, typer.Option(min=0.1, help="stop after this many seconds")] = None,
+        count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="stop after N reports")] = None,
+        registry: RegistryOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        graph = Graph(registry)
+        tap = TopicTap(graph, topic)
+        try:
+            _rate_report(tap, graph, window, duration, count, as_json, kind)
+        finally:
+            tap.close()
+
+    command.__doc__ = doc
+    return command
 
 
-@topic_app.command("bw")
-def topic_bw(
-    topic: Annotated[str, typer.Argument(help="topic name")],
-    window: Annotated[float, typer.Option(min=0.1, help="seconds per report")] = 1.0,
-    duration: Annotated[float | None, typer.Option(min=0.1, help="stop after this many seconds")] = None,
-    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="stop after N reports")] = None,
-    registry: RegistryOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Bandwidth: bytes per second and message sizes (all frames, arrays included)."""
-    graph = Graph(registry)
-    tap = TopicTap(graph, topic)
-    try:
-        _rate_report(tap, graph, window, duration, count, as_json, "bw")
-    finally:
-        tap.close()
+topic_app.command("hz")(_rate_command("hz", "Message rate and jitter, and each subscriber's dropped/lost counts."))
+topic_app.command("bw")(_rate_command(
+    "bw", "Bandwidth: bytes per second and message sizes (all frames, arrays included)."))
 
 
 def graph_cmd(

@@ -1,10 +1,9 @@
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from nodes.sac.replay import ReplayBuffer
+from tests.torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 OBS_DIM, ACT_DIM = 24, 2
 
@@ -22,12 +21,3 @@ def filled_replay() -> ReplayBuffer:
     buffer = ReplayBuffer(4_096, OBS_DIM, ACT_DIM)
     buffer.add_batch(obs, action, reward, next_obs, done)
     return buffer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread() -> Iterator[None]:
-    """One intra-op thread: these models are small, and results then do not depend on the core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

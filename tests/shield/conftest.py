@@ -2,13 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 
 from nodes.env.gridlife import GridLifeConfig
 from nodes.shield.barriers import GridLifeBarriers
-
-# small networks on a 2-core machine: one intra-op thread is several times faster than two under load
-torch.set_num_threads(1)
+from tests.torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="session")
