@@ -107,6 +107,52 @@ class BackupConfig:
  P_COST_T) = range(28)  # fmt: skip
 
 
+def kernel_params(env_cfg: GridLifeConfig, cfg: BackupConfig) -> np.ndarray:
+    """The parameter vector the kernels index with the P_* constants."""
+    e, c = env_cfg, cfg
+    return np.array(
+        [e.dt, e.vmax, e.arena_size, e.k_basal, e.k_effort, e.rho_refuel, e.eta_basal, e.eta_effort, e.eta_hot,
+         e.rho_cool, e.omega_wear, e.delta_hazard, e.rho_repair, c.grid_spacing, c.speed, c.near_radius,
+         c.station_inset, c.energy_full, c.energy_go, c.energy_reserve, c.temperature_low, c.temperature_go,
+         c.temperature_reserve, c.integrity_full, c.integrity_go, c.margin,
+         c.trip_slack * (e.k_basal + e.k_effort * 0.5 * c.speed**2) / (c.speed * e.vmax),
+         c.trip_slack * (e.eta_basal + e.eta_effort * 0.5 * c.speed**2) / (c.speed * e.vmax)],
+        dtype=np.float64,
+    )  # fmt: skip
+
+
+def layout_tables(lay: GridLifeLayout) -> tuple[np.ndarray, ...]:
+    """Stations (centres, radii, kinds), hazards (centres, radii) and hot zones (centres, radii) as kernel arrays."""
+    return (
+        np.ascontiguousarray(lay.station_centres, dtype=np.float64),
+        np.ascontiguousarray(lay.station_radii, dtype=np.float64),
+        np.ascontiguousarray(lay.station_kinds, dtype=np.int64),
+        np.ascontiguousarray(lay.hazard_centres, dtype=np.float64).reshape(-1, 2),
+        np.ascontiguousarray(lay.hazard_radii, dtype=np.float64),
+        np.ascontiguousarray(lay.hot_centres, dtype=np.float64).reshape(-1, 2),
+        np.ascontiguousarray(lay.hot_radii, dtype=np.float64),
+    )
+
+
+class CompiledDynamics:
+    """The env's next_position and internal_step for batches, compiled (bit-identical to the env)."""
+
+    def __init__(self, env_cfg: GridLifeConfig, layout: GridLifeLayout) -> None:
+        self.params = kernel_params(env_cfg, BackupConfig())
+        self.tables = layout_tables(layout)
+
+    def step(self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Next positions (..., 2) and internal states (..., 3), broadcasting the leading axes."""
+        pos = np.asarray(pos, dtype=np.float64)
+        internal = np.asarray(internal, dtype=np.float64)
+        actions = np.asarray(actions, dtype=np.float64)
+        shape = np.broadcast_shapes(pos.shape[:-1], internal.shape[:-1], actions.shape[:-1])
+        flat = [np.ascontiguousarray(np.broadcast_to(x, (*shape, k))).reshape(-1, k)
+                for x, k in ((pos, 2), (internal, 3), (actions, 2))]  # fmt: skip
+        p, h, _ = _step_batch(*flat, self.params, *self.tables)
+        return p.reshape(*shape, 2), h.reshape(*shape, 3)
+
+
 class Gatekeeper:
     """Backup actions and rollout certificates for batches of GridLife states (see the module docstring)."""
 
@@ -116,25 +162,9 @@ class Gatekeeper:
         self.env_cfg = env_cfg
         self.cfg = BackupConfig() if cfg is None else cfg
         self.layout = build_layout(env_cfg) if layout is None else layout
-        e, c, lay = env_cfg, self.cfg, self.layout
-        self.params = np.array(
-            [e.dt, e.vmax, e.arena_size, e.k_basal, e.k_effort, e.rho_refuel, e.eta_basal, e.eta_effort, e.eta_hot,
-             e.rho_cool, e.omega_wear, e.delta_hazard, e.rho_repair, c.grid_spacing, c.speed, c.near_radius,
-             c.station_inset, c.energy_full, c.energy_go, c.energy_reserve, c.temperature_low, c.temperature_go,
-             c.temperature_reserve, c.integrity_full, c.integrity_go, c.margin,
-             c.trip_slack * (e.k_basal + e.k_effort * 0.5 * c.speed**2) / (c.speed * e.vmax),
-             c.trip_slack * (e.eta_basal + e.eta_effort * 0.5 * c.speed**2) / (c.speed * e.vmax)],
-            dtype=np.float64,
-        )  # fmt: skip
-        self.tables = (
-            np.ascontiguousarray(lay.station_centres, dtype=np.float64),
-            np.ascontiguousarray(lay.station_radii, dtype=np.float64),
-            np.ascontiguousarray(lay.station_kinds, dtype=np.int64),
-            np.ascontiguousarray(lay.hazard_centres, dtype=np.float64).reshape(-1, 2),
-            np.ascontiguousarray(lay.hazard_radii, dtype=np.float64),
-            np.ascontiguousarray(lay.hot_centres, dtype=np.float64).reshape(-1, 2),
-            np.ascontiguousarray(lay.hot_radii, dtype=np.float64),
-        )
+        lay = self.layout
+        self.params = kernel_params(env_cfg, self.cfg)
+        self.tables = layout_tables(lay)
         geodesic, headings = geodesic_headings(env_cfg, lay, self.cfg)
         # path length from each station on to the nearest refuel and cool station (the repair trip's way back)
         g = self.cfg.grid_spacing

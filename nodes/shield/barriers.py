@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numba
 import numpy as np
 
 from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout
@@ -111,20 +112,30 @@ class GridLifeBarriers:
             (e.eta_basal + e.eta_effort + e.eta_hot) / e.vmax + self.cost_temperature * (1.0 + self.step_len / rho_min)
         )
         self.hot_reach = lay.hot_radii + 2.0 * self.step_max  # R_k where l_k starts
-        # every disc in one array so that one distance computation serves all barriers
-        station_centres = [self.stations[k][0] for k in INTERNAL_STATION]
-        self._centres = np.concatenate([lay.hazard_centres, *station_centres, lay.hot_centres]).reshape(-1, 2)
-        sizes = [len(lay.hazard_radii), *(len(c) for c in station_centres), len(lay.hot_radii)]
-        bounds = np.cumsum([0, *sizes])
-        self._hazard_slice = slice(bounds[0], bounds[1])
-        self._station_slice = {k: slice(bounds[i + 1], bounds[i + 2]) for i, k in enumerate(INTERNAL_STATION)}
-        self._hot_slice = slice(bounds[4], bounds[5])
         n_haz = len(lay.hazard_radii)
         self.names: tuple[str, ...] = (*ARENA_BARRIERS, *(f"hazard_{k}" for k in range(n_haz)), *INTERNAL_BARRIERS)
         self.n_rows = len(self.names)
         self.n_position_rows = 4 + n_haz
         gp, gi = self.cfg.gamma_position, self.cfg.gamma_internal
         self.gamma = np.array([gp] * self.n_position_rows + [gi] * 3)
+        # every disc in one table (hazards, refuel, cool, repair stations, hot zones) with its radius, the
+        # radius the barrier uses (deep radius for stations, reach for hot zones) and its group
+        groups = [(lay.hazard_centres, lay.hazard_radii, lay.hazard_radii)]
+        groups += [(self.stations[k][0], self.stations[k][1], self.deep_radius[k]) for k in INTERNAL_STATION]
+        groups += [(lay.hot_centres, lay.hot_radii, self.hot_reach)]
+        centres = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 2) for c, _, _ in groups])
+        radii = np.concatenate([r for _, r, _ in groups]).astype(np.float64)
+        reach = np.concatenate([r for _, _, r in groups]).astype(np.float64)
+        bounds = np.cumsum([0, *(len(r) for _, r, _ in groups)]).astype(np.int64)
+        c = self.cfg
+        params = np.array(
+            [e.arena_size, self.step_len, self.step_max, gp, gi, c.energy_min, c.temperature_max, c.integrity_min,
+             self.cost_energy, self.cost_temperature, self.cost_integrity, self.cost_hot, c.row_tightening, e.dt,
+             e.k_basal + e.k_effort, e.rho_refuel, e.eta_basal + e.eta_effort, e.eta_hot, e.rho_cool, e.omega_wear,
+             e.delta_hazard, e.rho_repair],
+            dtype=np.float64,
+        )  # fmt: skip
+        self.kernel_tables = (params, np.ascontiguousarray(centres), radii, reach, bounds)
 
     # ------------------------------------------------------------------------------------------ values
 
@@ -139,28 +150,13 @@ class GridLifeBarriers:
     def values(self, pos: np.ndarray, internal: np.ndarray) -> np.ndarray:
         """Barrier values h (..., R), in the order of `names`; >= 0 on the safe set."""
         pos = np.asarray(pos, dtype=np.float64)
-        return self._values(pos, np.asarray(internal, dtype=np.float64), self._geometry(pos)[1])
-
-    def _geometry(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Offsets p - c (..., M, 2) and distances (..., M) to every disc of the layout."""
-        rel = pos[..., None, :] - self._centres
-        return rel, np.sqrt(rel[..., 0] ** 2 + rel[..., 1] ** 2)
-
-    def _values(self, pos: np.ndarray, h: np.ndarray, dist: np.ndarray) -> np.ndarray:
-        L = self.env_cfg.arena_size
-        hazard = dist[..., self._hazard_slice] - self.layout.hazard_radii
-        hot = np.maximum(0.0, self.hot_reach - dist[..., self._hot_slice]).sum(axis=-1)
-        gap = {k: (dist[..., self._station_slice[k]] - self.deep_radius[k]).min(axis=-1) for k in INTERNAL_STATION}
+        h = np.asarray(internal, dtype=np.float64)
         shape = np.broadcast_shapes(pos.shape[:-1], h.shape[:-1])
-        out = np.empty((*shape, self.n_rows))
-        out[..., 0], out[..., 1] = pos[..., 0], L - pos[..., 0]
-        out[..., 2], out[..., 3] = pos[..., 1], L - pos[..., 1]
-        out[..., 4 : self.n_position_rows] = hazard
-        c = self.cfg
-        out[..., -3] = h[..., 0] - c.energy_min - self.cost_energy * gap["refuel"]
-        out[..., -2] = c.temperature_max - h[..., 1] - self.cost_temperature * gap["cool"] - self.cost_hot * hot
-        out[..., -1] = h[..., 2] - c.integrity_min - self.cost_integrity * gap["repair"]
-        return out
+        p = np.ascontiguousarray(np.broadcast_to(pos, (*shape, 2))).reshape(-1, 2)
+        q = np.ascontiguousarray(np.broadcast_to(h, (*shape, 3))).reshape(-1, 3)
+        out = np.empty((p.shape[0], self.n_rows))
+        _values_batch(p, q, out, *self.kernel_tables)
+        return out.reshape(*shape, self.n_rows)
 
     def cbf_slack(
         self, pos: np.ndarray, internal: np.ndarray, pos_next: np.ndarray, internal_next: np.ndarray
@@ -168,114 +164,145 @@ class GridLifeBarriers:
         """h(x') - (1 - gamma) h(x) per barrier (..., R): >= 0 where the CBF condition holds."""
         return self.values(pos_next, internal_next) - (1.0 - self.gamma) * self.values(pos, internal)
 
-    def _station_gap(self, pos: np.ndarray, kind: str) -> np.ndarray:
-        centres, _ = self.stations[kind]
-        return (_dist(pos, centres) - self.deep_radius[kind]).min(axis=-1)
-
     def station_gap(self, pos: np.ndarray, kind: str) -> np.ndarray:
         """min_j |p - s_j| - rho_j over the stations of one kind (<= 0: the next step is surely inside)."""
-        return self._station_gap(np.asarray(pos, dtype=np.float64), kind)
+        centres, _ = self.stations[kind]
+        dist = np.linalg.norm(np.asarray(pos, dtype=np.float64)[..., None, :] - centres, axis=-1)
+        return (dist - self.deep_radius[kind]).min(axis=-1)
 
     # ------------------------------------------------------------------------------------- constraints
 
     def constraints(self, pos: np.ndarray, internal: np.ndarray) -> BarrierRows:
         """Rows A a >= b for positions (B, 2) and internal states (B, 3) (already pessimistic)."""
-        e, cfg, lay = self.env_cfg, self.cfg, self.layout
-        pos = np.asarray(pos, dtype=np.float64).reshape(-1, 2)
-        h = np.asarray(internal, dtype=np.float64).reshape(-1, 3)
-        n = pos.shape[0]
-        rel, dist = self._geometry(pos)
-        values = self._values(pos, h, dist)
-        s = self.step_len
+        p = np.ascontiguousarray(pos, dtype=np.float64).reshape(-1, 2)
+        h = np.ascontiguousarray(internal, dtype=np.float64).reshape(-1, 3)
+        n = p.shape[0]
         A = np.zeros((n, self.n_rows, 2))
         b = np.empty((n, self.n_rows))
-        # arena: p + dt*u stays within [gamma-fraction of] each wall distance
-        A[:, 0, 0], A[:, 1, 0], A[:, 2, 1], A[:, 3, 1] = s, -s, s, -s
-        # hazards: tangent half-plane through the nearest point of the disc
-        nh = len(lay.hazard_radii)
-        if nh:
-            A[:, 4 : 4 + nh] = s * _unit_from(rel[:, self._hazard_slice], dist[:, self._hazard_slice])
-        b[:, : self.n_position_rows] = -cfg.gamma_position * values[:, : self.n_position_rows]
-        # which disc effects are certain (stations) or possible (hot zones, hazards) at p'
-        bounds = {k: self._station_bound(rel, dist, k) for k in INTERNAL_STATION}
-        credit = {k: bounds[k][2] for k in INTERNAL_STATION}
-        maybe_hot = np.any(dist[:, self._hot_slice] - lay.hot_radii <= self.step_max + 1e-9, axis=-1)
-        # hazard damage is ruled out by the hazard rows, except when starting inside a hazard
-        maybe_hazard = np.any((1.0 - cfg.gamma_position) * values[:, 4 : 4 + nh] < 0.0, axis=-1)
-        dt = e.dt
-        energy_next = np.minimum(1.0, h[:, 0] - dt * (e.k_basal + e.k_effort) + dt * e.rho_refuel * credit["refuel"])
-        temp_next = np.maximum(
-            0.0,
-            h[:, 1] + dt * (e.eta_basal + e.eta_effort + e.eta_hot * maybe_hot) - dt * e.rho_cool * credit["cool"],
-        )
-        integ_next = np.minimum(
-            1.0,
-            h[:, 2] - dt * (e.omega_wear + e.delta_hazard * maybe_hazard) + dt * e.rho_repair * credit["repair"],
-        )
-        gi = cfg.gamma_internal
-        ie, it, ii = self.n_position_rows, self.n_position_rows + 1, self.n_position_rows + 2
-        # energy: -c_E |p'-s|_ub >= (1-g) h - (E'_lb - E_min) - c_E rho
-        slope, offset, _ = bounds["refuel"]
-        A[:, ie] = -self.cost_energy * slope
-        b[:, ie] = (1 - gi) * values[:, ie] - (energy_next - cfg.energy_min) + self.cost_energy * offset
-        # temperature: station term plus the chord bound of every hot-zone depth term
-        slope, offset, _ = bounds["cool"]
-        hot_slope, hot_offset = self._hot_depth_bound(rel[:, self._hot_slice], dist[:, self._hot_slice])
-        A[:, it] = -self.cost_temperature * slope - self.cost_hot * hot_slope
-        b[:, it] = (
-            (1 - gi) * values[:, it]
-            - (cfg.temperature_max - temp_next)
-            + self.cost_temperature * offset
-            + self.cost_hot * hot_offset
-        )
-        slope, offset, _ = bounds["repair"]
-        A[:, ii] = -self.cost_integrity * slope
-        b[:, ii] = (1 - gi) * values[:, ii] - (integ_next - cfg.integrity_min) + self.cost_integrity * offset
-        b += cfg.row_tightening
+        values = np.empty((n, self.n_rows))
+        _rows_batch(p, h, A, b, values, *self.kernel_tables)
         return BarrierRows(A=A, b=b, values=values)
-
-    def _station_bound(self, rel: np.ndarray, dist: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """|p' - s_j| - rho_j <= slope . a + offset for the station j nearest in gap (the max-barrier),
-        and whether p is deep inside a station of this kind (its effect at p' is certain)."""
-        sl = self._station_slice[kind]
-        deep = self.deep_radius[kind]
-        gaps = dist[:, sl] - deep
-        j = np.argmin(gaps, axis=-1)
-        rows = np.arange(len(j))
-        r = rel[rows, sl.start + j]
-        d = dist[rows, sl.start + j]
-        m = np.maximum(d, self.step_len)  # expansion point of the sqrt bound, away from 0
-        slope = self.step_len * r / m[:, None]
-        offset = 0.5 * m + (d * d + 2.0 * self.step_len**2) / (2.0 * m) - deep[j]
-        return slope, offset, gaps[rows, j] <= 0.0
-
-    def _hot_depth_bound(self, rel: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """sum_k l_k(p') <= slope . a + offset via the chord of max(0, g - dt vmax t) over t = n.a."""
-        if rel.shape[1] == 0:
-            return np.zeros((rel.shape[0], 2)), np.zeros(rel.shape[0])
-        n = _unit_from(rel, dist)
-        g = self.hot_reach - dist
-        t_max = np.abs(n).sum(axis=-1)  # max of n.a over the box
-        y_low = np.maximum(0.0, g + self.step_len * t_max)  # at t = -t_max
-        y_high = np.maximum(0.0, g - self.step_len * t_max)  # at t = +t_max
-        chord_slope = (y_high - y_low) / (2.0 * t_max)
-        slope = (chord_slope[..., None] * n).sum(axis=1)
-        offset = (0.5 * (y_low + y_high)).sum(axis=1)
-        return slope, offset
 
 
 INTERNAL_STATION: tuple[str, str, str] = ("refuel", "cool", "repair")
 
 
-def _dist(pos: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """|p - c_k| for (..., 2) positions and (M, 2) centres: (..., M)."""
-    return np.linalg.norm(np.asarray(pos)[..., None, :] - centres, axis=-1)
+# -------------------------------------------------------------------------------------------- kernels
+# Compiled with numba: the shield evaluates these per decision, often for one arena, where numpy's
+# per-call overhead would dominate. Arena by arena, with the disc table built in GridLifeBarriers.
+
+(K_L, K_STEP, K_STEP_MAX, K_GP, K_GI, K_E_MIN, K_T_MAX, K_I_MIN, K_COST_E, K_COST_T, K_COST_I, K_COST_HOT, K_TIGHT,
+ K_DT, K_E_RATE, K_RHO_E, K_T_RATE, K_ETA_HOT, K_RHO_C, K_WEAR, K_DAMAGE, K_RHO_R) = range(22)  # fmt: skip
+HAZARD, REFUEL, COOL, REPAIR, HOT = range(5)  # disc groups, in table order
 
 
-def _unit_from(v: np.ndarray, norm: np.ndarray) -> np.ndarray:
-    """v / |v| given |v|, with the x axis where |v| is zero (any unit vector gives a valid tangent bound)."""
-    tiny = norm <= 1e-12
-    out = v / np.where(tiny, 1.0, norm)[..., None]
-    if tiny.any():
-        out[tiny] = (1.0, 0.0)
-    return out
+@numba.njit(cache=True)
+def _nearest_station(px, py, centres, reach, bounds, group):  # type: ignore[no-untyped-def]
+    """(index, gap) of the station of a group with the smallest |p - s_j| - rho_j (the first on ties)."""
+    best, gap = -1, np.inf
+    for k in range(bounds[group], bounds[group + 1]):
+        g = math.sqrt((px - centres[k, 0]) ** 2 + (py - centres[k, 1]) ** 2) - reach[k]
+        if g < gap:
+            best, gap = k, g
+    return best, gap
+
+
+@numba.njit(cache=True)
+def _values_one(px, py, e, t, i, out, P, centres, radii, reach, bounds):  # type: ignore[no-untyped-def]
+    """Barrier values of one state into out (R,), in the order of GridLifeBarriers.names."""
+    out[0], out[1], out[2], out[3] = px, P[K_L] - px, py, P[K_L] - py
+    for k in range(bounds[HAZARD], bounds[HAZARD + 1]):
+        out[4 + k] = math.sqrt((px - centres[k, 0]) ** 2 + (py - centres[k, 1]) ** 2) - radii[k]
+    hot = 0.0
+    for k in range(bounds[HOT], bounds[HOT + 1]):
+        hot += max(0.0, reach[k] - math.sqrt((px - centres[k, 0]) ** 2 + (py - centres[k, 1]) ** 2))
+    r = out.shape[0]
+    out[r - 3] = e - P[K_E_MIN] - P[K_COST_E] * _nearest_station(px, py, centres, reach, bounds, REFUEL)[1]
+    out[r - 2] = (P[K_T_MAX] - t - P[K_COST_T] * _nearest_station(px, py, centres, reach, bounds, COOL)[1]
+                  - P[K_COST_HOT] * hot)  # fmt: skip
+    out[r - 1] = i - P[K_I_MIN] - P[K_COST_I] * _nearest_station(px, py, centres, reach, bounds, REPAIR)[1]
+
+
+@numba.njit(cache=True)
+def _values_batch(pos, h, out, P, centres, radii, reach, bounds):  # type: ignore[no-untyped-def]
+    for n in range(pos.shape[0]):
+        _values_one(pos[n, 0], pos[n, 1], h[n, 0], h[n, 1], h[n, 2], out[n], P, centres, radii, reach, bounds)
+
+
+@numba.njit(cache=True)
+def _unit(dx, dy):  # type: ignore[no-untyped-def]
+    """(dx, dy) / |(dx, dy)|, the x axis at zero length (any unit vector gives a valid tangent bound)."""
+    d = math.sqrt(dx * dx + dy * dy)
+    if d <= 1e-12:
+        return 1.0, 0.0
+    return dx / d, dy / d
+
+
+@numba.njit(cache=True)
+def _station_bound(px, py, P, centres, reach, bounds, group):  # type: ignore[no-untyped-def]
+    """|p' - s_j| - rho_j <= slope . a + offset for the nearest-in-gap station j (the sqrt concavity
+    bound expanded at m = max(|p - s_j|, step)); and whether p is deep inside it (its effect is certain)."""
+    j, gap = _nearest_station(px, py, centres, reach, bounds, group)
+    s = P[K_STEP]
+    rx, ry = px - centres[j, 0], py - centres[j, 1]
+    d = math.sqrt(rx * rx + ry * ry)
+    m = max(d, s)
+    offset = 0.5 * m + (d * d + 2.0 * s * s) / (2.0 * m) - reach[j]
+    return s * rx / m, s * ry / m, offset, gap <= 0.0
+
+
+@numba.njit(cache=True)
+def _rows_batch(pos, h, A, b, values, P, centres, radii, reach, bounds):  # type: ignore[no-untyped-def]
+    """Rows A a >= b (A zero on entry) and the values, per arena; see the module docstring for each row."""
+    s, gp, gi, dt = P[K_STEP], P[K_GP], P[K_GI], P[K_DT]
+    n_pos = 4 + bounds[HAZARD + 1]
+    ie, it, ii = n_pos, n_pos + 1, n_pos + 2
+    for n in range(pos.shape[0]):
+        px, py = pos[n, 0], pos[n, 1]
+        v = values[n]
+        _values_one(px, py, h[n, 0], h[n, 1], h[n, 2], v, P, centres, radii, reach, bounds)
+        # arena walls: p + dt*u stays within the gamma-fraction of each wall distance
+        A[n, 0, 0], A[n, 1, 0], A[n, 2, 1], A[n, 3, 1] = s, -s, s, -s
+        # hazards: the tangent half-plane through the nearest point of the disc
+        maybe_hazard = False
+        for k in range(bounds[HAZARD], bounds[HAZARD + 1]):
+            ux, uy = _unit(px - centres[k, 0], py - centres[k, 1])
+            A[n, 4 + k, 0], A[n, 4 + k, 1] = s * ux, s * uy
+            # hazard damage is ruled out by the hazard rows, except when starting inside a hazard
+            maybe_hazard = maybe_hazard or (1.0 - gp) * v[4 + k] < 0.0
+        for r in range(n_pos):
+            b[n, r] = -gp * v[r]
+        # hot zones: possible heating at p', and the chord bound of every depth term max(0, g - step n.a)
+        maybe_hot = False
+        hot_sx, hot_sy, hot_offset = 0.0, 0.0, 0.0
+        for k in range(bounds[HOT], bounds[HOT + 1]):
+            dx, dy = px - centres[k, 0], py - centres[k, 1]
+            d = math.sqrt(dx * dx + dy * dy)
+            maybe_hot = maybe_hot or d - radii[k] <= P[K_STEP_MAX] + 1e-9
+            ux, uy = _unit(dx, dy)
+            g = reach[k] - d
+            t_max = abs(ux) + abs(uy)  # max of u.a over the box
+            y_low = max(0.0, g + s * t_max)
+            y_high = max(0.0, g - s * t_max)
+            chord = (y_high - y_low) / (2.0 * t_max)
+            hot_sx += chord * ux
+            hot_sy += chord * uy
+            hot_offset += 0.5 * (y_low + y_high)
+        e_sx, e_sy, e_off, e_in = _station_bound(px, py, P, centres, reach, bounds, REFUEL)
+        c_sx, c_sy, c_off, c_in = _station_bound(px, py, P, centres, reach, bounds, COOL)
+        r_sx, r_sy, r_off, r_in = _station_bound(px, py, P, centres, reach, bounds, REPAIR)
+        # lower bounds of E', I' and upper bound of T' with the effort at its maximum
+        energy_next = min(1.0, h[n, 0] - dt * P[K_E_RATE] + dt * P[K_RHO_E] * e_in)
+        temp_next = max(0.0, h[n, 1] + dt * (P[K_T_RATE] + P[K_ETA_HOT] * maybe_hot) - dt * P[K_RHO_C] * c_in)
+        integ_next = min(1.0, h[n, 2] - dt * (P[K_WEAR] + P[K_DAMAGE] * maybe_hazard) + dt * P[K_RHO_R] * r_in)
+        # energy: -c_E |p'-s|_ub >= (1-g) h - (E'_lb - E_min) - c_E rho
+        A[n, ie, 0], A[n, ie, 1] = -P[K_COST_E] * e_sx, -P[K_COST_E] * e_sy
+        b[n, ie] = (1 - gi) * v[ie] - (energy_next - P[K_E_MIN]) + P[K_COST_E] * e_off
+        A[n, it, 0] = -P[K_COST_T] * c_sx - P[K_COST_HOT] * hot_sx
+        A[n, it, 1] = -P[K_COST_T] * c_sy - P[K_COST_HOT] * hot_sy
+        b[n, it] = ((1 - gi) * v[it] - (P[K_T_MAX] - temp_next) + P[K_COST_T] * c_off
+                    + P[K_COST_HOT] * hot_offset)  # fmt: skip
+        A[n, ii, 0], A[n, ii, 1] = -P[K_COST_I] * r_sx, -P[K_COST_I] * r_sy
+        b[n, ii] = (1 - gi) * v[ii] - (integ_next - P[K_I_MIN]) + P[K_COST_I] * r_off
+        for r in range(b.shape[1]):
+            b[n, r] += P[K_TIGHT]

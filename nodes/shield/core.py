@@ -48,7 +48,7 @@ from nodes.shield.filters import (
 )
 from nodes.shield.internal_model import InternalModel, KnownInternalModel
 from nodes.shield.ood import EnergyOOD
-from nodes.shield.qp import BarrierQP, QPConfig
+from nodes.shield.qp import BarrierQP, QPConfig, box
 from nodes.shield.state import state_matrix
 
 FilterName = Literal["qp", "search", "amortised", "ensemble"]
@@ -106,23 +106,37 @@ class ShieldDecision:
     reports: list[dict[str, Any]]
 
 
-def intervention_report(decision: ShieldDecision, step: int, arena: int, proposed: np.ndarray) -> dict[str, Any]:
-    """The JSON-ready explanation of one arena's decision."""
+def intervention_reports(
+    decision: ShieldDecision, step: int, arenas: np.ndarray, proposed: np.ndarray
+) -> list[dict[str, Any]]:
+    """The JSON-ready explanations of these arenas' decisions (numbers converted in bulk: it runs every step)."""
 
     def num(x: float) -> float | None:
-        return float(x) if math.isfinite(x) else None
+        return x if math.isfinite(x) else None
 
-    return {
-        "step": int(step),
-        "arena": int(arena),
-        "mode": MODES[int(decision.mode[arena])],
-        "cause": decision.cause[arena],
-        "constraint": decision.constraint[arena],
-        "margin_before": num(float(decision.margin_before[arena])),
-        "margin_after": num(float(decision.margin_after[arena])),
-        "proposed": [num(float(v)) for v in proposed[arena]],
-        "safe": [float(v) for v in decision.actions[arena]],
-    }
+    columns = zip(
+        arenas.tolist(),
+        decision.mode[arenas].tolist(),
+        decision.margin_before[arenas].tolist(),
+        decision.margin_after[arenas].tolist(),
+        proposed[arenas].tolist(),
+        decision.actions[arenas].tolist(),
+        strict=True,
+    )
+    return [
+        {
+            "step": int(step),
+            "arena": arena,
+            "mode": MODES[mode],
+            "cause": decision.cause[arena],
+            "constraint": decision.constraint[arena],
+            "margin_before": num(before),
+            "margin_after": num(after),
+            "proposed": [num(v) for v in prop],
+            "safe": safe,
+        }
+        for arena, mode, before, after, prop, safe in columns
+    ]
 
 
 class ShieldCore:
@@ -194,15 +208,21 @@ class ShieldCore:
         bad = ~(np.isfinite(pos).all(1) & np.isfinite(h).all(1))
         if std is not None:
             bad |= ~np.isfinite(std).all(1)
-        cause[bad] = CAUSES.index("bad_input")
-        safe_pos = np.where(bad[:, None], 0.0, pos)
-        safe_h = self.barriers.pessimistic(np.where(bad[:, None], 0.0, h), None if std is None else np.nan_to_num(std))
+        safe_pos, safe_h = pos, h
+        if bad.any():
+            cause[bad] = CAUSES.index("bad_input")
+            safe_pos = np.where(bad[:, None], 0.0, pos)
+            safe_h = np.where(bad[:, None], 0.0, h)
+            std = None if std is None else np.where(bad[:, None], 0.0, std)
+        safe_h = self.barriers.pessimistic(safe_h, std)
         if not (isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s):
             cause[cause < 0] = CAUSES.index("stale")  # also catches a nan age
         if self.ood is not None:
             flagged = self.ood.is_ood(state_matrix(safe_pos, safe_h))
             cause[(cause < 0) & flagged] = CAUSES.index("ood")
-        cause[(cause < 0) & (self._hold > 0)] = CAUSES.index("deadlock")
+        held = self._hold > 0
+        if held.any():
+            cause[(cause < 0) & held] = CAUSES.index("deadlock")
 
         actions = np.zeros((n, 2), dtype=np.float32)
         before = np.full(n, np.nan)
@@ -210,14 +230,17 @@ class ShieldCore:
         constraint = np.full(n, -1, dtype=np.int64)
         active = np.flatnonzero(cause < 0)
         if active.size:
-            res = self.filter.filter(safe_pos[active], safe_h[active], prop[active])
+            every = active.size == n  # the common case: no copies
+            res = self.filter.filter(*((safe_pos, safe_h, prop) if every else
+                                       (safe_pos[active], safe_h[active], prop[active])))  # fmt: skip
             actions[active] = res.actions
             before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
             cause[active[~res.ok]] = CAUSES.index("infeasible")
             cause[active[res.disagreement]] = CAUSES.index("disagreement")  # the more specific cause
             # deadlock: stopped at a boundary while the agent keeps pushing
-            stopped = (np.linalg.norm(res.actions, axis=1) < self.cfg.deadlock_action_eps) & (
-                np.linalg.norm(prop[active], axis=1) > self.cfg.deadlock_proposal_eps
+            pushed = prop if every else prop[active]
+            stopped = (_squared_norm(res.actions) < self.cfg.deadlock_action_eps**2) & (
+                _squared_norm(pushed) > self.cfg.deadlock_proposal_eps**2
             )
             live = res.ok & ~res.disagreement
             self._stuck[active] = np.where(live & stopped, self._stuck[active] + 1, 0)
@@ -227,11 +250,14 @@ class ShieldCore:
                 self._stuck[hit] = 0
                 self._hold[hit] = self.cfg.deadlock_hold_steps
                 cause[hit] = CAUSES.index("deadlock")
-        self._hold = np.maximum(self._hold - 1, 0)
+        if self._hold.any():
+            self._hold = np.maximum(self._hold - 1, 0)
 
         degraded = np.flatnonzero(cause >= 0)
         if degraded.size:
-            fb_actions, fb_slack = self.fallback.act(safe_pos[degraded], safe_h[degraded], degraded)
+            # the QP filter's infeasible rows stay infeasible for the fallback's heading: skip that solve
+            infeasible = (cause[degraded] == CAUSES.index("infeasible")) if self.cfg.filter == "qp" else None
+            fb_actions, fb_slack = self.fallback.act(safe_pos[degraded], safe_h[degraded], degraded, infeasible)
             actions[degraded] = fb_actions
             finite = np.where(np.isfinite(fb_slack), fb_slack, np.inf)
             after[degraded] = finite.min(axis=1)
@@ -247,8 +273,8 @@ class ShieldCore:
 
         mode = np.where(np.abs(actions - prop).max(axis=1) > self.cfg.pass_tolerance, FILTERED, PASS)
         mode[degraded] = FALLBACK
-        for m in range(3):
-            self.counts[f"mode.{MODES[m]}"] += int((mode == m).sum())
+        for m, count in enumerate(np.bincount(mode, minlength=3).tolist()):
+            self.counts[f"mode.{MODES[m]}"] += count
         self.counts["decisions"] += n
         names = self.barriers.names
         decision = ShieldDecision(
@@ -262,7 +288,7 @@ class ShieldCore:
             margin_after=after,
             reports=[],
         )
-        decision.reports = [intervention_report(decision, step, int(i), prop) for i in np.flatnonzero(mode != PASS)]
+        decision.reports = intervention_reports(decision, step, np.flatnonzero(mode != PASS), prop)
         return decision
 
     def _gatekeep(self, pos: np.ndarray, h: np.ndarray, actions: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -304,10 +330,14 @@ def _checked(
     prop = np.asarray(proposed, dtype=np.float64)
     if prop.shape != (n, 2):
         raise ValueError(f"proposed: expected shape ({n}, 2), got {prop.shape}")
-    prop = np.clip(np.nan_to_num(prop, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    prop = box(np.where(np.isfinite(prop), prop, 0.0))
     std = None
     if uncertainty is not None:
         std = np.asarray(uncertainty, dtype=np.float64)
         if std.shape != (n, 3):
             raise ValueError(f"uncertainty: expected shape ({n}, 3), got {std.shape}")
     return pos, h, prop, std
+
+
+def _squared_norm(a: np.ndarray) -> np.ndarray:
+    return a[:, 0] * a[:, 0] + a[:, 1] * a[:, 1]

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from nodes.shield.barriers import INTERNAL_STATION, GridLifeBarriers
-from nodes.shield.qp import BarrierQP
+from nodes.shield.qp import BarrierQP, row_slack
 
 FallbackPolicy = Literal["seek_station", "stop"]
 FALLBACK_POLICIES: tuple[str, str] = ("seek_station", "stop")
@@ -82,8 +82,13 @@ class Fallback:
             out[sel] = direction * speed[:, None]
         return np.clip(out, -1.0, 1.0)
 
-    def act(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Actions (B, 2) float32 for the arenas with these indices, and the barrier row slack (B, R) there."""
+    def act(
+        self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray, infeasible: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Actions (B, 2) float32 for the arenas with these indices, and the barrier row slack (B, R) there.
+
+        `infeasible` (B,) marks arenas whose barrier rows are already known to admit no action: they go
+        straight to the keep-out rows."""
         pos = np.asarray(pos, dtype=np.float64)
         internal = np.asarray(internal, dtype=np.float64)
         rows = self.barriers.constraints(pos, internal)
@@ -91,14 +96,19 @@ class Fallback:
             actions = np.zeros((len(pos), 2), dtype=np.float32)
             return actions, -rows.b
         target = self.heading(pos, internal, np.asarray(arenas))
-        res = self.qp.solve(rows.A, rows.b, target)
-        actions, slack = res.actions.copy(), res.slack.copy()
-        rest = np.flatnonzero(~res.feasible)
+        actions = np.zeros((len(pos), 2), dtype=np.float32)
+        slack = -rows.b
+        feasible = np.zeros(len(pos), dtype=bool)
+        try_rows = np.ones(len(pos), dtype=bool) if infeasible is None else ~np.asarray(infeasible, dtype=bool)
+        if try_rows.any():
+            res = self.qp.solve(rows.A[try_rows], rows.b[try_rows], target[try_rows])
+            actions[try_rows], slack[try_rows], feasible[try_rows] = res.actions, res.slack, res.feasible
+        rest = np.flatnonzero(~feasible)
         if rest.size:  # the internal rows cannot all hold: position rows and hot-zone keep-out rows
             A, b = self._keep_out_rows(pos[rest], rows.A[rest], rows.b[rest])
             sub = self.keep_out_qp.solve(A, b, target[rest])
             actions[rest] = np.where(sub.feasible[:, None], sub.actions, 0.0)
-            slack[rest] = np.einsum("nrk,nk->nr", rows.A[rest], actions[rest].astype(np.float64)) - rows.b[rest]
+            slack[rest] = row_slack(rows.A[rest], rows.b[rest], actions[rest])
         return actions.astype(np.float32), slack
 
     def _keep_out_rows(self, pos: np.ndarray, A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

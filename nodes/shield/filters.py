@@ -19,16 +19,18 @@ returned action; `constraint` is the barrier with the smallest slack at the retu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import numba
 import numpy as np
 
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.internal_model import InternalModel
 from nodes.shield.online_regressor import OnlineRegressor
-from nodes.shield.qp import BarrierQP, QPConfig
+from nodes.shield.qp import BarrierQP, QPConfig, box, row_slack
 from nodes.shield.state import state_matrix
 
 VoteRule = Literal["veto_if_any_unsafe", "majority"]
@@ -77,6 +79,9 @@ class Verifier:
     def slack(self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """CBF slack (B, C, R) for candidate actions (B, C, 2) at states (B, 2), (B, 3)."""
         a = np.asarray(actions, dtype=np.float32).astype(np.float64)
+        fused = getattr(self.model, "cbf_slack", None)
+        if fused is not None:
+            return fused(self.barriers, pos, internal, a)
         now = self.barriers.values(pos, internal)
         pos_next, h_next, err = self.model.predict(pos[:, None, :], internal[:, None, :], a)
         h_next = h_next + np.asarray(err) * np.array([-1.0, 1.0, -1.0])
@@ -103,7 +108,7 @@ class QPFilter:
         res = self.qp.solve(rows.A, rows.b, proposals)
         # margins against the untightened rows, so a row met exactly reads as >= 0
         tight = self.barriers.cfg.row_tightening
-        before = np.einsum("nrk,nk->nr", rows.A, np.clip(proposals, -1.0, 1.0)) - rows.b + tight
+        before = row_slack(rows.A, rows.b, box(proposals)) + tight
         return FilterResult.from_slack(res.actions, res.feasible, before.min(axis=1), res.slack + tight)
 
 
@@ -260,7 +265,8 @@ class AmortisedConfig:
     lr: float = 1e-3
     batch_size: int = 256
     buffer_size: int = 100_000
-    label_margin: float = 2e-3  # labels come from a QP with rows tightened this much, so small errors still verify
+    label_margin: float = 2e-3  # labels: the QP with every row moved this far (action units) to its safe side
+    active_rows: int = 3  # rows binding most at the network's guess from which `polish` builds the exact answer
     backup: Literal["qp", "search"] = "qp"
     seed: int = 0
 
@@ -269,6 +275,8 @@ class AmortisedConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+        if isinstance(self.active_rows, bool) or not isinstance(self.active_rows, int) or self.active_rows < 1:
+            raise ValueError(f"active_rows: must be an integer >= 1, got {self.active_rows!r}")
         if self.backup not in ("qp", "search"):
             raise ValueError(f"backup: must be 'qp' or 'search', got {self.backup!r}")
         if not (self.lr > 0 and self.label_margin >= 0):
@@ -302,18 +310,14 @@ class AmortisedFilter:
 
     def features(self, A: np.ndarray, b: np.ndarray, proposals: np.ndarray) -> np.ndarray:
         """Rows normalised to unit normals: (normal, offset, violation at the proposal) per row, then the proposal."""
-        norm = np.maximum(np.linalg.norm(A, axis=-1), 1e-9)
-        normal = A / norm[..., None]
-        offset = b / norm
-        violation = np.einsum("nrk,nk->nr", normal, proposals) - offset
-        parts = [normal.reshape(len(b), -1), np.clip(offset, -5, 5), np.clip(violation, -5, 5), proposals]
-        return np.concatenate(parts, axis=1).astype(np.float32)
+        return _features_batch(np.ascontiguousarray(A, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64),
+                               np.ascontiguousarray(proposals, dtype=np.float64))  # fmt: skip
 
     def add_samples(self, pos: np.ndarray, internal: np.ndarray, proposals: np.ndarray) -> int:
         """Label (state, proposal) pairs with the margin-tightened teacher QP; returns how many were stored."""
         rows = self.barriers.constraints(pos, internal)
         prop = np.clip(np.asarray(proposals, dtype=np.float64), -1.0, 1.0)
-        res = self.teacher.solve(rows.A, rows.b + self.cfg.label_margin, prop)
+        res = self.teacher.solve(rows.A, rows.b + self.cfg.label_margin * np.linalg.norm(rows.A, axis=-1), prop)
         keep = res.feasible
         return self.regressor.add(self.features(rows.A[keep], rows.b[keep], prop[keep]), res.actions[keep] - prop[keep])
 
@@ -321,9 +325,25 @@ class AmortisedFilter:
         return self.regressor.train(steps)
 
     def project(self, A: np.ndarray, b: np.ndarray, proposals: np.ndarray) -> np.ndarray:
-        """The network's safe action for rows and proposals (B, 2), float32, in the box."""
+        """The safe action for rows and proposals (B, 2), float32, in the box: the network's guess, made exact
+        where the rows that bind at the guess are the QP's active set (see `polish`)."""
         delta = self.regressor.predict(self.features(A, b, proposals))
-        return np.clip(proposals + delta, -1.0, 1.0).astype(np.float32)
+        return self.polish(A, b, proposals, box(proposals + delta))
+
+    def polish(self, A: np.ndarray, b: np.ndarray, proposals: np.ndarray, guess: np.ndarray) -> np.ndarray:
+        """In two variables the QP's solution is the proposal, its projection onto one row, or the vertex of
+        two rows. The `active_rows` rows (box edges included) that bind most at the network's guess give the
+        candidates; the feasible one closest to the proposal wins. So the network only has to point at the
+        active set, and where it does the result is the QP's optimum; elsewhere the guess stands and the
+        verifier decides."""
+        return _polish_batch(
+            np.ascontiguousarray(A, dtype=np.float64),
+            np.ascontiguousarray(b, dtype=np.float64),
+            np.ascontiguousarray(proposals, dtype=np.float64),
+            np.ascontiguousarray(guess, dtype=np.float32),
+            self.cfg.active_rows,
+            self.barriers.cfg.row_tightening,
+        )
 
     def filter(self, pos: np.ndarray, internal: np.ndarray, proposals: np.ndarray) -> FilterResult:
         prop = np.clip(np.asarray(proposals, dtype=np.float64), -1.0, 1.0).astype(np.float32)
@@ -363,3 +383,77 @@ class AmortisedFilter:
         res.constraint = np.argmin(slack[:, 0], axis=-1)
         res.actions = np.where(res.ok[:, None], res.actions, 0.0).astype(np.float32)
         return res
+
+
+@numba.njit(cache=True)
+def _polish_batch(A, b, proposals, guess, k, tol):  # type: ignore[no-untyped-def]
+    """AmortisedFilter.polish per arena: rows A a >= b plus the box edges; candidates from the k rows with
+    the smallest normalised slack at the guess; returns float32 actions (the guess where none is feasible)."""
+    n, r = b.shape
+    m = r + 4
+    out = guess.copy()
+    nx = np.empty(m)
+    ny = np.empty(m)
+    c = np.empty(m)
+    order = np.empty(m)
+    cand_x = np.empty(1 + k + k * (k - 1) // 2)
+    cand_y = np.empty(1 + k + k * (k - 1) // 2)
+    for arena in range(n):
+        nx[:r], ny[:r], c[:r] = A[arena, :, 0], A[arena, :, 1], b[arena]
+        nx[r:] = (1.0, -1.0, 0.0, 0.0)
+        ny[r:] = (0.0, 0.0, 1.0, -1.0)
+        c[r:] = -1.0
+        gx, gy = np.float64(guess[arena, 0]), np.float64(guess[arena, 1])
+        for q in range(m):
+            order[q] = (nx[q] * gx + ny[q] * gy - c[q]) / max(math.sqrt(nx[q] * nx[q] + ny[q] * ny[q]), 1e-12)
+        binding = np.argsort(order)[:k]
+        px, py = proposals[arena, 0], proposals[arena, 1]
+        cand_x[0], cand_y[0] = px, py
+        count = 1
+        for i in binding:
+            gap = c[i] - (nx[i] * px + ny[i] * py)
+            t = max(gap, 0.0) / max(nx[i] * nx[i] + ny[i] * ny[i], 1e-12)
+            cand_x[count], cand_y[count] = px + t * nx[i], py + t * ny[i]
+            count += 1
+        for u in range(len(binding)):
+            for v in range(u + 1, len(binding)):
+                i, j = binding[u], binding[v]
+                det = nx[i] * ny[j] - ny[i] * nx[j]
+                if abs(det) <= 1e-12:
+                    continue  # parallel rows have no vertex
+                cand_x[count] = (c[i] * ny[j] - ny[i] * c[j]) / det
+                cand_y[count] = (nx[i] * c[j] - c[i] * nx[j]) / det
+                count += 1
+        best = np.inf
+        for q in range(count):
+            ax, ay = np.float32(cand_x[q]), np.float32(cand_y[q])  # checked as the env executes them
+            fx, fy = np.float64(ax), np.float64(ay)
+            feasible = True
+            for row in range(m):
+                if nx[row] * fx + ny[row] * fy - c[row] < -tol:
+                    feasible = False
+                    break
+            dist = (fx - px) ** 2 + (fy - py) ** 2
+            if feasible and dist < best:
+                best = dist
+                out[arena, 0], out[arena, 1] = ax, ay
+    return out
+
+
+@numba.njit(cache=True)
+def _features_batch(A, b, proposals):  # type: ignore[no-untyped-def]
+    """AmortisedFilter.features: per row the unit normal, the offset and the violation at the proposal
+    (both in distance units, clipped to [-5, 5]), then the proposal; float32 (B, 4R + 2)."""
+    n, r = b.shape
+    out = np.empty((n, 4 * r + 2), dtype=np.float32)
+    for arena in range(n):
+        px, py = proposals[arena, 0], proposals[arena, 1]
+        for row in range(r):
+            norm = max(math.sqrt(A[arena, row, 0] ** 2 + A[arena, row, 1] ** 2), 1e-9)
+            ux, uy = A[arena, row, 0] / norm, A[arena, row, 1] / norm
+            offset = b[arena, row] / norm
+            out[arena, 2 * row], out[arena, 2 * row + 1] = ux, uy
+            out[arena, 2 * r + row] = min(max(offset, -5.0), 5.0)
+            out[arena, 3 * r + row] = min(max(ux * px + uy * py - offset, -5.0), 5.0)
+        out[arena, 4 * r], out[arena, 4 * r + 1] = px, py
+    return out

@@ -6,8 +6,11 @@ pays a warm update and solve, never a set-up. Two layouts:
 
 - ``per_arena`` (default): one small OSQP problem per arena slot, each warm-started from its own
   last solution; arenas whose proposal already satisfies every row are not solved at all.
-- ``block``: one block-diagonal problem for the whole batch. One infeasible arena makes the whole
-  problem infeasible, so such a step is re-solved per arena to find out which.
+- ``block``: one block-diagonal problem for the whole batch. Arenas found infeasible up front have their
+  rows dropped from it; should the solver still fail, the step is re-solved per arena.
+
+An infeasible problem is found before OSQP sees it: in two variables an exact vertex check is cheap,
+while OSQP needs many iterations to certify infeasibility.
 
 Every solution is verified against the rows in float32 (the env's action type); a solution that
 fails the check, or a solver status other than solved, is reported as infeasible.
@@ -18,11 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 import osqp
 import scipy.sparse as sp
 
 QPLayout = Literal["per_arena", "block"]
+SOLVED = osqp.SolverStatus.OSQP_SOLVED
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class QPConfig:
 class QPResult:
     actions: np.ndarray  # (B, 2) float32; zeros where infeasible
     feasible: np.ndarray  # (B,) bool
-    solved: np.ndarray  # (B,) bool: the solver ran (False where the proposal already satisfied every row)
+    solved: np.ndarray  # (B,) bool: the proposal broke a row, so the arena needed a projection
     slack: np.ndarray  # (B, R) A a - b at the returned action (barrier units)
 
 
@@ -73,7 +78,7 @@ class BarrierQP:
         """A: (B, R, 2), b: (B, R), a_ref: (B, 2) proposals (clipped to the box)."""
         A = np.asarray(A, dtype=np.float64)
         b = np.asarray(b, dtype=np.float64)
-        a_ref = np.clip(np.asarray(a_ref, dtype=np.float64), -1.0, 1.0)
+        a_ref = box(np.asarray(a_ref, dtype=np.float64))
         n = a_ref.shape[0]
         if A.shape != (n, self.n_rows, 2) or b.shape != (n, self.n_rows) or a_ref.shape != (n, 2):
             raise ValueError(
@@ -81,23 +86,28 @@ class BarrierQP:
                 f"got {A.shape}, {b.shape}, {a_ref.shape}"
             )
         tol = self.cfg.verify_tolerance
-        ref32 = a_ref.astype(np.float32).astype(np.float64)
-        needs = ~np.all(np.einsum("nrk,nk->nr", A, ref32) - b >= -tol, axis=1)
-        actions = ref32.copy()
-        if needs.any():
-            idx = np.flatnonzero(needs)
+        actions32 = a_ref.astype(np.float32)
+        needs = (row_slack(A, b, actions32) < -tol).any(axis=1)
+        # an infeasible problem costs OSQP up to max_iter iterations to certify; in two variables the exact
+        # check is cheap, so only problems with a point in the feasible set reach the solver
+        candidates = np.flatnonzero(needs)
+        idx = candidates[_feasible(A, b, candidates, tol)]
+        if idx.size:
             if self.cfg.layout == "block" and n > 1:
-                x, ok = self._solve_block(A, b, a_ref)
-                if not ok.all():  # one infeasible arena poisons the block: find it per arena
+                # the infeasible arenas' rows are dropped, so they cannot poison the block
+                b_block = b.copy()
+                b_block[np.setdiff1d(candidates, idx)] = -np.inf
+                x, ok = self._solve_block(A, b_block, a_ref)
+                if not ok.all():  # left to the solver's tolerance: find the arena per arena
                     x, ok = self._solve_per_arena(A, b, a_ref, idx)
                 else:
                     x, ok = x[idx], ok[idx]
             else:
                 x, ok = self._solve_per_arena(A, b, a_ref, idx)
-            actions[idx] = np.where(ok[:, None], x, 0.0)
-        actions32 = actions.astype(np.float32)
-        slack = np.einsum("nrk,nk->nr", A, actions32.astype(np.float64)) - b
-        feasible = np.all(slack >= -tol, axis=1)
+            x[~ok] = 0.0
+            actions32[idx] = x
+        slack = row_slack(A, b, actions32)
+        feasible = (slack >= -tol).all(axis=1)
         actions32[~feasible] = 0.0
         return QPResult(actions=actions32, feasible=feasible, solved=needs, slack=slack)
 
@@ -110,15 +120,18 @@ class BarrierQP:
             self._arena.append(self._setup(1))
         x = np.zeros((len(idx), 2))
         ok = np.zeros(len(idx), dtype=bool)
-        upper = np.full(self.n_rows + 2, np.inf)
-        upper[self.n_rows :] = 1.0
+        lower = np.full((len(idx), self.n_rows + 2), -1.0)
+        lower[:, : self.n_rows] = b[idx]
+        q = -a_ref[idx]
+        values = _values(A[idx]).reshape(len(idx), -1)
         for out, i in enumerate(idx):
-            prob = self._arena[i % self.max_instances]
-            lower = np.concatenate([b[i], [-1.0, -1.0]])
-            prob.update(q=-a_ref[i], l=lower, u=upper, Ax=_values(A[i : i + 1]))
-            res = prob.solve(raise_error=False)
-            if res.info.status_val == osqp.SolverStatus.OSQP_SOLVED:
-                x[out] = np.clip(res.x, -1.0, 1.0)
+            # the extension object directly: the wrapper's update/solve bookkeeping costs more than the solve
+            solver = self._arena[i % self.max_instances]._solver
+            solver.update_data_vec(q=q[out], l=lower[out], u=None)
+            solver.update_data_mat(P_x=None, P_i=None, A_x=values[out], A_i=None)
+            solver.solve()
+            if solver.info.status_val == SOLVED:
+                x[out] = box(solver.solution.x)
                 ok[out] = True
         return x, ok
 
@@ -130,12 +143,11 @@ class BarrierQP:
         if prob is None:
             prob = self._block[n] = self._setup(n)
         lower = np.concatenate([b, np.full((n, 2), -1.0)], axis=1).reshape(-1)
-        upper = np.concatenate([np.full((n, self.n_rows), np.inf), np.ones((n, 2))], axis=1).reshape(-1)
-        prob.update(q=-a_ref.reshape(-1), l=lower, u=upper, Ax=_values(A))
+        prob.update(q=-a_ref.reshape(-1), l=lower, Ax=_values(A))
         res = prob.solve(raise_error=False)
-        if res.info.status_val != osqp.SolverStatus.OSQP_SOLVED:
+        if res.info.status_val != SOLVED:
             return np.zeros((n, 2)), np.zeros(n, dtype=bool)
-        return np.clip(res.x.reshape(n, 2), -1.0, 1.0), np.ones(n, dtype=bool)
+        return box(res.x.reshape(n, 2)), np.ones(n, dtype=bool)
 
     def _setup(self, n: int) -> osqp.OSQP:
         """Problem for n arenas: variables (a_x, a_y) per arena; rows = R barrier rows + 2 box rows each."""
@@ -176,3 +188,51 @@ def _values(A: np.ndarray) -> np.ndarray:
     out = np.ones((n, 2, r + 1))
     out[:, :, :r] = A.transpose(0, 2, 1)
     return out.reshape(-1)
+
+
+def row_slack(A: np.ndarray, b: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """A a - b per row (B, R) for rows (B, R, 2), (B, R) and actions (B, 2) (float32 actions are taken exactly)."""
+    return (A @ actions.astype(np.float64)[:, :, None])[..., 0] - b
+
+
+def box(a: np.ndarray) -> np.ndarray:
+    """a clipped to the action box [-1, 1] (ufuncs: np.clip costs more on the small arrays of one decision)."""
+    return np.minimum(np.maximum(a, -1.0), 1.0)
+
+
+@numba.njit(cache=True)
+def _feasible(A, b, idx, tol):  # type: ignore[no-untyped-def]
+    """Per arena in idx: does some a in [-1, 1]^2 satisfy A a >= b - tol? The set is a convex polygon inside
+    the box, so it is non-empty exactly when one of its candidate vertices (box corners, row lines crossing
+    box edges, pairs of row lines crossing) satisfies every row."""
+    out = np.zeros(idx.shape[0], dtype=np.bool_)
+    r = A.shape[1]
+    for k in range(idx.shape[0]):
+        n = idx[k]
+        # lines: the R rows, then the box edges as rows (x >= -1, -x >= -1, y >= -1, -y >= -1)
+        lx = np.empty(r + 4)
+        ly = np.empty(r + 4)
+        lb = np.empty(r + 4)
+        lx[:r], ly[:r], lb[:r] = A[n, :, 0], A[n, :, 1], b[n]
+        lx[r:] = (1.0, -1.0, 0.0, 0.0)
+        ly[r:] = (0.0, 0.0, 1.0, -1.0)
+        lb[r:] = -1.0
+        m = r + 4
+        for i in range(m):
+            for j in range(i + 1, m):
+                det = lx[i] * ly[j] - ly[i] * lx[j]
+                if abs(det) < 1e-12:
+                    continue
+                x = (lb[i] * ly[j] - ly[i] * lb[j]) / det
+                y = (lx[i] * lb[j] - lb[i] * lx[j]) / det
+                inside = True
+                for q in range(m):
+                    if lx[q] * x + ly[q] * y < lb[q] - tol:
+                        inside = False
+                        break
+                if inside:
+                    out[k] = True
+                    break
+            if out[k]:
+                break
+    return out

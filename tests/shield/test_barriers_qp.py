@@ -5,10 +5,11 @@ import itertools
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import linprog
 
 from nodes.env.gridlife import internal_step, next_position
 from nodes.shield.barriers import GridLifeBarriers
-from nodes.shield.qp import BarrierQP, QPConfig
+from nodes.shield.qp import BarrierQP, QPConfig, _feasible
 from tests.shield.conftest import safe_states
 
 
@@ -138,3 +139,35 @@ def test_uncertainty_tightens(barriers: GridLifeBarriers) -> None:
     worse = barriers.pessimistic(h, np.array([[0.05, 0.05, 0.05]]))
     pos = np.array([[5.0, 5.0]])
     assert np.all(barriers.values(pos, worse)[0, -3:] < barriers.values(pos, h)[0, -3:])
+
+
+def _robust_margin(A: np.ndarray, b: np.ndarray) -> float:
+    """max t such that some a in the box has A a - b >= t on every row (scipy's LP, independent of ours)."""
+    res = linprog(c=[0.0, 0.0, -1.0], A_ub=np.hstack([-A, np.ones((len(b), 1))]), b_ub=-b,
+                  bounds=[(-1, 1), (-1, 1), (None, 10.0)], method="highs")  # fmt: skip
+    assert res.status == 0
+    return float(res.x[2])
+
+
+def test_presolve_agrees_with_a_linear_program_on_feasibility(barriers: GridLifeBarriers) -> None:
+    """Infeasible rows are caught before OSQP; the exact vertex check must agree with an LP, state by state."""
+    rng = np.random.default_rng(5)
+    pos = rng.uniform(0, 10, size=(600, 2))
+    h = rng.uniform(0, 1, size=(600, 3))  # many outside the safe set, where the rows often admit no action
+    rows = barriers.constraints(pos, h)
+    found = _feasible(rows.A, rows.b, np.arange(600), 0.0)
+    margins = np.array([_robust_margin(rows.A[i], rows.b[i]) for i in range(600)])
+    clear = np.abs(margins) > 1e-7
+    assert (margins[clear] < 0).sum() > 20 and (margins[clear] > 0).sum() > 20  # both kinds exercised
+    np.testing.assert_array_equal(found[clear], margins[clear] > 0)
+
+
+def test_infeasible_problems_never_reach_the_solver(barriers: GridLifeBarriers) -> None:
+    rng = np.random.default_rng(6)
+    rows = barriers.constraints(rng.uniform(0, 10, size=(2000, 2)), rng.uniform(0, 1, size=(2000, 3)))
+    infeasible = ~_feasible(rows.A, rows.b, np.arange(2000), 1e-6)
+    assert infeasible.sum() > 20
+    qp = BarrierQP(barriers.n_rows)
+    res = qp.solve(rows.A[infeasible], rows.b[infeasible], rng.uniform(-1, 1, size=(int(infeasible.sum()), 2)))
+    assert not res.feasible.any() and np.all(res.actions == 0)
+    assert qp.setups == 0  # not one OSQP problem was even built

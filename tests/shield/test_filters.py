@@ -19,6 +19,7 @@ from nodes.shield.filters import (
     vote,
 )
 from nodes.shield.internal_model import KnownInternalModel
+from nodes.shield.qp import BarrierQP
 from tests.shield.conftest import safe_states
 from tests.shield.test_core import constant_net
 
@@ -102,3 +103,20 @@ def test_amortised_never_returns_rejected_actions_property(amortised: AmortisedF
     res = amortised.filter(pos, h, rng.uniform(-1, 1, size=(8, 2)))
     ok, _ = amortised.verifier.check(pos, h, res.actions[:, None, :])
     assert ok[res.ok, 0].all()
+
+
+def test_polish_makes_a_guess_near_the_qp_solution_exact(amortised: AmortisedFilter, barriers: GridLifeBarriers) -> None:
+    """The network only has to point at the active set: from a guess near the QP's answer, polish returns
+    that answer (to float32), and where no candidate is feasible it returns the guess unchanged."""
+    pos, h = safe_states(barriers, 3000, seed=20)
+    proposals = np.random.default_rng(21).uniform(-1, 1, size=(3000, 2))
+    rows = barriers.constraints(pos, h)
+    exact = BarrierQP(barriers.n_rows).solve(rows.A, rows.b, proposals)
+    projected = exact.solved & exact.feasible
+    assert projected.sum() > 200
+    guess = exact.actions + np.random.default_rng(22).normal(0, 1e-3, size=exact.actions.shape).astype(np.float32)
+    out = amortised.polish(rows.A, rows.b, proposals, guess)
+    close = np.abs(out - exact.actions).max(axis=1) < 1e-5
+    assert close[projected].mean() > 0.99
+    far_off = amortised.polish(rows.A[:5], rows.b[:5] + 1e3, proposals[:5], guess[:5])  # no feasible candidate
+    np.testing.assert_array_equal(far_off, guess[:5])

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from nodes.env.gridlife import GridLifeBatch, GridLifeConfig, next_position
+from nodes.env.gridlife import GridLifeBatch, GridLifeConfig, internal_step, next_position
+from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.internal_model import KnownInternalModel, LearnedInternalModel, LearnedModelConfig
 from nodes.shield.ood import EnergyOOD, OODConfig
 from persist_rt.checkpoint import CheckpointError
@@ -25,9 +26,24 @@ def _transitions(env_cfg: GridLifeConfig, steps: int, seed: int) -> tuple[np.nda
 def test_known_model_is_the_env(env_cfg: GridLifeConfig) -> None:
     pos, h, a, h_next = _transitions(env_cfg, 20, seed=0)
     p2, h2, err = KnownInternalModel(env_cfg).predict(pos, h, a)
-    np.testing.assert_allclose(p2, next_position(pos, a, env_cfg))
-    np.testing.assert_allclose(h2, h_next)
+    np.testing.assert_array_equal(p2, next_position(pos, a, env_cfg))  # compiled, yet bit for bit
+    np.testing.assert_array_equal(h2, h_next)
     assert np.all(err == 0)
+
+
+def test_known_model_broadcasts_and_its_fused_slack_is_the_composition(env_cfg: GridLifeConfig) -> None:
+    """(B, 1, .) states with (B, C, 2) candidates, as the verifier calls it; cbf_slack = h(x') - (1-g) h(x)."""
+    model = KnownInternalModel(env_cfg)
+    barriers = GridLifeBarriers(env_cfg, layout=model.layout)
+    rng = np.random.default_rng(3)
+    pos, h = rng.uniform(0, 10, size=(50, 2)), rng.uniform(0, 1, size=(50, 3))
+    a = rng.uniform(-1, 1, size=(50, 7, 2)).astype(np.float32).astype(np.float64)
+    p2, h2, _ = model.predict(pos[:, None, :], h[:, None, :], a)
+    assert p2.shape == (50, 7, 2) and h2.shape == (50, 7, 3)
+    np.testing.assert_array_equal(p2, next_position(pos[:, None, :], a, env_cfg))
+    np.testing.assert_array_equal(h2, internal_step(h[:, None, :], p2, a, env_cfg, model.layout))
+    expected = barriers.values(p2, h2) - (1.0 - barriers.gamma) * barriers.values(pos, h)[:, None, :]
+    np.testing.assert_array_equal(model.cbf_slack(barriers, pos, h, a), expected)
 
 
 def test_learned_model_learns_and_bounds_its_error(env_cfg: GridLifeConfig, tmp_path) -> None:
