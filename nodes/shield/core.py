@@ -239,12 +239,12 @@ class ShieldCore:
             cause[active[res.disagreement]] = CAUSES.index("disagreement")  # the more specific cause
             # deadlock: stopped at a boundary while the agent keeps pushing
             pushed = prop if every else prop[active]
-            stopped = (_squared_norm(res.actions) < self.cfg.deadlock_action_eps**2) & (
-                _squared_norm(pushed) > self.cfg.deadlock_proposal_eps**2
+            stopped = (np.square(res.actions).sum(axis=1) < self.cfg.deadlock_action_eps**2) & (
+                np.square(pushed).sum(axis=1) > self.cfg.deadlock_proposal_eps**2
             )
-            live = res.ok & ~res.disagreement
-            self._stuck[active] = np.where(live & stopped, self._stuck[active] + 1, 0)
-            hit = active[self._stuck[active] >= self.cfg.deadlock_steps]
+            stuck = np.where(stopped & res.ok & ~res.disagreement, self._stuck[active] + 1, 0)
+            self._stuck[active] = stuck
+            hit = active[stuck >= self.cfg.deadlock_steps]
             if hit.size:
                 self.counts["deadlocks_detected"] += hit.size
                 self._stuck[hit] = 0
@@ -337,7 +337,3 @@ def _checked(
         if std.shape != (n, 3):
             raise ValueError(f"uncertainty: expected shape ({n}, 3), got {std.shape}")
     return pos, h, prop, std
-
-
-def _squared_norm(a: np.ndarray) -> np.ndarray:
-    return a[:, 0] * a[:, 0] + a[:, 1] * a[:, 1]

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import numba
 import numpy as np
 
 from nodes.shield.barriers import INTERNAL_STATION, GridLifeBarriers
@@ -76,7 +78,8 @@ class Fallback:
             rows = np.arange(len(j))
             d = dist[rows, j]
             goals = centres[j]
-            direction = np.stack([self._steer(p, g) for p, g in zip(pos[sel], goals, strict=True)])
+            direction = np.array([_steer(p[0], p[1], g[0], g[1], self.obstacles, self.obstacle_radii)
+                                  for p, g in zip(pos[sel].tolist(), goals.tolist(), strict=True)])  # fmt: skip
             # slow down on arrival so as to stop inside the deep part of the station
             speed = np.minimum(self.speed, np.maximum(d - 0.5 * deep[j], 0.0) / self.barriers.step_len)
             out[sel] = direction * speed[:, None]
@@ -122,28 +125,32 @@ class Fallback:
         b_hot = -self.barriers.cfg.gamma_position * gap + self.barriers.cfg.row_tightening
         return np.concatenate([A[:, :k], A_hot], axis=1), np.concatenate([b[:, :k], b_hot], axis=1)
 
-    def _steer(self, p: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Unit heading to goal, turned to the tangent of the first obstacle disc on the straight path."""
-        to_goal = goal - p
-        length = float(np.linalg.norm(to_goal))
-        if length < 1e-9:
-            return np.zeros(2)
-        d = to_goal / length
-        rel = self.obstacles - p
-        along = rel @ d
-        perp = np.abs(rel[:, 0] * d[1] - rel[:, 1] * d[0])
-        dist = np.linalg.norm(rel, axis=1)
-        blocking = (along > 0) & (along < length) & (perp < self.obstacle_radii)
-        if not blocking.any():
-            return d
-        i = int(np.argmin(np.where(blocking, along, np.inf)))
-        c, r, dc = rel[i], self.obstacle_radii[i], dist[i]
-        side = 1.0 if c[0] * to_goal[1] - c[1] * to_goal[0] >= 0 else -1.0  # pass on the goal's side
-        if dc <= r:  # inside the inflated disc: slide along it, away from the centre
-            tangent = np.array([-c[1], c[0]]) * -side / max(dc, 1e-9)
-            out = tangent - c / max(dc, 1e-9)
-            return out / np.linalg.norm(out)
-        angle = np.arcsin(min(1.0, r / dc)) * -side
-        cos, sin = np.cos(angle), np.sin(angle)
-        u = c / dc
-        return np.array([cos * u[0] - sin * u[1], sin * u[0] + cos * u[1]])
+
+@numba.njit(cache=True)
+def _steer(px, py, gx, gy, obstacles, radii):  # type: ignore[no-untyped-def]
+    """Unit heading from p to the goal, turned to the tangent of the first obstacle disc on the straight path."""
+    tx, ty = gx - px, gy - py
+    length = math.sqrt(tx * tx + ty * ty)
+    if length < 1e-9:
+        return 0.0, 0.0
+    dx, dy = tx / length, ty / length
+    first, first_along = -1, np.inf
+    for k in range(radii.shape[0]):
+        cx, cy = obstacles[k, 0] - px, obstacles[k, 1] - py
+        along = cx * dx + cy * dy
+        if 0.0 < along < length and abs(cx * dy - cy * dx) < radii[k] and along < first_along:
+            first, first_along = k, along
+    if first < 0:
+        return dx, dy
+    cx, cy, r = obstacles[first, 0] - px, obstacles[first, 1] - py, radii[first]
+    dc = math.sqrt(cx * cx + cy * cy)
+    side = 1.0 if cx * ty - cy * tx >= 0 else -1.0  # pass on the goal's side
+    if dc <= r:  # inside the inflated disc: slide along it, away from the centre
+        ox = -cy * -side / max(dc, 1e-9) - cx / max(dc, 1e-9)
+        oy = cx * -side / max(dc, 1e-9) - cy / max(dc, 1e-9)
+        norm = math.sqrt(ox * ox + oy * oy)
+        return ox / norm, oy / norm
+    angle = math.asin(min(1.0, r / dc)) * -side
+    cos, sin = math.cos(angle), math.sin(angle)
+    ux, uy = cx / dc, cy / dc
+    return cos * ux - sin * uy, sin * ux + cos * uy

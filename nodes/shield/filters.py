@@ -30,7 +30,7 @@ import numpy as np
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.internal_model import InternalModel
 from nodes.shield.online_regressor import OnlineRegressor
-from nodes.shield.qp import BarrierQP, QPConfig, box, row_slack
+from nodes.shield.qp import BarrierQP, QPConfig, box
 from nodes.shield.state import state_matrix
 
 VoteRule = Literal["veto_if_any_unsafe", "majority"]
@@ -108,8 +108,8 @@ class QPFilter:
         res = self.qp.solve(rows.A, rows.b, proposals)
         # margins against the untightened rows, so a row met exactly reads as >= 0
         tight = self.barriers.cfg.row_tightening
-        before = row_slack(rows.A, rows.b, box(proposals)) + tight
-        return FilterResult.from_slack(res.actions, res.feasible, before.min(axis=1), res.slack + tight)
+        before = res.proposal_slack.min(axis=1) + tight
+        return FilterResult.from_slack(res.actions, res.feasible, before, res.slack + tight)
 
 
 # -------------------------------------------------------------------------------------------- search

@@ -55,6 +55,7 @@ class QPResult:
     feasible: np.ndarray  # (B,) bool
     solved: np.ndarray  # (B,) bool: the proposal broke a row, so the arena needed a projection
     slack: np.ndarray  # (B, R) A a - b at the returned action (barrier units)
+    proposal_slack: np.ndarray  # (B, R) A a - b at the proposal (clipped to the box, as float32)
 
 
 class BarrierQP:
@@ -87,7 +88,8 @@ class BarrierQP:
             )
         tol = self.cfg.verify_tolerance
         actions32 = a_ref.astype(np.float32)
-        needs = (row_slack(A, b, actions32) < -tol).any(axis=1)
+        proposal_slack, holds = _row_check(A, b, actions32, tol)
+        needs = ~holds
         # an infeasible problem costs OSQP up to max_iter iterations to certify; in two variables the exact
         # check is cheap, so only problems with a point in the feasible set reach the solver
         candidates = np.flatnonzero(needs)
@@ -106,10 +108,9 @@ class BarrierQP:
                 x, ok = self._solve_per_arena(A, b, a_ref, idx)
             x[~ok] = 0.0
             actions32[idx] = x
-        slack = row_slack(A, b, actions32)
-        feasible = (slack >= -tol).all(axis=1)
+        slack, feasible = _row_check(A, b, actions32, tol)
         actions32[~feasible] = 0.0
-        return QPResult(actions=actions32, feasible=feasible, solved=needs, slack=slack)
+        return QPResult(actions=actions32, feasible=feasible, solved=needs, slack=slack, proposal_slack=proposal_slack)
 
     # ------------------------------------------------------------------------------------- per arena
 
@@ -236,3 +237,18 @@ def _feasible(A, b, idx, tol):  # type: ignore[no-untyped-def]
             if out[k]:
                 break
     return out
+
+
+@numba.njit(cache=True)
+def _row_check(A, b, actions, tol):  # type: ignore[no-untyped-def]
+    """Slack A a - b (B, R) at float32 actions (taken exactly), and per arena whether every row holds to tol."""
+    n, r = b.shape
+    slack = np.empty((n, r))
+    holds = np.ones(n, dtype=np.bool_)
+    for arena in range(n):
+        ax, ay = np.float64(actions[arena, 0]), np.float64(actions[arena, 1])
+        for row in range(r):
+            slack[arena, row] = A[arena, row, 0] * ax + A[arena, row, 1] * ay - b[arena, row]
+            if slack[arena, row] < -tol:
+                holds[arena] = False
+    return slack, holds
