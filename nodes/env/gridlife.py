@@ -1,8 +1,9 @@
 """GridLife: a vectorised continuous arena in which an agent must keep itself alive.
 
 The equations are written out in docs/gridlife.md; `next_position`, `internal_step` and `margins`
-are those equations as pure functions, so the shield and the reachability solver share them.
-`GridLifeBatch` steps N independent arenas with numpy and auto-resets the ones that end.
+are those equations as pure functions, so the shield and the reachability solver share them (the
+transition and the observation run as compiled kernels, nodes/env/kernels.py). `GridLifeBatch` steps
+N independent arenas and auto-resets the ones that end.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nodes.env import kernels
 from nodes.env.homeostat import DRIVE_FORMS, Homeostat
 
 INTERNAL_NAMES: tuple[str, str, str] = ("energy", "temperature", "integrity")
@@ -296,26 +298,25 @@ def internal_step(
     cfg: GridLifeConfig,
     layout: GridLifeLayout | None = None,
 ) -> np.ndarray:
-    """h' = (E', T', I') from h = (E, T, I), the NEW position p' and the action (docs/gridlife.md)."""
+    """h' = (E', T', I') from h = (E, T, I), the NEW position p' and the action (docs/gridlife.md);
+    leading axes broadcast. Computed by kernels.internal_next."""
     layout = build_layout(cfg) if layout is None else layout
     h = np.asarray(internal, dtype=np.float64)
-    work = effort(action)
-    in_refuel = inside_any(pos_next, *layout.stations("refuel"))
-    in_cool = inside_any(pos_next, *layout.stations("cool"))
-    in_repair = inside_any(pos_next, *layout.stations("repair"))
-    in_hot = inside_any(pos_next, layout.hot_centres, layout.hot_radii)
-    in_hazard = inside_any(pos_next, layout.hazard_centres, layout.hazard_radii, strict=True)
-    dt = cfg.dt
-    energy = np.minimum(1.0, h[..., 0] - dt * (cfg.k_basal + cfg.k_effort * work) + dt * cfg.rho_refuel * in_refuel)
-    temperature = np.maximum(
-        0.0,
-        h[..., 1] + dt * (cfg.eta_basal + cfg.eta_effort * work + cfg.eta_hot * in_hot) - dt * cfg.rho_cool * in_cool,
-    )
-    integrity = np.minimum(
-        1.0,
-        h[..., 2] - dt * cfg.omega_wear * work - dt * cfg.delta_hazard * in_hazard + dt * cfg.rho_repair * in_repair,
-    )
-    return np.stack([energy, temperature, integrity], axis=-1)
+    p = np.asarray(pos_next, dtype=np.float64)
+    a = np.asarray(action, dtype=np.float64)
+    shape = np.broadcast_shapes(h.shape[:-1], p.shape[:-1], a.shape[:-1])
+    flat = [np.ascontiguousarray(np.broadcast_to(x, (*shape, k))).reshape(-1, k) for x, k in ((h, 3), (p, 2), (a, 2))]
+    return kernels.internal_batch(*flat, _params(cfg), *_tables(layout)).reshape(*shape, 3)
+
+
+@functools.lru_cache(maxsize=32)
+def _params(cfg: GridLifeConfig) -> np.ndarray:
+    return kernels.params(cfg)
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(layout: GridLifeLayout) -> tuple[np.ndarray, ...]:
+    return kernels.tables(layout)
 
 
 def margins(
@@ -358,6 +359,7 @@ def obs_names(cfg: GridLifeConfig) -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=32)
 def obs_bounds(cfg: GridLifeConfig) -> tuple[np.ndarray, np.ndarray]:
     """Elementwise (low, high) of the observation, float32."""
     diagonal = math.sqrt(2.0)
@@ -371,20 +373,10 @@ def obs_bounds(cfg: GridLifeConfig) -> tuple[np.ndarray, np.ndarray]:
     if not cfg.partial_observability:
         low += [0.0, 0.0, 0.0]
         high += [1.0, 1.0, 1.0]
-    return np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
-
-
-def _nearest(pos: np.ndarray, centres: np.ndarray, radii: np.ndarray, edge: bool, cfg: GridLifeConfig) -> np.ndarray:
-    """(dx, dy, dist) / L to the nearest disc; dist to the centre, or signed to the edge when `edge`."""
-    n = pos.shape[0]
-    if len(radii) == 0:  # nothing of this kind: report "far away"
-        return np.tile([0.0, 0.0, math.sqrt(2.0)], (n, 1))
-    offset = centres[None, :, :] - pos[:, None, :]  # (N, M, 2)
-    dist = np.linalg.norm(offset, axis=-1)
-    score = dist - radii if edge else dist
-    k = np.argmin(score, axis=1)
-    rows = np.arange(n)
-    return np.column_stack([offset[rows, k], score[rows, k]]) / cfg.arena_size
+    bounds = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
+    for array in bounds:
+        array.setflags(write=False)  # cached: shared by every caller
+    return bounds
 
 
 def observe(
@@ -395,30 +387,16 @@ def observe(
     cfg: GridLifeConfig,
     layout: GridLifeLayout | None = None,
 ) -> np.ndarray:
-    """Observation batch (N, obs_dim) float32.
+    """Observation batch (N, obs_dim) float32, computed by kernels.observe_batch.
 
     From positions (N, 2), commanded velocities u (N, 2), internal state h (N, 3) and tokens (N, K, 2).
+    Each feature kind contributes (dx, dy, dist) / L to its nearest disc (to the edge for hazards and
+    hot zones, signed), or (0, 0, sqrt 2) when the layout has none.
     """
     layout = build_layout(cfg) if layout is None else layout
-    pos = np.asarray(pos, dtype=np.float64)
-    n = pos.shape[0]
-    parts = [pos / cfg.arena_size, velocity]
-    for kind in STATION_KINDS:
-        parts.append(_nearest(pos, *layout.stations(kind), edge=False, cfg=cfg))
-    parts.append(_nearest(pos, layout.hazard_centres, layout.hazard_radii, edge=True, cfg=cfg))
-    parts.append(_nearest(pos, layout.hot_centres, layout.hot_radii, edge=True, cfg=cfg))
-    if tokens.shape[1] == 0:
-        parts.append(np.tile([0.0, 0.0, math.sqrt(2.0)], (n, 1)))
-    else:
-        offset = tokens - pos[:, None, :]
-        dist = np.linalg.norm(offset, axis=-1)
-        k = np.argmin(dist, axis=1)
-        rows = np.arange(n)
-        parts.append(np.column_stack([offset[rows, k], dist[rows, k]]) / cfg.arena_size)
-    if not cfg.partial_observability:
-        parts.append(np.clip(internal, 0.0, 1.0))
     low, high = obs_bounds(cfg)
-    return np.clip(np.concatenate(parts, axis=1), low, high).astype(np.float32)
+    arrays = [np.ascontiguousarray(x, dtype=np.float64) for x in (pos, velocity, internal, tokens)]
+    return kernels.observe_batch(*arrays, not cfg.partial_observability, low, high, _params(cfg), *_tables(layout))
 
 
 # ---------------------------------------------------------------------------------------- simulator
@@ -469,6 +447,7 @@ class GridLifeBatch:
         self.obs_names = obs_names(self.cfg)
         self.obs_dim = len(self.obs_names)
         self.obs_low, self.obs_high = obs_bounds(self.cfg)
+        self._params, self._tables = _params(self.cfg), _tables(self.layout)
         n, k = num_envs, self.cfg.n_tokens
         self._rngs: list[np.random.Generator] = []
         self._pos = np.zeros((n, 2))
@@ -502,7 +481,9 @@ class GridLifeBatch:
         return margins(self._pos, self._internal, self.cfg, self.layout)
 
     def observe(self) -> np.ndarray:
-        return observe(self._pos, self._velocity, self._internal, self._tokens, self.cfg, self.layout)
+        return kernels.observe_batch(self._pos, self._velocity, self._internal, self._tokens,
+                                     not self.cfg.partial_observability, self.obs_low, self.obs_high,
+                                     self._params, *self._tables)  # fmt: skip
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every arena; arena i draws from its own generator, spawned from `seed`."""
@@ -522,7 +503,8 @@ class GridLifeBatch:
         cfg = self.cfg
         internal = self._internal
         pos_next = next_position(self._pos, action, cfg)
-        internal_next = internal_step(internal, pos_next, action, cfg, self.layout)
+        # the kernel itself: the state arrays already have the (N, .) layout internal_step arranges
+        internal_next = kernels.internal_batch(internal, pos_next, action, self._params, *self._tables)
         homeo_reward = self.homeostat.reward(internal, internal_next)
         task_reward = self._collect_tokens(pos_next)
         # the simulator state gets its own copies: auto-reset below rewrites it in place

@@ -63,7 +63,8 @@ class Homeostat:
 
     def reward(self, internal: np.ndarray, internal_next: np.ndarray) -> np.ndarray:
         """Drive-reduction reward r_homeo = D(h_t) - D(h_{t+1})."""
-        return self.drive(internal) - self.drive(internal_next)
+        before, after = self.drive(np.stack([internal, internal_next]))  # one pass: this runs every env step
+        return before - after
 
 
 def total_reward(

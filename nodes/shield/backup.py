@@ -25,8 +25,8 @@ tests/shield/test_gatekeeper.py runs the backup for 20 000 steps from the corner
 and checks that every start state the env produces is certified.
 
 The kernels are compiled with numba, because a rollout is a few hundred sequential steps per arena and
-per decision. They repeat `next_position` and `internal_step` of nodes/env/gridlife.py operation for
-operation, so that their float64 results are identical (tested against the env bit for bit).
+per decision. Each rollout step is the env's own compiled transition (nodes/env/kernels.py), so a
+rollout is the trajectory the env would produce, bit for bit (tested against the env).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from nodes.env import kernels
 from nodes.env.gridlife import STATION_KINDS, GridLifeConfig, GridLifeLayout, build_layout, edge_distance
+from nodes.env.kernels import transition
 
 REFUEL, COOL, REPAIR = (STATION_KINDS.index(k) for k in ("refuel", "cool", "repair"))
 
@@ -108,49 +110,13 @@ class BackupConfig:
 
 
 def kernel_params(env_cfg: GridLifeConfig, cfg: BackupConfig) -> np.ndarray:
-    """The parameter vector the kernels index with the P_* constants."""
+    """The parameter vector the kernels index with the P_* constants: the env's (kernels.params) first."""
     e, c = env_cfg, cfg
-    return np.array(
-        [e.dt, e.vmax, e.arena_size, e.k_basal, e.k_effort, e.rho_refuel, e.eta_basal, e.eta_effort, e.eta_hot,
-         e.rho_cool, e.omega_wear, e.delta_hazard, e.rho_repair, c.grid_spacing, c.speed, c.near_radius,
-         c.station_inset, c.energy_full, c.energy_go, c.energy_reserve, c.temperature_low, c.temperature_go,
-         c.temperature_reserve, c.integrity_full, c.integrity_go, c.margin,
-         c.trip_slack * (e.k_basal + e.k_effort * 0.5 * c.speed**2) / (c.speed * e.vmax),
-         c.trip_slack * (e.eta_basal + e.eta_effort * 0.5 * c.speed**2) / (c.speed * e.vmax)],
-        dtype=np.float64,
-    )  # fmt: skip
-
-
-def layout_tables(lay: GridLifeLayout) -> tuple[np.ndarray, ...]:
-    """Stations (centres, radii, kinds), hazards (centres, radii) and hot zones (centres, radii) as kernel arrays."""
-    return (
-        np.ascontiguousarray(lay.station_centres, dtype=np.float64),
-        np.ascontiguousarray(lay.station_radii, dtype=np.float64),
-        np.ascontiguousarray(lay.station_kinds, dtype=np.int64),
-        np.ascontiguousarray(lay.hazard_centres, dtype=np.float64).reshape(-1, 2),
-        np.ascontiguousarray(lay.hazard_radii, dtype=np.float64),
-        np.ascontiguousarray(lay.hot_centres, dtype=np.float64).reshape(-1, 2),
-        np.ascontiguousarray(lay.hot_radii, dtype=np.float64),
-    )
-
-
-class CompiledDynamics:
-    """The env's next_position and internal_step for batches, compiled (bit-identical to the env)."""
-
-    def __init__(self, env_cfg: GridLifeConfig, layout: GridLifeLayout) -> None:
-        self.params = kernel_params(env_cfg, BackupConfig())
-        self.tables = layout_tables(layout)
-
-    def step(self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Next positions (..., 2) and internal states (..., 3), broadcasting the leading axes."""
-        pos = np.asarray(pos, dtype=np.float64)
-        internal = np.asarray(internal, dtype=np.float64)
-        actions = np.asarray(actions, dtype=np.float64)
-        shape = np.broadcast_shapes(pos.shape[:-1], internal.shape[:-1], actions.shape[:-1])
-        flat = [np.ascontiguousarray(np.broadcast_to(x, (*shape, k))).reshape(-1, k)
-                for x, k in ((pos, 2), (internal, 3), (actions, 2))]  # fmt: skip
-        p, h, _ = _step_batch(*flat, self.params, *self.tables)
-        return p.reshape(*shape, 2), h.reshape(*shape, 3)
+    backup = [c.grid_spacing, c.speed, c.near_radius, c.station_inset, c.energy_full, c.energy_go, c.energy_reserve,
+              c.temperature_low, c.temperature_go, c.temperature_reserve, c.integrity_full, c.integrity_go, c.margin,
+              c.trip_slack * (e.k_basal + e.k_effort * 0.5 * c.speed**2) / (c.speed * e.vmax),
+              c.trip_slack * (e.eta_basal + e.eta_effort * 0.5 * c.speed**2) / (c.speed * e.vmax)]  # fmt: skip
+    return np.concatenate([kernels.params(env_cfg), backup])
 
 
 class Gatekeeper:
@@ -164,7 +130,7 @@ class Gatekeeper:
         self.layout = build_layout(env_cfg) if layout is None else layout
         lay = self.layout
         self.params = kernel_params(env_cfg, self.cfg)
-        self.tables = layout_tables(lay)
+        self.tables = kernels.tables(lay)
         geodesic, headings = geodesic_headings(env_cfg, lay, self.cfg)
         # path length from each station on to the nearest refuel and cool station (the repair trip's way back)
         g = self.cfg.grid_spacing
@@ -277,39 +243,10 @@ def geodesic_headings(
 
 
 @numba.njit(cache=True)
-def _inside(x, y, centres, radii, kinds, kind, strict):  # type: ignore[no-untyped-def]
-    """1.0 if (x, y) is in a disc of this kind (kind < 0: any), as gridlife.inside_any computes it."""
-    for k in range(radii.shape[0]):
-        if kind >= 0 and kinds[k] != kind:
-            continue
-        dx = x - centres[k, 0]
-        dy = y - centres[k, 1]
-        d = math.sqrt(dx * dx + dy * dy) - radii[k]
-        if (d < 0.0) if strict else (d <= 0.0):
-            return 1.0
-    return 0.0
-
-
-@numba.njit(cache=True)
 def _env_step(px, py, e, t, i, ax32, ay32, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
-    """gridlife.next_position and internal_step, operation for operation; returns the next state and
-    whether it is viable (every margin above P_MARGIN)."""
-    ax = np.float64(ax32)
-    ay = np.float64(ay32)
-    s = P[P_DT] * P[P_VMAX]
-    nx = min(max(px + s * ax, 0.0), P[P_L])
-    ny = min(max(py + s * ay, 0.0), P[P_L])
-    work = 0.5 * (ax * ax + ay * ay)
-    no_kind = np.zeros(0, dtype=np.int64)
-    in_refuel = _inside(nx, ny, sc, sr, sk, REFUEL, False)
-    in_cool = _inside(nx, ny, sc, sr, sk, COOL, False)
-    in_repair = _inside(nx, ny, sc, sr, sk, REPAIR, False)
-    in_hot = _inside(nx, ny, zc, zr, no_kind, -1, False)
-    in_hazard = _inside(nx, ny, hc, hr, no_kind, -1, True)
-    dt = P[P_DT]
-    e2 = min(1.0, e - dt * (P[P_KB] + P[P_KE] * work) + dt * P[P_RHO_E] * in_refuel)
-    t2 = max(0.0, t + dt * (P[P_EB] + P[P_EE] * work + P[P_EH] * in_hot) - dt * P[P_RHO_C] * in_cool)
-    i2 = min(1.0, i - dt * P[P_OW] * work - dt * P[P_DH] * in_hazard + dt * P[P_RHO_R] * in_repair)
+    """The env's own transition (nodes/env/kernels.py) and whether the next state is viable (every margin
+    above P_MARGIN)."""
+    nx, ny, e2, t2, i2 = transition(px, py, e, t, i, np.float64(ax32), np.float64(ay32), P, sc, sr, sk, hc, hr, zc, zr)
     m = P[P_MARGIN]
     viable = e2 > m and 1.0 - t2 > m and i2 > m
     for k in range(hr.shape[0]):

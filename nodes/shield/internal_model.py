@@ -20,15 +20,16 @@ from typing import Any, Protocol
 import numba
 import numpy as np
 
+from nodes.env import kernels
 from nodes.env.gridlife import (
     GridLifeConfig,
     GridLifeLayout,
     build_layout,
     effort,
     inside_any,
+    internal_step,
     next_position,
 )
-from nodes.shield.backup import CompiledDynamics, _env_step  # compiled kernels shared within the shield
 from nodes.shield.barriers import GridLifeBarriers, _values_one
 from nodes.shield.online_regressor import OnlineRegressor
 from persist_rt import checkpoint
@@ -44,18 +45,18 @@ class InternalModel(Protocol):
 
 class KnownInternalModel:
     """The documented GridLife equations."""
-    """The documented GridLife equations, compiled (bit-identical to the env, tests/shield/test_gatekeeper.py)."""
+    """The env's own equations (nodes/env/kernels.py), exact."""
     def __init__(self, env_cfg: GridLifeConfig, layout: GridLifeLayout | None = None) -> None:
         self.env_cfg = env_cfg
         self.layout = build_layout(env_cfg) if layout is None else layout
         self.error_bound = np.zeros(3)
-        self.dynamics = CompiledDynamics(env_cfg, self.layout)  # the search verifies thousands of candidates
+        self.params, self.tables = kernels.params(env_cfg), kernels.tables(self.layout)
 
     def predict(
         self, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos_next, internal_next = self.dynamics.step(pos, internal, actions)
-        return pos_next, internal_next, self.error_bound
+        pos_next = next_position(pos, actions, self.env_cfg)
+        return pos_next, internal_step(internal, pos_next, actions, self.env_cfg, self.layout), self.error_bound
 
     def cbf_slack(
         self, barriers: GridLifeBarriers, pos: np.ndarray, internal: np.ndarray, actions: np.ndarray
@@ -66,7 +67,7 @@ class KnownInternalModel:
         h = np.ascontiguousarray(internal, dtype=np.float64).reshape(-1, 3)
         a = np.ascontiguousarray(actions, dtype=np.float64)
         out = np.empty((a.shape[0], a.shape[1], barriers.n_rows))
-        _cbf_slack(p, h, a, out, barriers.gamma, self.dynamics.params, self.dynamics.tables, barriers.kernel_tables)
+        _cbf_slack(p, h, a, out, barriers.gamma, self.params, self.tables, barriers.kernel_tables)
         return out
 
 
@@ -185,8 +186,8 @@ def _cbf_slack(pos, h, actions, out, gamma, params, dynamics, barrier):  # type:
     for n in range(actions.shape[0]):
         _values_one(pos[n, 0], pos[n, 1], h[n, 0], h[n, 1], h[n, 2], now, bp, centres, radii, reach, bounds)
         for c in range(actions.shape[1]):
-            px, py, e, t, i, _ = _env_step(pos[n, 0], pos[n, 1], h[n, 0], h[n, 1], h[n, 2], actions[n, c, 0],
-                                           actions[n, c, 1], params, sc, sr, sk, hc, hr, zc, zr)  # fmt: skip
+            px, py, e, t, i = kernels.transition(pos[n, 0], pos[n, 1], h[n, 0], h[n, 1], h[n, 2], actions[n, c, 0],
+                                                 actions[n, c, 1], params, sc, sr, sk, hc, hr, zc, zr)  # fmt: skip
             _values_one(px, py, e, t, i, out[n, c], bp, centres, radii, reach, bounds)
             for r in range(out.shape[2]):
                 out[n, c, r] -= (1.0 - gamma[r]) * now[r]

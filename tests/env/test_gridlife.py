@@ -256,6 +256,25 @@ def test_observation_layout_and_partial_observability() -> None:
     assert result.internal.shape == (3, 3)  # the true state stays available
 
 
+def test_observation_points_at_the_nearest_feature_of_each_kind() -> None:
+    """(dx, dy, dist) / L per kind, by brute force over the layout: centre distance for stations and tokens,
+    signed edge distance for hazards and hot zones."""
+    env = GridLifeBatch(CFG, num_envs=64)
+    env.reset(seed=4)
+    obs = env.step(np.random.default_rng(4).uniform(-1, 1, size=(64, 2)).astype(np.float32)).obs
+    names, lay, L = env.obs_names, env.layout, CFG.arena_size
+    features = {kind: (*lay.stations(kind), False) for kind in ("refuel", "cool", "repair")}
+    features.update(hazard=(lay.hazard_centres, lay.hazard_radii, True), hot=(lay.hot_centres, lay.hot_radii, True))
+    for i, p in enumerate(env.positions):
+        discs = dict(features, token=(env.tokens[i], np.zeros(CFG.n_tokens), False))
+        for kind, (centres, radii, edge) in discs.items():
+            dist = np.linalg.norm(centres - p, axis=1) - (radii if edge else 0.0)
+            k = int(np.argmin(dist))
+            expected = np.clip([*(centres[k] - p) / L, dist[k] / L], -1.0, np.sqrt(2.0))
+            got = obs[i, [names.index(f"{kind}_{c}") for c in ("dx", "dy", "dist")]]
+            np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=f"arena {i}, {kind}")
+
+
 def test_layout_discs_are_disjoint_inside_the_arena_and_fixed_by_seed() -> None:
     for seed in range(5):
         cfg = GridLifeConfig(layout_seed=seed)
