@@ -40,6 +40,7 @@ from nodes.shield.filters import (
     AmortisedFilter,
     EnsembleConfig,
     EnsembleFilter,
+    FilterResult,
     QPFilter,
     SafetyFilter,
     SearchConfig,
@@ -205,11 +206,13 @@ class ShieldCore:
             self._stuck = np.zeros(n, dtype=np.int64)
             self._hold = np.zeros(n, dtype=np.int64)
         cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
-        bad = ~(np.isfinite(pos).all(1) & np.isfinite(h).all(1))
+        finite = np.isfinite(pos).all(1) & np.isfinite(h).all(1)
         if std is not None:
-            bad |= ~np.isfinite(std).all(1)
+            finite &= np.isfinite(std).all(1)
+        bad = ~finite
         safe_pos, safe_h = pos, h
-        if bad.any():
+        screened = n == 0 or not finite.all()  # some arena already has a cause before the filter runs
+        if screened:
             cause[bad] = CAUSES.index("bad_input")
             safe_pos = np.where(bad[:, None], 0.0, pos)
             safe_h = np.where(bad[:, None], 0.0, h)
@@ -217,39 +220,35 @@ class ShieldCore:
         safe_h = self.barriers.pessimistic(safe_h, std)
         if not (isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s):
             cause[cause < 0] = CAUSES.index("stale")  # also catches a nan age
+            screened = True
         if self.ood is not None:
             flagged = self.ood.is_ood(state_matrix(safe_pos, safe_h))
-            cause[(cause < 0) & flagged] = CAUSES.index("ood")
+            if flagged.any():
+                cause[(cause < 0) & flagged] = CAUSES.index("ood")
+                screened = True
         held = self._hold > 0
         if held.any():
             cause[(cause < 0) & held] = CAUSES.index("deadlock")
+            screened = True
 
-        actions = np.zeros((n, 2), dtype=np.float32)
-        before = np.full(n, np.nan)
-        after = np.full(n, np.nan)
-        constraint = np.full(n, -1, dtype=np.int64)
-        active = np.flatnonzero(cause < 0)
+        active = np.flatnonzero(cause < 0) if screened else np.arange(n)
+        if screened:
+            actions = np.zeros((n, 2), dtype=np.float32)
+            before, after = np.full(n, np.nan), np.full(n, np.nan)
+            constraint = np.full(n, -1, dtype=np.int64)
         if active.size:
-            every = active.size == n  # the common case: no copies
-            res = self.filter.filter(*((safe_pos, safe_h, prop) if every else
-                                       (safe_pos[active], safe_h[active], prop[active])))  # fmt: skip
-            actions[active] = res.actions
-            before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
-            cause[active[~res.ok]] = CAUSES.index("infeasible")
-            cause[active[res.disagreement]] = CAUSES.index("disagreement")  # the more specific cause
-            # deadlock: stopped at a boundary while the agent keeps pushing
-            pushed = prop if every else prop[active]
-            stopped = (np.square(res.actions).sum(axis=1) < self.cfg.deadlock_action_eps**2) & (
-                np.square(pushed).sum(axis=1) > self.cfg.deadlock_proposal_eps**2
-            )
-            stuck = np.where(stopped & res.ok & ~res.disagreement, self._stuck[active] + 1, 0)
-            self._stuck[active] = stuck
-            hit = active[stuck >= self.cfg.deadlock_steps]
-            if hit.size:
-                self.counts["deadlocks_detected"] += hit.size
-                self._stuck[hit] = 0
-                self._hold[hit] = self.cfg.deadlock_hold_steps
-                cause[hit] = CAUSES.index("deadlock")
+            res = self.filter.filter(safe_pos[active], safe_h[active], prop[active]) if screened else \
+                self.filter.filter(safe_pos, safe_h, prop)  # fmt: skip
+            if screened:
+                actions[active] = res.actions
+                before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
+            else:  # every arena filtered: the result's arrays are fresh, take them as they are
+                actions, before, after, constraint = res.actions, res.margin_before, res.margin_after, res.constraint
+            if not res.ok.all():
+                cause[active[~res.ok]] = CAUSES.index("infeasible")
+            if res.disagreement.any():
+                cause[active[res.disagreement]] = CAUSES.index("disagreement")  # the more specific cause
+            self._track_deadlock(active, res, prop[active] if screened else prop, cause)
         if self._hold.any():
             self._hold = np.maximum(self._hold - 1, 0)
 
@@ -259,10 +258,10 @@ class ShieldCore:
             infeasible = (cause[degraded] == CAUSES.index("infeasible")) if self.cfg.filter == "qp" else None
             fb_actions, fb_slack = self.fallback.act(safe_pos[degraded], safe_h[degraded], degraded, infeasible)
             actions[degraded] = fb_actions
-            finite = np.where(np.isfinite(fb_slack), fb_slack, np.inf)
-            after[degraded] = finite.min(axis=1)
-            constraint[degraded] = np.argmin(finite, axis=1)
-            for c in cause[degraded]:
+            finite_slack = np.where(np.isfinite(fb_slack), fb_slack, np.inf)
+            after[degraded] = finite_slack.min(axis=1)
+            constraint[degraded] = np.argmin(finite_slack, axis=1)
+            for c in cause[degraded].tolist():
                 self.counts[f"degraded.{CAUSES[c]}"] += 1
         backup = np.zeros(n, dtype=bool)
         if self.gatekeeper is not None:
@@ -290,6 +289,23 @@ class ShieldCore:
         )
         decision.reports = intervention_reports(decision, step, np.flatnonzero(mode != PASS), prop)
         return decision
+
+    def _track_deadlock(self, active: np.ndarray, res: FilterResult, pushed: np.ndarray, cause: np.ndarray) -> None:
+        """Count steps stopped at a boundary while the agent keeps pushing; after `deadlock_steps` of them
+        the arena gets cause `deadlock` and a hold."""
+        stopped = np.square(res.actions).sum(axis=1) < self.cfg.deadlock_action_eps**2
+        if not stopped.any():  # the common case
+            self._stuck[active] = 0
+            return
+        stopped &= np.square(pushed).sum(axis=1) > self.cfg.deadlock_proposal_eps**2
+        stuck = np.where(stopped & res.ok & ~res.disagreement, self._stuck[active] + 1, 0)
+        self._stuck[active] = stuck
+        hit = active[stuck >= self.cfg.deadlock_steps]
+        if hit.size:
+            self.counts["deadlocks_detected"] += hit.size
+            self._stuck[hit] = 0
+            self._hold[hit] = self.cfg.deadlock_hold_steps
+            cause[hit] = CAUSES.index("deadlock")
 
     def _gatekeep(self, pos: np.ndarray, h: np.ndarray, actions: np.ndarray, bad: np.ndarray) -> np.ndarray:
         """Replace, in place, every action after which the backup cannot provably recover by the backup
