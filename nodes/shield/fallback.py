@@ -38,10 +38,17 @@ class Fallback:
         self.speed = speed
         lay = barriers.layout
         # discs to steer around: hazards with a clearance, hot zones with their heat band
-        self.obstacles = np.concatenate([lay.hazard_centres, lay.hot_centres]).reshape(-1, 2)
-        self.obstacle_radii = np.concatenate([lay.hazard_radii + 0.3, barriers.hot_reach])
+        self.obstacles = np.ascontiguousarray(np.concatenate([lay.hazard_centres, lay.hot_centres]).reshape(-1, 2))
+        self.obstacle_radii = np.concatenate([lay.hazard_radii + 0.3, barriers.hot_reach]).astype(np.float64)
         self.keep_out_qp = BarrierQP(barriers.n_position_rows + len(lay.hot_radii), qp.cfg)
         self._target: dict[int, int] = {}  # arena -> station kind being sought (index into INTERNAL_STATION)
+        # stations of every kind in one table (centres, deep radii, kind index) for the compiled heading
+        per_kind = [(barriers.stations[k][0], barriers.deep_radius[k]) for k in INTERNAL_STATION]
+        self._stations = (np.ascontiguousarray(np.concatenate([c for c, _ in per_kind]), dtype=np.float64),
+                          np.concatenate([r for _, r in per_kind]).astype(np.float64),
+                          np.concatenate([np.full(len(r), k) for k, (_, r) in enumerate(per_kind)]).astype(np.int64))
+        self._deep_discs = [[(float(x), float(y), float(r)) for (x, y), r in zip(c, rad, strict=True)]
+                            for c, rad in per_kind]  # fmt: skip
 
     def _needs(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> np.ndarray:
         """Station kind per arena: the remembered target, or the kind of the smallest internal barrier."""
@@ -49,41 +56,22 @@ class Fallback:
         need = np.argmin(values, axis=1)
         for row, arena in enumerate(arenas.tolist()):
             kind = self._target.get(arena)
-            if kind is not None and not self._restored(pos[row], internal[row], kind):
+            if kind is not None and not self._restored(pos[row].tolist(), internal[row].tolist(), kind):
                 need[row] = kind
             self._target[arena] = int(need[row])
         return need
 
-    def _restored(self, p: np.ndarray, h: np.ndarray, kind: int) -> bool:
+    def _restored(self, p: list[float], h: list[float], kind: int) -> bool:
         """Deep inside a station of that kind with the variable back near its best value."""
-        name = INTERNAL_STATION[kind]
-        centres, _ = self.barriers.stations[name]
-        deep = bool(np.any(np.linalg.norm(centres - p, axis=1) <= self.barriers.deep_radius[name]))
         level = (h[0] >= RESTORED[0], h[1] <= RESTORED[1], h[2] >= RESTORED[2])[kind]
-        return deep and level
+        return level and any(math.hypot(p[0] - x, p[1] - y) <= r for x, y, r in self._deep_discs[kind])
 
     def heading(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> np.ndarray:
         """The unfiltered seek_station action (B, 2) for the given arena indices."""
         need = self._needs(pos, internal, arenas)  # 0 energy, 1 temperature, 2 integrity
-        out = np.zeros_like(pos)
-        for k, kind in enumerate(INTERNAL_STATION):
-            sel = need == k
-            if not sel.any():
-                continue
-            centres, _ = self.barriers.stations[kind]
-            deep = self.barriers.deep_radius[kind]
-            rel = centres[None, :, :] - pos[sel, None, :]
-            dist = np.linalg.norm(rel, axis=-1)
-            j = np.argmin(dist - deep, axis=1)
-            rows = np.arange(len(j))
-            d = dist[rows, j]
-            goals = centres[j]
-            direction = np.array([_steer(p[0], p[1], g[0], g[1], self.obstacles, self.obstacle_radii)
-                                  for p, g in zip(pos[sel].tolist(), goals.tolist(), strict=True)])  # fmt: skip
-            # slow down on arrival so as to stop inside the deep part of the station
-            speed = np.minimum(self.speed, np.maximum(d - 0.5 * deep[j], 0.0) / self.barriers.step_len)
-            out[sel] = direction * speed[:, None]
-        return np.clip(out, -1.0, 1.0)
+        centres, deep, kinds = self._stations
+        return _seek_batch(np.ascontiguousarray(pos, dtype=np.float64), need, centres, deep, kinds, self.obstacles,
+                           self.obstacle_radii, self.speed, self.barriers.step_len)  # fmt: skip
 
     def act(
         self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray, infeasible: np.ndarray | None = None
@@ -154,3 +142,24 @@ def _steer(px, py, gx, gy, obstacles, radii):  # type: ignore[no-untyped-def]
     cos, sin = math.cos(angle), math.sin(angle)
     ux, uy = cx / dc, cy / dc
     return cos * ux - sin * uy, sin * ux + cos * uy
+
+
+@numba.njit(cache=True)
+def _seek_batch(pos, need, centres, deep, kinds, obstacles, radii, speed, step_len):  # type: ignore[no-untyped-def]
+    """Per arena: towards the station of kind need[b] nearest in gap |p - c| - deep, steered around obstacles,
+    slowing on arrival so as to stop inside its deep part; clipped to the action box."""
+    out = np.zeros((pos.shape[0], 2))
+    for b in range(pos.shape[0]):
+        px, py = pos[b, 0], pos[b, 1]
+        best, gap, dist = -1, np.inf, 0.0
+        for k in range(kinds.shape[0]):
+            if kinds[k] != need[b]:
+                continue
+            d = math.sqrt((centres[k, 0] - px) ** 2 + (centres[k, 1] - py) ** 2)
+            if d - deep[k] < gap:
+                best, gap, dist = k, d - deep[k], d
+        dx, dy = _steer(px, py, centres[best, 0], centres[best, 1], obstacles, radii)
+        v = min(speed, max(dist - 0.5 * deep[best], 0.0) / step_len)
+        out[b, 0] = min(max(dx * v, -1.0), 1.0)
+        out[b, 1] = min(max(dy * v, -1.0), 1.0)
+    return out
