@@ -87,18 +87,15 @@ class BarrierQP:
                 f"got {A.shape}, {b.shape}, {a_ref.shape}"
             )
         tol = self.cfg.verify_tolerance
-        actions32 = a_ref.astype(np.float32)
-        proposal_slack, holds = _row_check(A, b, actions32, tol)
-        needs = ~holds
         # an infeasible problem costs OSQP up to max_iter iterations to certify; in two variables the exact
         # check is cheap, so only problems with a point in the feasible set reach the solver
-        candidates = np.flatnonzero(needs)
-        idx = candidates[_feasible(A, b, candidates, tol)]
+        actions32, proposal_slack, needs, idx = _screen(A, b, a_ref, tol)
+        x, ok = np.zeros((0, 2)), np.zeros(0, dtype=bool)
         if idx.size:
             if self.cfg.layout == "block" and n > 1:
                 # the infeasible arenas' rows are dropped, so they cannot poison the block
                 b_block = b.copy()
-                b_block[np.setdiff1d(candidates, idx)] = -np.inf
+                b_block[np.setdiff1d(np.flatnonzero(needs), idx)] = -np.inf
                 x, ok = self._solve_block(A, b_block, a_ref)
                 if not ok.all():  # left to the solver's tolerance: find the arena per arena
                     x, ok = self._solve_per_arena(A, b, a_ref, idx)
@@ -106,10 +103,7 @@ class BarrierQP:
                     x, ok = x[idx], ok[idx]
             else:
                 x, ok = self._solve_per_arena(A, b, a_ref, idx)
-            x[~ok] = 0.0
-            actions32[idx] = x
-        slack, feasible = _row_check(A, b, actions32, tol)
-        actions32[~feasible] = 0.0
+        slack, feasible = _finish(A, b, actions32, idx, x, ok, tol)
         return QPResult(actions=actions32, feasible=feasible, solved=needs, slack=slack, proposal_slack=proposal_slack)
 
     # ------------------------------------------------------------------------------------- per arena
@@ -121,18 +115,15 @@ class BarrierQP:
             self._arena.append(self._setup(1))
         x = np.zeros((len(idx), 2))
         ok = np.zeros(len(idx), dtype=bool)
-        lower = np.full((len(idx), self.n_rows + 2), -1.0)
-        lower[:, : self.n_rows] = b[idx]
-        q = -a_ref[idx]
-        values = _values(A[idx]).reshape(len(idx), -1)
-        for out, i in enumerate(idx):
+        q, lower, values = _problem_data(A, b, a_ref, idx)
+        for out, i in enumerate(idx.tolist()):
             # the extension object directly: the wrapper's update/solve bookkeeping costs more than the solve
             solver = self._arena[i % self.max_instances]._solver
             solver.update_data_vec(q=q[out], l=lower[out], u=None)
             solver.update_data_mat(P_x=None, P_i=None, A_x=values[out], A_i=None)
             solver.solve()
             if solver.info.status_val == SOLVED:
-                x[out] = box(solver.solution.x)
+                x[out] = solver.solution.x
                 ok[out] = True
         return x, ok
 
@@ -148,7 +139,7 @@ class BarrierQP:
         res = prob.solve(raise_error=False)
         if res.info.status_val != SOLVED:
             return np.zeros((n, 2)), np.zeros(n, dtype=bool)
-        return box(res.x.reshape(n, 2)), np.ones(n, dtype=bool)
+        return res.x.reshape(n, 2), np.ones(n, dtype=bool)
 
     def _setup(self, n: int) -> osqp.OSQP:
         """Problem for n arenas: variables (a_x, a_y) per arena; rows = R barrier rows + 2 box rows each."""
@@ -202,53 +193,107 @@ def box(a: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _feasible(A, b, idx, tol):  # type: ignore[no-untyped-def]
-    """Per arena in idx: does some a in [-1, 1]^2 satisfy A a >= b - tol? The set is a convex polygon inside
+def _feasible_one(A, b, tol):  # type: ignore[no-untyped-def]
+    """Does some a in [-1, 1]^2 satisfy A a >= b - tol (rows (R, 2), (R,))? The set is a convex polygon inside
     the box, so it is non-empty exactly when one of its candidate vertices (box corners, row lines crossing
     box edges, pairs of row lines crossing) satisfies every row."""
-    out = np.zeros(idx.shape[0], dtype=np.bool_)
-    r = A.shape[1]
-    for k in range(idx.shape[0]):
-        n = idx[k]
-        # lines: the R rows, then the box edges as rows (x >= -1, -x >= -1, y >= -1, -y >= -1)
-        lx = np.empty(r + 4)
-        ly = np.empty(r + 4)
-        lb = np.empty(r + 4)
-        lx[:r], ly[:r], lb[:r] = A[n, :, 0], A[n, :, 1], b[n]
-        lx[r:] = (1.0, -1.0, 0.0, 0.0)
-        ly[r:] = (0.0, 0.0, 1.0, -1.0)
-        lb[r:] = -1.0
-        m = r + 4
-        for i in range(m):
-            for j in range(i + 1, m):
-                det = lx[i] * ly[j] - ly[i] * lx[j]
-                if abs(det) < 1e-12:
-                    continue
-                x = (lb[i] * ly[j] - ly[i] * lb[j]) / det
-                y = (lx[i] * lb[j] - lb[i] * lx[j]) / det
-                inside = True
-                for q in range(m):
-                    if lx[q] * x + ly[q] * y < lb[q] - tol:
-                        inside = False
-                        break
-                if inside:
-                    out[k] = True
+    r = A.shape[0]
+    m = r + 4
+    # lines: the R rows, then the box edges as rows (x >= -1, -x >= -1, y >= -1, -y >= -1)
+    lx, ly, lb = np.empty(m), np.empty(m), np.empty(m)
+    lx[:r], ly[:r], lb[:r] = A[:, 0], A[:, 1], b
+    lx[r:] = (1.0, -1.0, 0.0, 0.0)
+    ly[r:] = (0.0, 0.0, 1.0, -1.0)
+    lb[r:] = -1.0
+    for i in range(m):
+        for j in range(i + 1, m):
+            det = lx[i] * ly[j] - ly[i] * lx[j]
+            if abs(det) < 1e-12:
+                continue
+            x = (lb[i] * ly[j] - ly[i] * lb[j]) / det
+            y = (lx[i] * lb[j] - lb[i] * lx[j]) / det
+            inside = True
+            for q in range(m):
+                if not lx[q] * x + ly[q] * y >= lb[q] - tol:
+                    inside = False
                     break
-            if out[k]:
-                break
+            if inside:
+                return True
+    return False
+
+
+@numba.njit(cache=True)
+def _feasible(A, b, idx, tol):  # type: ignore[no-untyped-def]
+    """_feasible_one for the arenas in idx."""
+    out = np.zeros(idx.shape[0], dtype=np.bool_)
+    for k in range(idx.shape[0]):
+        out[k] = _feasible_one(A[idx[k]], b[idx[k]], tol)
     return out
 
 
 @numba.njit(cache=True)
-def _row_check(A, b, actions, tol):  # type: ignore[no-untyped-def]
-    """Slack A a - b (B, R) at float32 actions (taken exactly), and per arena whether every row holds to tol."""
-    n, r = b.shape
-    slack = np.empty((n, r))
-    holds = np.ones(n, dtype=np.bool_)
+def _row_slack_into(A, b, ax, ay, slack, tol):  # type: ignore[no-untyped-def]
+    """slack = A a - b for one arena; True when every row holds to tol (a NaN slack never holds)."""
+    holds = True
+    for row in range(b.shape[0]):
+        slack[row] = A[row, 0] * ax + A[row, 1] * ay - b[row]
+        if not slack[row] >= -tol:
+            holds = False
+    return holds
+
+
+@numba.njit(cache=True)
+def _screen(A, b, a_ref, tol):  # type: ignore[no-untyped-def]
+    """Proposals clipped to the box as float32 (the env's action type), the row slack there, which arenas
+    break a row, and which of those have a feasible set (the ones OSQP solves)."""
+    n = b.shape[0]
+    actions = np.empty((n, 2), dtype=np.float32)
+    slack = np.empty(b.shape)
+    needs = np.zeros(n, dtype=np.bool_)
+    solvable = np.empty(n, dtype=np.int64)
+    count = 0
+    for arena in range(n):
+        for j in range(2):
+            actions[arena, j] = min(max(a_ref[arena, j], -1.0), 1.0)
+        ax, ay = np.float64(actions[arena, 0]), np.float64(actions[arena, 1])
+        if not _row_slack_into(A[arena], b[arena], ax, ay, slack[arena], tol):
+            needs[arena] = True
+            if _feasible_one(A[arena], b[arena], tol):
+                solvable[count] = arena
+                count += 1
+    return actions, slack, needs, solvable[:count].copy()
+
+
+@numba.njit(cache=True)
+def _finish(A, b, actions, idx, x, ok, tol):  # type: ignore[no-untyped-def]
+    """Write the solutions (clipped to the box, as float32; 0 where unsolved) into actions, then the row
+    slack at every action and whether it holds; actions that do not hold become 0."""
+    for k in range(idx.shape[0]):
+        for j in range(2):
+            actions[idx[k], j] = min(max(x[k, j], -1.0), 1.0) if ok[k] else 0.0
+    n = b.shape[0]
+    slack = np.empty(b.shape)
+    feasible = np.zeros(n, dtype=np.bool_)
     for arena in range(n):
         ax, ay = np.float64(actions[arena, 0]), np.float64(actions[arena, 1])
+        feasible[arena] = _row_slack_into(A[arena], b[arena], ax, ay, slack[arena], tol)
+        if not feasible[arena]:
+            actions[arena, 0], actions[arena, 1] = 0.0, 0.0
+    return slack, feasible
+
+
+@numba.njit(cache=True)
+def _problem_data(A, b, a_ref, idx):  # type: ignore[no-untyped-def]
+    """OSQP's q, lower bounds (rows, then the box) and CSC values of A (see `_values`) for the arenas idx."""
+    k, r = idx.shape[0], b.shape[1]
+    q = np.empty((k, 2))
+    lower = np.full((k, r + 2), -1.0)
+    values = np.ones((k, 2 * (r + 1)))
+    for out in range(k):
+        n = idx[out]
+        q[out, 0], q[out, 1] = -a_ref[n, 0], -a_ref[n, 1]
         for row in range(r):
-            slack[arena, row] = A[arena, row, 0] * ax + A[arena, row, 1] * ay - b[arena, row]
-            if slack[arena, row] < -tol:
-                holds[arena] = False
-    return slack, holds
+            lower[out, row] = b[n, row]
+            values[out, row] = A[n, row, 0]
+            values[out, r + 1 + row] = A[n, row, 1]
+    return q, lower, values

@@ -171,3 +171,12 @@ def test_infeasible_problems_never_reach_the_solver(barriers: GridLifeBarriers) 
     res = qp.solve(rows.A[infeasible], rows.b[infeasible], rng.uniform(-1, 1, size=(int(infeasible.sum()), 2)))
     assert not res.feasible.any() and np.all(res.actions == 0)
     assert qp.setups == 0  # not one OSQP problem was even built
+
+
+def test_a_nan_proposal_never_comes_back_as_a_feasible_action(barriers: GridLifeBarriers) -> None:
+    pos, h = safe_states(barriers, 4, seed=7)
+    rows = barriers.constraints(pos, h)
+    res = BarrierQP(barriers.n_rows).solve(rows.A, rows.b, np.array([[np.nan, 0.0], [0.0, np.nan]] * 2))
+    assert np.isfinite(res.actions).all()
+    assert np.all(res.actions[~res.feasible] == 0.0)
+    assert np.all((res.slack[res.feasible] >= -1e-6))
