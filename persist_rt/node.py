@@ -35,7 +35,7 @@ from persist_rt.lifecycle import State
 from persist_rt.log import get_logger
 from persist_rt.params import Param, ParamError, collect
 from persist_rt.qos import QoS
-from persist_rt.transport import MAX_WINDOW, Publisher, Subscription, Timer
+from persist_rt.transport import COALESCE_LINGER_S, MAX_WINDOW, Publisher, Subscription, Timer
 from protocols import Metrics, ParameterUpdate
 from protocols.base import Message
 
@@ -103,6 +103,7 @@ class Node:
         self.publishers: dict[str, Publisher] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self._timers: list[Timer] = []
+        self._coalescing: list[Publisher] = []
         self._pub_sock: zmq.Socket | None = None
         self._best_effort_prefixes: set[bytes] = set()
         self._rel_sock: zmq.Socket | None = None
@@ -157,8 +158,11 @@ class Node:
         return f"{self.namespace}/{topic}"
 
     def publisher(self, topic: str, msg_type: type[M], *, reliable: bool = False,
-                  buffer: int = 1024) -> Publisher:
-        """Publish ``msg_type`` on ``topic``. ``reliable`` offers credit-based delivery too."""
+                  buffer: int = 1024, coalesce: int = 1) -> Publisher:
+        """Publish ``msg_type`` on ``topic``. ``reliable`` offers credit-based delivery too. ``coalesce`` > 1
+        sends to reliable subscribers in batches of that many messages (a partial batch waits at most
+        ``COALESCE_LINGER_S``): one wake-up of the subscriber per batch, for streams that nobody waits on message
+        by message, such as a replay stream. Best-effort subscribers get every message at once."""
         name = self.topic_name(topic)
         if name in self.publishers:
             raise ValueError(f"topic `{name}`: this node already publishes it")
@@ -176,8 +180,10 @@ class Node:
             self._rel_sock.setsockopt(zmq.SNDHWM, MAX_WINDOW)  # credit, not the HWM, bounds what is in flight
             self._endpoints["reliable"] = self._bind(self._rel_sock, "rel")
             self._watch(self._rel_sock, self._on_reliable_control)
-        pub = Publisher(self, name, msg_type, reliable=reliable, buffer=buffer)
+        pub = Publisher(self, name, msg_type, reliable=reliable, buffer=buffer, coalesce=coalesce)
         self.publishers[name] = pub
+        if coalesce > 1:
+            self._coalescing.append(pub)
         self._graph_changed()
         return pub
 
@@ -205,6 +211,10 @@ class Node:
         if name in self._services:
             raise ValueError(f"service `{name}` is already defined")
         self._services[name] = handler
+
+    def refresh(self) -> None:
+        """Bring ``gauges`` and ``status`` up to date. Runs just before they leave the node (metrics, heartbeat,
+        the ``stats`` service), so figures that cost something to derive need not be updated on every step."""
 
     def count(self, key: str, n: float = 1.0) -> None:
         self.counters[key] = self.counters.get(key, 0.0) + n
@@ -291,10 +301,16 @@ class Node:
         if self.state == State.ACTIVE and self._timers:
             wait = max(0.0, min(wait, min(t.due for t in self._timers) - now))
         wait = min(wait, max(0.0, self._next_heartbeat - now))
+        for pub in self._coalescing:
+            if pub.held_since is not None:
+                wait = min(wait, max(0.0, pub.held_since + COALESCE_LINGER_S - now))
         # whole milliseconds, rounded up: zmq truncates, and a 0 ms poll before each timer tick is a busy loop
         for sock, _ in self._poller.poll(math.ceil(wait * 1000.0)):
             self._handlers[sock]()
         now = time.monotonic()
+        for pub in self._coalescing:
+            if pub.held_since is not None and now - pub.held_since >= COALESCE_LINGER_S:
+                pub.flush_held()
         if self.state == State.ACTIVE:
             for t in self._timers:
                 if t.due <= now:
@@ -345,6 +361,7 @@ class Node:
 
     def stats(self) -> dict[str, Any]:
         """Per-edge counters: what `persist topic hz` and telemetry show."""
+        self._refresh()
         return {
             "publishers": {n: p.stats() for n, p in self.publishers.items() if n not in BUILTIN_TOPICS},
             "subscriptions": {n: s.stats() for n, s in self.subscriptions.items()},
@@ -353,6 +370,7 @@ class Node:
         }
 
     def publish_metrics(self) -> None:
+        self._refresh()
         counters = dict(self.counters)
         for n, s in self.subscriptions.items():
             for key, value in s.counts().items():
@@ -365,6 +383,15 @@ class Node:
         self.publishers[METRICS_TOPIC].publish(Metrics(node=self.name, counters=counters, gauges=gauges))
 
     # ================================ internals =================================================
+
+    def _refresh(self) -> None:
+        if self.state == State.UNCONFIGURED:  # nothing configured to derive figures from
+            return
+        try:
+            self.refresh()
+        except Exception as exc:  # stale figures, never a dead node
+            self.count("refresh_errors")
+            self.log.exception("refresh_failed", error=str(exc))
 
     def _bind(self, sock: zmq.Socket, role: str) -> str:
         if self.transport == "ipc":
@@ -472,6 +499,7 @@ class Node:
             if sub.qos.reliable:
                 sub.grant_owed()
         self._hb_seq += 1
+        self._refresh()
         self._send_registry("heartbeat", {"name": self.name, "pid": os.getpid(), "state": str(self.state),
                                           "seq": self._hb_seq, "status": self.status})
         for sub in self.subscriptions.values():

@@ -53,6 +53,12 @@ class QoS:
         return cls(kind, int(depth) if depth else default)  # type: ignore[arg-type]
 
 
+# A lockstep edge (env -> agent -> shield -> env) holds one message per step, so its window never limits it:
+# it only sets how often credit flows back (every window/2 messages), and each grant wakes the publisher's
+# process once more. At-least-once replay to a respawned subscriber stays within half the window.
+LOCKSTEP = QoS("reliable", 16)
+
+
 def latest() -> QoS:
     return QoS("latest", 1)
 

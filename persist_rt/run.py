@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from persist_rt.kinds import KindError, load_kind
@@ -38,7 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     except (KindError, ParamError, ValueError) as exc:
         print(f"[{args.name}] ERROR   cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
-    node.spin()
+    profile_dir = os.environ.get("PERSIST_PROFILE_DIR")
+    if profile_dir:  # opt-in: one cProfile dump per node, `<dir>/<name>.prof`, for finding where a graph spends
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU time: waiting and preemption by other processes excluded
+        try:
+            profiler.runcall(node.spin)
+        finally:
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(Path(profile_dir) / f"{args.name.replace('/', '_')}.prof")
+    else:
+        node.spin()
     return 1 if getattr(node, "failed", False) else 0
 
 

@@ -39,6 +39,7 @@ DRAIN_SYNC_S = 0.05  # how often drain() asks a peer for the credit it owes
 DRAIN_LIMIT = 10_000  # messages read from one socket per executor turn
 MAX_WINDOW = 1 << 16  # credit a subscriber may hold; a larger request is clamped
 BATCH_MAX_MESSAGES = 1024
+COALESCE_LINGER_S = 0.02  # the longest a coalescing publisher holds a message back for its batch
 BATCH_MAX_BYTES = 1 << 20
 _NOBLOCK, _SNDMORE, _RCVMORE, _EVENTS, _POLLIN = (int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVMORE),
                                                    int(zmq.EVENTS), int(zmq.POLLIN))
@@ -82,13 +83,18 @@ class _ReliablePeer:
 
 
 class Publisher:
-    def __init__(self, node: Node, topic: str, msg_type: type[Message], *, reliable: bool, buffer: int) -> None:
+    def __init__(self, node: Node, topic: str, msg_type: type[Message], *, reliable: bool, buffer: int,
+                 coalesce: int = 1) -> None:
+        if not 1 <= coalesce <= buffer:
+            raise ValueError(f"topic `{topic}`: coalesce must be between 1 and buffer ({buffer}), got {coalesce}")
         self.node = node
         self.topic = topic
         self.topic_b = topic.encode()
         self.msg_type = msg_type
         self.reliable = reliable
         self.buffer = buffer
+        self.coalesce = coalesce  # reliable peers get up to this many messages per send (one BATCH frame)
+        self.held_since: float | None = None  # when a message was first held back for a batch, while any is
         self.seq = 0
         self.peers: dict[bytes, _ReliablePeer] = {}
         self.blocked_s = 0.0
@@ -133,20 +139,33 @@ class Publisher:
                 if current is None:
                     continue
                 peer = current
-            if peer.credit > 0 and not peer.pending and self._send_to(peer, frames):
+            if peer.credit > 0 and not peer.pending and self.coalesce == 1 and self._send_to(peer, frames):
                 continue
             pending = peer.pending
             pending.append(frames)
             if len(pending) > self.pending_max:
                 self.pending_max = len(pending)
+            if len(pending) >= self.coalesce > 1:
+                self.flush(peer)
             if len(pending) > self.buffer:
                 self._wait_for_credit(peer)
+        if self.coalesce > 1 and self.held_since is None and any(p.pending for p in self._peer_list):
+            self.held_since = time.monotonic()
+
+    def flush_held(self) -> None:
+        """Send what a coalescing publisher holds back, as far as credit goes (the executor calls this once the
+        oldest held message has waited ``COALESCE_LINGER_S``); what credit does not cover goes with the next
+        credit, as on any reliable edge."""
+        self.held_since = None
+        for peer in self._peer_list:
+            self.flush(peer)
 
     def drain(self, timeout_s: float = 5.0) -> bool:
         """Wait up to ``timeout_s`` until every reliable peer has been sent and has consumed (paid back by
         credit) everything published so far; True if so. Peers whose connection is gone are not waited for."""
         node = self.node
         deadline = time.monotonic() + timeout_s
+        self.held_since = None
         while True:
             now = time.monotonic()
             waiting = [p for p in self._peer_list if (p.pending or p.unacked) and p.gone_since is None]
@@ -444,6 +463,7 @@ class Subscription:
         self.rejected_by: dict[str, int] = {}  # field -> count
         self.last_error = ""
         self.received = self.delivered = self.dropped = self.lost = self.rejected = self.errors = 0
+        self.batches = 0  # BATCH frames received (a backlog, or a coalescing publisher)
         self._last_seq: dict[str, int] = {}
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
         self._credit_owed: dict[zmq.Socket, int] = {}
@@ -470,7 +490,7 @@ class Subscription:
             (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
             rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
         return {**self.counts(), "qos": str(self.qos), "schema": self.schema, "rate_hz": round(rate, 3),
-                "publishers": len(self.endpoints), "incompatible": dict(self.incompatible),
+                "publishers": len(self.endpoints), "batches": self.batches, "incompatible": dict(self.incompatible),
                 "rejected_by": dict(self.rejected_by), "last_error": self.last_error}
 
     @property
@@ -591,6 +611,7 @@ class Subscription:
                 break
             head = frames[0]
             if head == BATCH:
+                self.batches += 1
                 n = self._on_batch(frames)
                 got += n
                 owed += n

@@ -23,6 +23,7 @@ import numpy as np
 from nodes.sac.inference import make_inference_actor
 from nodes.sac.policy_file import CheckpointError, Policy, load_policy, policy_from_wire
 from persist_rt import Node, Param
+from persist_rt.qos import LOCKSTEP
 from protocols import Observation, PolicyWeights, ProposedAction, StateEstimate
 
 
@@ -43,7 +44,7 @@ class AgentNode(Node):
         self.estimate_step = -1  # the step of the newest estimate
         self.waiting: Observation | None = None  # use_estimate: the observation waiting for its estimate
         self.proposals = self.publisher("action/proposed", ProposedAction, reliable=True)
-        self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
+        self.subscribe("env/obs", Observation, self.on_obs, qos=LOCKSTEP)
         self.subscribe("policy/weights", PolicyWeights, self.on_weights, qos="latest")
         if self.use_estimate:
             self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")

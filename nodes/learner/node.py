@@ -2,9 +2,10 @@
 
 Transitions arrive on ``env/transitions`` with reliable QoS. After each batch the learner runs the
 updates it owes (``utd_ratio`` per transition); while it works it grants no credit, so a fast env
-is slowed to the learner's pace instead of the ratio drifting. Every ``publish_period`` updates the
-actor goes out on ``policy/weights``. Checkpoints (safetensors + JSON, atomic) are written every
-``checkpoint_every_s`` and at shutdown; a restarted learner resumes from the newest one.
+is slowed to the learner's pace instead of the ratio drifting. Small batches are staged and written to
+the replay buffer ``stage_rows`` transitions at a time, and always before an update. Every
+``publish_period`` updates the actor goes out on ``policy/weights``. Checkpoints (safetensors + JSON,
+atomic) are written every ``checkpoint_every_s`` and at shutdown; a restarted learner resumes from the newest one.
 """
 
 from __future__ import annotations
@@ -35,17 +36,26 @@ class LearnerNode(Node):
     publish_period = Param(50, "publish actor weights every K updates", ge=1)
     checkpoint_every_s = Param(60.0, "checkpoint cadence in seconds (0: only at shutdown)", ge=0)
     threads = Param(1, "torch CPU threads", ge=1)
+    stage_rows = Param(64, "transitions gathered before they go into the replay buffer in one write "
+                       "(always all of them before an update or a checkpoint)", ge=1)
 
     def on_configure(self) -> None:
         import torch
 
         torch.set_num_threads(self.threads)
         self.torch = torch
+        # torch's first optimiser costs about a second of lazy imports: pay it here, before the node is announced,
+        # rather than on the first transitions, where it takes the CPU from the env loop that feeds them
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         self.sac: Any = None
         self.replay: Any = None
         self.transitions_seen = 0
         self.last_checkpoint = time.monotonic()
         self.update_time = 0.0
+        # a write to the replay buffer costs about the same for 1 row as for 64: batches of a few arenas are
+        # gathered here first, so the learner's share of the CPU it shares with the env loop stays small
+        self.staged: list[TransitionBatch] = []
+        self.staged_rows = 0
         self.weights_pub = self.publisher("policy/weights", PolicyWeights)
         self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
 
@@ -78,10 +88,17 @@ class LearnerNode(Node):
     def on_transitions(self, msg: TransitionBatch) -> None:
         if self.sac is None:
             self.build(msg.obs.shape[1], msg.actions.shape[1])
-        done = msg.terminated.astype(np.float32)
-        self.replay.add_batch(msg.obs, msg.actions, msg.reward, msg.next_obs, done)
+        dims = (msg.obs.shape[1], msg.actions.shape[1])
+        if dims != (self.replay.obs_dim, self.replay.act_dim):  # refused alone, before it joins a staged write
+            raise ValueError(f"transitions of step {msg.step}: obs_dim, act_dim {dims}, the replay buffer holds "
+                             f"{(self.replay.obs_dim, self.replay.act_dim)}")
+        self.staged.append(msg)
+        self.staged_rows += msg.obs.shape[0]
         self.transitions_seen += msg.obs.shape[0]
-        owed = self.sac.updates_owed(self.transitions_seen) if len(self.replay) >= self.batch_size else 0
+        stored = len(self.replay) + self.staged_rows
+        owed = self.sac.updates_owed(self.transitions_seen) if stored >= self.batch_size else 0
+        if owed or self.staged_rows >= self.stage_rows:
+            self.store_staged()
         t0 = time.perf_counter()
         stats: dict[str, float] = {}
         for _ in range(owed):
@@ -92,12 +109,29 @@ class LearnerNode(Node):
             self.update_time += time.perf_counter() - t0
             for key, value in stats.items():
                 self.gauge(f"sac.{key}", value)
-        self.gauge("updates", self.sac.num_updates)
-        self.gauge("replay_size", len(self.replay))
-        self.gauge("transitions_seen", self.transitions_seen)
-        self.gauge("updates_per_s", self.sac.num_updates / self.update_time if self.update_time else 0.0)
         if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
             self.save_checkpoint()
+
+    def store_staged(self) -> None:
+        """Write the staged transitions into the replay buffer, in one write."""
+        staged, self.staged, self.staged_rows = self.staged, [], 0
+        if not staged:
+            return
+        if len(staged) == 1:
+            m = staged[0]
+            self.replay.add_batch(m.obs, m.actions, m.reward, m.next_obs, m.terminated.astype(np.float32))
+            return
+        self.replay.add_batch(*(np.concatenate([getattr(m, name) for m in staged])
+                                for name in ("obs", "actions", "reward", "next_obs")),
+                              np.concatenate([m.terminated for m in staged]).astype(np.float32))
+
+    def refresh(self) -> None:
+        if self.sac is None:
+            return
+        self.gauge("updates", self.sac.num_updates)
+        self.gauge("replay_size", min(self.replay.capacity, len(self.replay) + self.staged_rows))
+        self.gauge("transitions_seen", self.transitions_seen)
+        self.gauge("updates_per_s", self.sac.num_updates / self.update_time if self.update_time else 0.0)
 
     def publish_weights(self) -> None:
         policy = self.sac.policy()
@@ -109,6 +143,7 @@ class LearnerNode(Node):
         self.last_checkpoint = time.monotonic()
         if path is None or self.sac is None:
             return
+        self.store_staged()
         self.sac.checkpoint(path, {"transitions_seen": self.transitions_seen})
         self.count("checkpoints")
 

@@ -18,10 +18,12 @@ class Source(Node):
     topic = Param("chatter", "topic to publish on")
     reliable = Param(False, "offer reliable delivery")
     buffer = Param(1024, "reliable per-peer buffer", ge=1)
+    coalesce = Param(1, "messages per send to reliable peers", ge=1)
     probe_hz = Param(50.0, "probe rate", gt=0)
 
     def on_configure(self) -> None:
-        self.out = self.publisher(self.topic, Text, reliable=self.reliable, buffer=self.buffer)
+        self.out = self.publisher(self.topic, Text, reliable=self.reliable, buffer=self.buffer,
+                                  coalesce=self.coalesce)
         self.probing = True
         self.timer(1.0 / self.probe_hz, self.probe)
         self.service("burst", self.burst)

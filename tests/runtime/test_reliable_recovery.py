@@ -67,3 +67,26 @@ def test_a_finishing_publisher_drains_its_reliable_backlog(graph: Graph) -> None
                       what="every message of the finished run")
     assert seen["ordered"] and (seen["first"], seen["last"]) == (1, 300)
     assert "drain_incomplete" not in finisher.output()
+
+
+def test_a_coalescing_publisher_sends_batches_and_never_strands_a_partial_one(graph: Graph) -> None:
+    graph.start_registry()
+    graph.start_node("Source", "source", {"reliable": True, "coalesce": 8, "probe_hz": 10.0})
+    graph.start_node("Sink", "sink", {"qos": "reliable(256)"})
+    eventually(lambda: graph.stats("source")["publishers"]["chatter"]["reliable_peers"] == 1,
+               what="the reliable handshake")
+    # probes come one at a time, slower than a batch fills: each goes out alone once it has lingered
+    eventually(lambda: graph.call("sink", "seen")["count"] >= 3, what="probes held back for a batch")
+
+    # a burst fills batches: with credit to spare, a plain publisher would send each message by itself
+    before = graph.stats("sink")["subscriptions"]["chatter"]["batches"]
+    burst = graph.call("source", "burst", n=96)
+    sent = graph.call("source", "stop")["sent"]
+    seen = eventually(lambda: (s := graph.call("sink", "seen"))["last"] == sent and s, what="the last message")
+    assert seen["ordered"] and seen["count"] == sent - seen["first"] + 1, seen
+    batches = graph.stats("sink")["subscriptions"]["chatter"]["batches"] - before
+    assert batches >= (burst["last"] - burst["first"] + 1) // 8 - 1, batches
+    # and every message was paid back by credit: nothing is left held or unconfirmed at the publisher
+    eventually(lambda: (p := graph.stats("source")["publishers"]["chatter"])["pending"] == p["unacked"] == 0,
+               what="the publisher's books to clear")
+    assert graph.stats("sink")["subscriptions"]["chatter"]["lost"] == 0
