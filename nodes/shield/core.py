@@ -46,6 +46,8 @@ from nodes.shield.filters import (
     SearchConfig,
     SearchFilter,
     Verifier,
+    _features_batch,
+    _polish_batch,
 )
 from nodes.shield.internal_model import InternalModel, KnownInternalModel
 from nodes.shield.ood import EnergyOOD
@@ -172,6 +174,7 @@ class ShieldCore:
         self.counts.update({"gatekeeper.backup": 0, "gatekeeper.uncertified": 0})
         self._stuck = np.zeros(0, dtype=np.int64)  # consecutive stopped-while-pushing steps per arena
         self._hold = np.zeros(0, dtype=np.int64)  # remaining fallback steps after a deadlock
+        compile_kernels(env_cfg)
 
     def _make_filter(self, viability_models: Sequence[Any]) -> SafetyFilter:
         cfg = self.cfg
@@ -330,6 +333,33 @@ class ShieldCore:
     def fallback_reason_counts(self) -> dict[str, int]:
         """Degraded arena-steps per cause (for telemetry and `node list`)."""
         return {c: self.counts[f"degraded.{c}"] for c in CAUSES}
+
+
+_compiled = False  # compile_kernels ran in this process
+
+
+def compile_kernels(env_cfg: GridLifeConfig) -> None:
+    """Compile (or load from numba's cache) every kernel a decision can reach, once per process, so no
+    decision pays for it: otherwise the first infeasible state, say, would stall the loop while the
+    fallback's kernels compile. Runs throwaway shields over states that take every path."""
+    global _compiled
+    if _compiled:
+        return
+    _compiled = True
+    rng = np.random.default_rng(0)
+    n = 12
+    pos = rng.uniform(0.0, env_cfg.arena_size, size=(n, 2))
+    internal = np.linspace(0.01, 0.99, 3 * n).reshape(n, 3)  # nearly empty to full: infeasible rows included
+    proposals = rng.uniform(-1.0, 1.0, size=(n, 2))
+    for name in ("qp", "search"):
+        core = ShieldCore(env_cfg, ShieldConfig(filter=name))  # type: ignore[arg-type]
+        for step, batch in enumerate((n, 1)):
+            core.step(step, pos[:batch], internal[:batch], proposals[:batch], 0.0)
+            core.step(step, pos[:batch], internal[:batch], proposals[:batch], 0.0, uncertainty=internal[:batch] / 10)
+        core.step(2, pos, internal, proposals, float("inf"))  # stale: the fallback for every arena
+    rows = core.barriers.constraints(pos, internal)
+    _features_batch(rows.A, rows.b, proposals)
+    _polish_batch(rows.A, rows.b, proposals, proposals.astype(np.float32), 3, 1e-6)
 
 
 def _checked(
