@@ -79,10 +79,15 @@ class SafeAction(Message):
     margin_before: np.ndarray  # (N,) float32, smallest barrier margin of the proposal
     margin_after: np.ndarray  # (N,) float32, smallest barrier margin of the executed action
     policy_version: int = 0
+    proposed: np.ndarray | None = None  # (N, A) float32, the proposal answered (in the box, non-finite as 0)
 
     def __post_init__(self) -> None:
         check_array(self.actions, "actions", dtype=F32, ndim=2)
         n = self.actions.shape[0]
+        if self.proposed is not None:
+            check_array(self.proposed, "proposed", dtype=F32, ndim=2, rows=n)
+            if self.proposed.shape != self.actions.shape:
+                raise FieldError("proposed", f"shape {self.proposed.shape} differs from actions {self.actions.shape}")
         check_array(self.mode, "mode", dtype="uint8", ndim=1, rows=n)
         if (self.mode > MODE_FALLBACK).any():
             raise FieldError("mode", f"values must be 0..{MODE_FALLBACK}")

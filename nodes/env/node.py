@@ -27,6 +27,7 @@ import numpy as np
 from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig
 from persist_rt import Node, Param
 from persist_rt.checkpoint import atomic_write_bytes
+from persist_rt.qos import LOCKSTEP
 from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
 
@@ -92,6 +93,8 @@ class EnvNode(Node):
     publish_transitions = Param(True, "publish the replay stream")
     intervention_penalty = Param(0.0, "reward subtracted when the shield changed the action: a shielded "
                                  "agent otherwise never learns what the shield kept from it", ge=0)
+    learn_from_proposals = Param(False, "where the shield changed the action, the replay stream carries the "
+                                 "agent's proposal instead of the executed action, so the penalty lands on it")
 
     fallback: str
     act_dim: int  # action dimension on the wire, set by build_sim
@@ -149,9 +152,11 @@ class EnvNode(Node):
         self.setup()
         self.build_sim(self.num_envs)
         self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
-        self.transitions_pub = self.publisher("env/transitions", TransitionBatch, reliable=True, buffer=64)
+        # the replay stream goes out in batches: its consumers wake once per batch instead of once per step
+        self.transitions_pub = self.publisher("env/transitions", TransitionBatch, reliable=True, buffer=64,
+                                              coalesce=8)
         self.episodes_pub = self.publisher("env/episodes", EpisodeEvents)
-        self.subscribe("action/safe", SafeAction, self.on_safe_action, qos="reliable(4)")
+        self.subscribe("action/safe", SafeAction, self.on_safe_action, qos=LOCKSTEP)
         self.step_id = 0
         self.waiting_since = 0.0
         self.started = False
@@ -277,12 +282,18 @@ class EnvNode(Node):
             result.reward -= self.intervention_penalty * (safe.mode != MODE_PASS)
         self.ep_return += result.reward
         self.ep_task_return += result.reward_task
+        self.record_episodes(result, counted, books)
+        step = self.step_id
+        self.step_id += 1
+        ongoing = not self.phase_over(books)
+        if ongoing:  # the next step starts now: the replay stream below overlaps the agent's and the shield's work
+            self.publish_obs()
         if self.phase in ("train", "run") and self.publish_transitions:
             self.transitions_pub.publish(
                 TransitionBatch(
-                    step=self.step_id,
+                    step=step,
                     obs=result.obs,
-                    actions=actions,
+                    actions=self.replay_actions(actions, safe, from_fallback),
                     reward=result.reward,
                     reward_task=result.reward_task,
                     reward_homeo=result.reward_homeo,
@@ -292,13 +303,20 @@ class EnvNode(Node):
                     internal=result.internal,
                     next_internal=result.next_internal,
                 ),
-                step=self.step_id,
+                step=step,
             )
-        self.record_episodes(result, counted, books)
-        self.step_id += 1
-        self.update_gauges(books)
-        if self.advance_phase(books):
+        if not ongoing and self.advance_phase():
             self.publish_obs()
+
+    def replay_actions(self, executed: np.ndarray, safe: SafeAction | None, from_fallback: np.ndarray) -> np.ndarray:
+        """The actions the replay stream carries: the executed ones, except (with `learn_from_proposals`) where
+        the shield changed the agent's proposal. There the proposal goes in, with the executed step's reward,
+        the intervention penalty and next state: the agent then learns that its own action was overridden,
+        instead of crediting the shield's action, and learns to propose safe actions itself."""
+        if not self.learn_from_proposals or safe is None or safe.proposed is None:
+            return executed
+        changed = (safe.mode != MODE_PASS) & ~from_fallback
+        return np.where(changed[:, None], safe.proposed, executed).astype(np.float32)
 
     def record_episodes(self, result: Outcome, counted: np.ndarray, books: Books) -> None:
         done = result.done & counted
@@ -336,9 +354,13 @@ class EnvNode(Node):
         if self.phase in EVAL_PHASES:
             self.alive[idx] = False
 
-    def update_gauges(self, books: Books) -> None:
+    def refresh(self) -> None:
+        self.update_gauges()
+
+    def update_gauges(self) -> None:
         train = self.books.get("train") or self.books.get("run")
-        assert train is not None
+        if train is None:
+            return
         self.gauge("progress.steps", train.env_steps)
         self.gauge("episodes", train.episodes)
         self.gauge("mean_survival", float(np.mean(self.recent)) if self.recent else 0.0)
@@ -352,14 +374,16 @@ class EnvNode(Node):
 
     # --- phases -----------------------------------------------------------------------------
 
-    def advance_phase(self, books: Books) -> bool:
-        """Move on when the current phase is over; False when the run is finished."""
-        if self.phase == "run":
-            return True
-        if self.phase == "train" and books.env_steps < self.total_steps:
-            return True
-        if self.phase in EVAL_PHASES and self.alive.any():
-            return True
+    def phase_over(self, books: Books) -> bool:
+        if self.phase == "train":
+            return books.env_steps >= self.total_steps
+        if self.phase in EVAL_PHASES:
+            return not self.alive.any()
+        return False  # "run" goes on until stopped
+
+    def advance_phase(self) -> bool:
+        """Move on from a phase that is over; False when the run is finished."""
+        self.update_gauges()  # the phase's final figures
         if self.train_wall_s is None:
             self.train_wall_s = time.monotonic() - self.t_start
             # let the learner consume the whole replay stream, so evaluation sees the trained policy
@@ -507,9 +531,10 @@ class GridLifeNode(EnvNode):
 
     def build_sim(self, num_envs: int) -> None:
         self.sim = GridLifeBatch(self.cfg, num_envs)
+        self.current_obs = np.zeros((num_envs, self.sim.obs_dim), np.float32)  # until reset_sim
 
     def reset_sim(self, seed: int) -> None:
-        self.sim.reset(seed)
+        self.current_obs = self.sim.reset(seed)
 
     @property
     def arenas(self) -> int:
@@ -531,7 +556,7 @@ class GridLifeNode(EnvNode):
         hidden = self.cfg.partial_observability
         return Observation(
             step=self.step_id,
-            obs=self.sim.observe(),
+            obs=self.current_obs,
             positions=self.sim.positions.astype(np.float32),
             internal=None if hidden else self.sim.internal.astype(np.float32),
             episode_step=np.asarray(self.sim.episode_steps, np.int64),
@@ -545,9 +570,12 @@ class GridLifeNode(EnvNode):
         ).astype(np.float32)
 
     def step_sim(self, actions: np.ndarray) -> Outcome:
-        obs_before = self.sim.observe()
+        # the observation of the state before the step is the one last published: computing it costs as much
+        # as a third of the step, so it is kept from reset/step instead of computed again
+        obs_before = self.current_obs
         internal_before = self.sim.internal.astype(np.float32)
         result = self.sim.step(actions)
+        self.current_obs = result.obs
         reward = (
             self.lambda_task * result.task_reward
             + self.lambda_homeo * result.homeo_reward

@@ -38,6 +38,7 @@ from nodes.shield.internal_model import LearnedInternalModel
 from nodes.shield.ood import EnergyOOD
 from nodes.shield.state import STATE_NAMES, state_matrix
 from persist_rt import Node, Param
+from persist_rt.qos import LOCKSTEP
 from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
 
 
@@ -88,8 +89,8 @@ class ShieldNode(Node):
         self.decided_step = -1
         self.safe_pub = self.publisher("action/safe", SafeAction, reliable=True)
         self.report_pub = self.publisher("shield/report", ShieldReport)
-        self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
-        self.subscribe("action/proposed", ProposedAction, self.on_proposal, qos="reliable(4)")
+        self.subscribe("env/obs", Observation, self.on_obs, qos=LOCKSTEP)
+        self.subscribe("action/proposed", ProposedAction, self.on_proposal, qos=LOCKSTEP)
         if self.use_estimate:
             self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")
         self.timer(min(0.02, self.proposal_deadline_s / 4), self.check_deadline)
@@ -162,17 +163,22 @@ class ShieldNode(Node):
         self.learn(obs.positions, internal, proposed)
         self.last_sent = (obs.step, obs.positions, internal, d.actions)
         constraint = [c or k or "" for c, k in zip(d.cause, d.constraint, strict=True)]
+        answered = None if stale else np.clip(np.nan_to_num(proposed, nan=0.0, posinf=0.0, neginf=0.0), -1, 1)
         self.safe_pub.publish(SafeAction(
             step=obs.step, actions=d.actions.astype(np.float32), mode=d.mode.astype(np.uint8),
             constraint=constraint, margin_before=d.margin_before.astype(np.float32),
-            margin_after=d.margin_after.astype(np.float32), policy_version=version), step=obs.step)
+            margin_after=d.margin_after.astype(np.float32), policy_version=version,
+            proposed=None if answered is None else answered.astype(np.float32)), step=obs.step)
         self.count("interventions", int((d.mode != PASS).sum()))
         if d.reports:
             self.report(obs.step, d.reports)
-        for cause in CAUSES:
-            self.gauge(f"degraded.{cause}", self.core.counts[f"degraded.{cause}"])
-        self.gauge("deadlocks_detected", self.core.counts["deadlocks_detected"])
+
+    def refresh(self) -> None:
+        """The core's counts as gauges and headline status, derived only when they are sent."""
         counts = self.core.counts
+        for cause in CAUSES:
+            self.gauge(f"degraded.{cause}", counts[f"degraded.{cause}"])
+        self.gauge("deadlocks_detected", counts["deadlocks_detected"])
         self.status = {"interventions": int(self.counters.get("interventions", 0)),
                        "backup": counts["gatekeeper.backup"],
                        **{f"degraded.{c}": counts[f"degraded.{c}"] for c in CAUSES if counts[f"degraded.{c}"]}}

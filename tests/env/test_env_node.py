@@ -1,0 +1,54 @@
+"""The env node's replay stream: what it tells the learner about the shield's interventions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from nodes.env.node import GridLifeNode
+from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_PASS, SafeAction
+from protocols.base import FieldError
+
+EXECUTED = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3], [0.4, 0.4]], np.float32)
+PROPOSED = np.array([[0.1, 0.1], [0.9, 0.9], [-0.5, 0.5], [1.0, -1.0]], np.float32)
+
+
+def safe_action(proposed: np.ndarray | None) -> SafeAction:
+    n = len(EXECUTED)
+    return SafeAction(step=0, actions=EXECUTED, mode=np.array([MODE_PASS, MODE_FILTERED, MODE_FALLBACK, MODE_FILTERED],
+                                                              np.uint8),
+                      constraint=["", "energy", "stale", "hazard_0"], margin_before=np.zeros(n, np.float32),
+                      margin_after=np.zeros(n, np.float32), proposed=proposed)
+
+
+@pytest.fixture
+def env() -> Iterator[GridLifeNode]:
+    node = GridLifeNode("env", params={"num_envs": 4, "total_steps": 10, "learn_from_proposals": True})
+    node.transition("inactive")
+    yield node
+    node.close()
+
+
+def test_the_replay_stream_carries_the_proposal_where_the_shield_changed_it(env: GridLifeNode) -> None:
+    env_fallback = np.array([False, False, False, True])  # arena 3: the env's own deadline fallback ran
+    replay = env.replay_actions(EXECUTED, safe_action(PROPOSED), env_fallback)
+    np.testing.assert_array_equal(replay[[0, 3]], EXECUTED[[0, 3]])  # passed unchanged; not the shield's doing
+    np.testing.assert_array_equal(replay[[1, 2]], PROPOSED[[1, 2]])  # filtered, shield fallback
+    assert replay.dtype == np.float32
+
+
+def test_without_a_proposal_or_with_the_option_off_the_executed_actions_go_in(env: GridLifeNode) -> None:
+    none = np.zeros(4, bool)
+    np.testing.assert_array_equal(env.replay_actions(EXECUTED, safe_action(None), none), EXECUTED)
+    np.testing.assert_array_equal(env.replay_actions(EXECUTED, None, none), EXECUTED)
+    env.learn_from_proposals = False
+    np.testing.assert_array_equal(env.replay_actions(EXECUTED, safe_action(PROPOSED), none), EXECUTED)
+
+
+def test_a_proposal_of_another_shape_is_refused_by_name() -> None:
+    with pytest.raises(FieldError, match="proposed"):
+        safe_action(PROPOSED[:3])
+    with pytest.raises(FieldError, match="proposed"):
+        safe_action(PROPOSED.astype(np.float64))
