@@ -430,7 +430,7 @@ def _polish_batch(A, b, proposals, guess, k, tol):  # type: ignore[no-untyped-de
             fx, fy = np.float64(ax), np.float64(ay)
             feasible = True
             for row in range(m):
-                if nx[row] * fx + ny[row] * fy - c[row] < -tol:
+                if not nx[row] * fx + ny[row] * fy - c[row] >= -tol:  # a NaN never counts as feasible
                     feasible = False
                     break
             dist = (fx - px) ** 2 + (fy - py) ** 2

@@ -179,4 +179,4 @@ def test_a_nan_proposal_never_comes_back_as_a_feasible_action(barriers: GridLife
     res = BarrierQP(barriers.n_rows).solve(rows.A, rows.b, np.array([[np.nan, 0.0], [0.0, np.nan]] * 2))
     assert np.isfinite(res.actions).all()
     assert np.all(res.actions[~res.feasible] == 0.0)
-    assert np.all((res.slack[res.feasible] >= -1e-6))
+    assert np.all(res.slack[res.feasible] >= -1e-6)
