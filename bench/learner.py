@@ -3,7 +3,7 @@
 Also times the agent's actor inference on both backends (numpy and torch) at batch 1 and 64, which
 decides ``nodes.sac.inference.DEFAULT_BACKEND``. Prints one JSON line. Baseline in the same run:
 a plain numpy copy of the same transition batches into preallocated arrays (the memory-bound limit
-of ingest). GridLife-sized problem: obs 24, action 2, hidden 256x256, batch 256.
+of ingest). GridLife-sized problem: GridLife's observation (25), action 2, hidden 256x256, batch 256.
 
     .venv/bin/python bench/learner.py [--seconds 3] [--threads N]
 """
@@ -19,11 +19,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from nodes.env.gridlife import GridLifeConfig, obs_names
 from nodes.sac.inference import DEFAULT_BACKEND, NumpyActor, TorchActor
 from nodes.sac.replay import ReplayBuffer
 from nodes.sac.sac import SAC, SACConfig
 
-OBS_DIM, ACT_DIM, HIDDEN, BATCH = 24, 2, (256, 256), 256
+OBS_DIM, ACT_DIM, HIDDEN, BATCH = len(obs_names(GridLifeConfig())), 2, (256, 256), 256
 INGEST_BATCH = 64  # one env message of 64 arenas
 CAPACITY = 200_000
 
