@@ -34,6 +34,7 @@ class LearnerNode(Node):
     learning_starts = Param(2000, "transitions before the first update", ge=0)
     replay_capacity = Param(200_000, "replay buffer size in transitions", ge=1, read_only=True)
     publish_period = Param(50, "publish actor weights every K updates", ge=1)
+    policy_average = Param(0.0, "> 0: publish a running (Polyak) average of the actor with this rate", ge=0, le=1)
     checkpoint_every_s = Param(60.0, "checkpoint cadence in seconds (0: only at shutdown)", ge=0)
     threads = Param(1, "torch CPU threads", ge=1)
     stage_rows = Param(64, "transitions gathered before they go into the replay buffer in one write "
@@ -70,7 +71,8 @@ class LearnerNode(Node):
         config = SACConfig(gamma=self.gamma, actor_lr=self.actor_lr, critic_lr=self.critic_lr,
                            batch_size=self.batch_size, hidden=tuple(self.hidden), utd_ratio=self.utd_ratio,
                            publish_period=self.publish_period, learning_starts=self.learning_starts,
-                           replay_capacity=self.replay_capacity, device=self.device, seed=self.seed)
+                           replay_capacity=self.replay_capacity, device=self.device, seed=self.seed,
+                           policy_average=self.policy_average)
         self.sac = SAC(obs_dim, act_dim, config)
         self.replay = ReplayBuffer(self.replay_capacity, obs_dim, act_dim, self.sac.device)
         self.log.info("learner_ready", device=str(self.sac.device), obs_dim=obs_dim, act_dim=act_dim)

@@ -47,6 +47,7 @@ class SACConfig:
     target_entropy: float | None = None  # None: -act_dim
     utd_ratio: float = 1.0  # gradient updates per transition received
     publish_period: int = 100  # K: publish actor weights every K updates
+    policy_average: float = 0.0  # > 0: the policy handed out is a Polyak average of the actor with this rate
     learning_starts: int = 1_000  # transitions before the first update
     replay_capacity: int = 200_000
     device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda" | "cuda:N"
@@ -60,6 +61,8 @@ class SACConfig:
             raise bad("gamma", "must be in [0, 1)")
         if not 0.0 < self.tau <= 1.0:
             raise bad("tau", "must be in (0, 1]")
+        if not (isinstance(self.policy_average, int | float) and 0.0 <= self.policy_average <= 1.0):
+            raise bad("policy_average", "must be in [0, 1]")
         for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha", "utd_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -126,6 +129,9 @@ class SAC:
             self.actor = Actor(self.actor_spec).to(self.device)
             self.critic = TwinQ(obs_dim, act_dim, cfg.hidden, cfg.activation).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # the acting policy can trail the actor as a running average, so that a published snapshot carries
+        # less of the last few updates' noise
+        self.actor_average = copy.deepcopy(self.actor).requires_grad_(False) if cfg.policy_average > 0 else None
         # Shape (1,) rather than 0-d: checkpoint files store no 0-d tensors.
         log_alpha = torch.full((1,), math.log(cfg.initial_alpha), device=self.device)
         self.log_alpha = log_alpha.requires_grad_(cfg.autotune_alpha)
@@ -176,6 +182,9 @@ class SAC:
         with torch.no_grad():
             for param, target in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
                 target.lerp_(param, cfg.tau)
+            if self.actor_average is not None:
+                for param, average in zip(self.actor.parameters(), self.actor_average.parameters(), strict=True):
+                    average.lerp_(param, cfg.policy_average)
         self.num_updates += 1
 
         stats = torch.stack(
@@ -202,14 +211,19 @@ class SAC:
         return self.num_updates > 0 and self.num_updates % self.config.publish_period == 0
 
     def policy(self, version: int | None = None) -> Policy:
-        """The current actor as a validated ``Policy`` (version defaults to the update count)."""
-        tensors = state_dict_to_numpy(self.actor.state_dict())
+        """The acting policy as a validated ``Policy`` (version defaults to the update count): the actor, or its
+        running average when ``policy_average`` > 0."""
+        acting = self.actor if self.actor_average is None else self.actor_average
+        tensors = state_dict_to_numpy(acting.state_dict())
         return Policy(self.actor_spec, tensors, self.num_updates if version is None else version, "learner")
 
     # --- checkpoints ------------------------------------------------------------------------
 
     def _networks(self) -> dict[str, torch.nn.Module]:
-        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}
+        networks = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}
+        if self.actor_average is not None:
+            networks["actor_average"] = self.actor_average
+        return networks
 
     def _optimizer_params(self, name: str) -> list[torch.Tensor]:
         return [p for group in self.optimizers[name].param_groups for p in group["params"]]

@@ -43,6 +43,24 @@ def test_entropy_tuning_moves_alpha_towards_the_target(
     assert (sac.alpha - alpha0) * direction > 0.0, (alpha0, sac.alpha)
 
 
+def test_the_averaged_policy_trails_the_actor_and_survives_a_checkpoint(filled_replay: ReplayBuffer, tmp_path) -> None:
+    sac = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(SMALL, policy_average=0.2))
+    assert sac.actor_average is not None
+    sac.update(filled_replay.sample(128, sac.generator))
+    before = [p.detach().clone() for p in sac.actor_average.parameters()]
+    sac.update(filled_replay.sample(128, sac.generator))
+    for old, actor, new in zip(before, sac.actor.parameters(), sac.actor_average.parameters(), strict=True):
+        torch.testing.assert_close(new, old + 0.2 * (actor.detach() - old), rtol=0, atol=1e-6)
+    published = sac.policy().tensors
+    averaged = {k: v.numpy() for k, v in sac.actor_average.state_dict().items()}
+    assert all(np.array_equal(published[k], averaged[k]) for k in averaged)
+    assert not all(np.array_equal(published[k], v.numpy()) for k, v in sac.actor.state_dict().items())
+    resumed = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(SMALL, policy_average=0.2, seed=7))
+    resumed.resume(sac.checkpoint(tmp_path / "learner.safetensors"))
+    for a, b in zip(sac.actor_average.parameters(), resumed.actor_average.parameters(), strict=True):  # type: ignore[union-attr]
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_fixed_alpha_stays_fixed(filled_replay: ReplayBuffer) -> None:
     sac = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(SMALL, autotune_alpha=False, initial_alpha=0.3))
     stats = sac.update(filled_replay.sample(128, sac.generator))
