@@ -158,18 +158,6 @@ class GridLifeBarriers:
         _values_batch(p, q, out, *self.kernel_tables)
         return out.reshape(*shape, self.n_rows)
 
-    def cbf_slack(
-        self, pos: np.ndarray, internal: np.ndarray, pos_next: np.ndarray, internal_next: np.ndarray
-    ) -> np.ndarray:
-        """h(x') - (1 - gamma) h(x) per barrier (..., R): >= 0 where the CBF condition holds."""
-        return self.values(pos_next, internal_next) - (1.0 - self.gamma) * self.values(pos, internal)
-
-    def station_gap(self, pos: np.ndarray, kind: str) -> np.ndarray:
-        """min_j |p - s_j| - rho_j over the stations of one kind (<= 0: the next step is surely inside)."""
-        centres, _ = self.stations[kind]
-        dist = np.linalg.norm(np.asarray(pos, dtype=np.float64)[..., None, :] - centres, axis=-1)
-        return (dist - self.deep_radius[kind]).min(axis=-1)
-
     # ------------------------------------------------------------------------------------- constraints
 
     def constraints(self, pos: np.ndarray, internal: np.ndarray) -> BarrierRows:

@@ -107,6 +107,7 @@ class ShieldDecision:
     margin_before: np.ndarray  # (B,) smallest slack at the proposal, barrier units (nan if not evaluated)
     margin_after: np.ndarray  # (B,) smallest slack at the safe action
     reports: list[dict[str, Any]]
+    proposed: np.ndarray  # (B, 2) the proposals as answered: clipped to the box, non-finite values as 0
 
 
 def intervention_reports(
@@ -289,6 +290,7 @@ class ShieldCore:
             margin_before=before,
             margin_after=after,
             reports=[],
+            proposed=prop,
         )
         decision.reports = intervention_reports(decision, step, np.flatnonzero(mode != PASS), prop)
         return decision

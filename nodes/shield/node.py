@@ -163,12 +163,11 @@ class ShieldNode(Node):
         self.learn(obs.positions, internal, proposed)
         self.last_sent = (obs.step, obs.positions, internal, d.actions)
         constraint = [c or k or "" for c, k in zip(d.cause, d.constraint, strict=True)]
-        answered = None if stale else np.clip(np.nan_to_num(proposed, nan=0.0, posinf=0.0, neginf=0.0), -1, 1)
         self.safe_pub.publish(SafeAction(
             step=obs.step, actions=d.actions.astype(np.float32), mode=d.mode.astype(np.uint8),
             constraint=constraint, margin_before=d.margin_before.astype(np.float32),
             margin_after=d.margin_after.astype(np.float32), policy_version=version,
-            proposed=None if answered is None else answered.astype(np.float32)), step=obs.step)
+            proposed=None if stale else d.proposed.astype(np.float32)), step=obs.step)
         self.count("interventions", int((d.mode != PASS).sum()))
         if d.reports:
             self.report(obs.step, d.reports)

@@ -223,15 +223,6 @@ def _feasible_one(A, b, tol):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _feasible(A, b, idx, tol):  # type: ignore[no-untyped-def]
-    """_feasible_one for the arenas in idx."""
-    out = np.zeros(idx.shape[0], dtype=np.bool_)
-    for k in range(idx.shape[0]):
-        out[k] = _feasible_one(A[idx[k]], b[idx[k]], tol)
-    return out
-
-
-@numba.njit(cache=True)
 def _row_slack_into(A, b, ax, ay, slack, tol):  # type: ignore[no-untyped-def]
     """slack = A a - b for one arena; True when every row holds to tol (a NaN slack never holds)."""
     holds = True
