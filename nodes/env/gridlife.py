@@ -320,18 +320,23 @@ def _tables(layout: GridLifeLayout) -> tuple[np.ndarray, ...]:
 
 
 def margins(
-    pos: np.ndarray, internal: np.ndarray, cfg: GridLifeConfig, layout: GridLifeLayout | None = None
+    pos: np.ndarray,
+    internal: np.ndarray,
+    cfg: GridLifeConfig,
+    layout: GridLifeLayout | None = None,
+    hazard: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Named viability margins: energy = E, temperature = 1 - T, integrity = I, hazard = min_k |p-c_k| - r_k.
 
-    The state is viable when energy, temperature and integrity are > 0 and hazard is >= 0.
+    The state is viable when energy, temperature and integrity are > 0 and hazard is >= 0. `hazard` may come
+    precomputed (kernels.step_batch gives it with the step).
     """
     layout = build_layout(cfg) if layout is None else layout
     h = np.asarray(internal, dtype=np.float64)
     pos = np.asarray(pos, dtype=np.float64)
-    if len(layout.hazard_radii):
+    if hazard is None and len(layout.hazard_radii):
         hazard = edge_distance(pos, layout.hazard_centres, layout.hazard_radii).min(axis=-1)
-    else:  # no hazards: the margin is bounded by the arena diagonal so it stays finite
+    elif hazard is None:  # no hazards: the margin is bounded by the arena diagonal so it stays finite
         hazard = np.full(pos.shape[:-1], cfg.arena_size * math.sqrt(2.0))
     return {"energy": h[..., 0], "temperature": 1.0 - h[..., 1], "integrity": h[..., 2], "hazard": hazard}
 
@@ -502,25 +507,26 @@ class GridLifeBatch:
         action = self._checked_actions(actions)
         cfg = self.cfg
         internal = self._internal
-        pos_next = next_position(self._pos, action, cfg)
-        # the kernel itself: the state arrays already have the (N, .) layout internal_step arranges
-        internal_next = kernels.internal_batch(internal, pos_next, action, self._params, *self._tables)
+        pos_next, internal_next, hits, hazard = kernels.step_batch(
+            self._pos, internal, action, self._tokens, cfg.token_radius, self._params, *self._tables)
         homeo_reward = self.homeostat.reward(internal, internal_next)
-        task_reward = self._collect_tokens(pos_next)
+        task_reward = self._collect_tokens(hits)
         # the simulator state gets its own copies: auto-reset below rewrites it in place
         self._pos = pos_next.copy()
         self._velocity = cfg.vmax * action
         self._internal = internal_next.copy()
         self._steps = self._steps + 1
-        margin = margins(pos_next, internal_next, cfg, self.layout)
+        margin = margins(pos_next, internal_next, cfg, self.layout, hazard=hazard)
         terminated = is_dead(margin)
         truncated = ~terminated & (self._steps >= cfg.episode_cap)
         next_obs = self.observe()
         episode_steps = self._steps.copy()
         done = terminated | truncated
-        for i in np.flatnonzero(done):
-            self._reset_arena(int(i))
-        obs = self.observe() if done.any() else next_obs
+        ended = done.any()
+        if ended:
+            for i in np.flatnonzero(done):
+                self._reset_arena(int(i))
+        obs = self.observe() if ended else next_obs
         return StepBatch(
             obs=obs,
             next_obs=next_obs,
@@ -540,26 +546,24 @@ class GridLifeBatch:
         a = np.asarray(actions)
         if a.shape != (self.num_envs, 2):
             raise ValueError(f"actions: expected shape ({self.num_envs}, 2), got {a.shape}")
-        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        if a.dtype.kind not in "fiu":
             raise ValueError(f"actions: expected real numbers, got dtype {a.dtype}")
         a = a.astype(np.float64)
-        finite = np.isfinite(a).all(axis=1)
-        if not finite.all():
-            i = int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is not finite")
-        in_range = (np.abs(a) <= 1.0).all(axis=1)
-        if not in_range.all():
-            i = int(np.flatnonzero(~in_range)[0])
-            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is outside [-1, 1]")
+        if not (np.abs(a) <= 1.0).all():  # one pass for the common case: NaN and inf fail it too
+            finite = np.isfinite(a).all(axis=1)
+            bad = np.flatnonzero(~finite) if not finite.all() else np.flatnonzero(~(np.abs(a) <= 1.0).all(axis=1))
+            i = int(bad[0])
+            reason = "is not finite" if not finite.all() else "is outside [-1, 1]"
+            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} {reason}")
         return a
 
-    def _collect_tokens(self, pos_next: np.ndarray) -> np.ndarray:
-        if self.cfg.n_tokens == 0:
+    def _collect_tokens(self, hits: np.ndarray) -> np.ndarray:
+        """Reward the tokens reached (an (N, K) mask) and put each one back somewhere free."""
+        if not hits.any():
             return np.zeros(self.num_envs)
-        hit = np.linalg.norm(self._tokens - pos_next[:, None, :], axis=-1) <= self.cfg.token_radius
-        for i, k in zip(*np.nonzero(hit), strict=True):
+        for i, k in zip(*np.nonzero(hits), strict=True):
             self._tokens[i, k] = self._free_positions(self._rngs[i], 1, avoid_stations=True)[0]
-        return hit.sum(axis=1) * self.cfg.token_reward
+        return hits.sum(axis=1) * self.cfg.token_reward
 
     def _reset_arena(self, i: int) -> None:
         cfg, rng = self.cfg, self._rngs[i]

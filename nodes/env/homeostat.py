@@ -5,11 +5,15 @@ Two drive forms over internal state h with setpoints h* and weights w >= 0:
     quadratic:        D(h) = sum_i w_i (h*_i - h_i)^2
 The homeostatic reward is drive reduction, r_homeo = D(h_t) - D(h_{t+1}), so undiscounted
 homeostatic returns telescope to D(h_0) - D(h_T).  Every function is vectorised over leading axes.
+The drive is compiled: the env computes it twice per step, where numpy's per-call overhead would
+cost many times the arithmetic.
 """
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numba
 import numpy as np
 
 DriveForm = Literal["keramati_gutkin", "quadratic"]
@@ -53,18 +57,26 @@ class Homeostat:
 
     def drive(self, internal: np.ndarray) -> np.ndarray:
         """D(h) for h of shape (..., dim); returns shape (...)."""
-        h = np.asarray(internal, dtype=np.float64)
-        if h.shape[-1:] != (self.dim,):
-            raise ValueError(f"internal: expected last axis of size {self.dim}, got shape {h.shape}")
-        deviation = np.abs(self.setpoints - h)
-        if self.form == "quadratic":
-            return np.sum(self.weights * deviation**2, axis=-1)
-        return np.sum(self.weights * deviation**self.n, axis=-1) ** (1.0 / self.m)
+        out = _drive_rows(self._rows(internal, "internal"), self.setpoints, self.weights, self.form == "quadratic",
+                          self.n, self.m)
+        return out.reshape(np.shape(internal)[:-1])[()]
 
     def reward(self, internal: np.ndarray, internal_next: np.ndarray) -> np.ndarray:
         """Drive-reduction reward r_homeo = D(h_t) - D(h_{t+1})."""
-        before, after = self.drive(np.stack([internal, internal_next]))  # one pass: this runs every env step
-        return before - after
+        before, after = self._rows(internal, "internal"), self._rows(internal_next, "internal_next")
+        if np.shape(internal) != np.shape(internal_next):
+            raise ValueError(f"internal_next: expected shape {np.shape(internal)}, got {np.shape(internal_next)}")
+        quadratic = self.form == "quadratic"
+        out = _reward_rows(before, after, self.setpoints, self.weights, quadratic, self.n, self.m)
+        return out.reshape(np.shape(internal)[:-1])[()]
+
+    def _rows(self, internal: np.ndarray, name: str) -> np.ndarray:
+        h = internal if type(internal) is np.ndarray and internal.dtype == np.float64 else \
+            np.asarray(internal, dtype=np.float64)
+        dim = self.setpoints.shape[0]
+        if h.shape[-1:] != (dim,):
+            raise ValueError(f"{name}: expected last axis of size {dim}, got shape {h.shape}")
+        return h if h.ndim == 2 and h.flags.c_contiguous else np.ascontiguousarray(h).reshape(-1, dim)
 
 
 def total_reward(
@@ -76,6 +88,45 @@ def total_reward(
 ) -> np.ndarray:
     """r_total = r_task + lambda_h * r_homeo + lambda_i * r_intr (r_intr: intrinsic terms, 0 until used)."""
     return np.asarray(r_task) + lambda_h * np.asarray(r_homeo) + lambda_i * np.asarray(r_intr)
+
+
+@numba.njit(cache=True)
+def _power(x, p):  # type: ignore[no-untyped-def]
+    """x ** p as numpy computes it (exact square and square root for p = 2 and 0.5), so compiled and numpy
+    drives agree to the bit."""
+    if p == 2.0:
+        return x * x
+    if p == 0.5:
+        return math.sqrt(x)
+    if p == 1.0:
+        return x
+    return x**p
+
+
+@numba.njit(cache=True)
+def _drive_one(h, a, setpoints, weights, quadratic, n, m):  # type: ignore[no-untyped-def]
+    total = 0.0
+    for i in range(setpoints.shape[0]):
+        deviation = abs(setpoints[i] - h[a, i])
+        total += weights[i] * (deviation * deviation if quadratic else _power(deviation, n))
+    return total if quadratic else _power(total, 1.0 / m)
+
+
+@numba.njit(cache=True)
+def _drive_rows(h, setpoints, weights, quadratic, n, m):  # type: ignore[no-untyped-def]
+    out = np.empty(h.shape[0])
+    for a in range(h.shape[0]):
+        out[a] = _drive_one(h, a, setpoints, weights, quadratic, n, m)
+    return out
+
+
+@numba.njit(cache=True)
+def _reward_rows(h, h_next, setpoints, weights, quadratic, n, m):  # type: ignore[no-untyped-def]
+    out = np.empty(h.shape[0])
+    for a in range(h.shape[0]):
+        out[a] = _drive_one(h, a, setpoints, weights, quadratic, n, m) - \
+            _drive_one(h_next, a, setpoints, weights, quadratic, n, m)
+    return out
 
 
 def _finite_vector(name: str, values: Sequence[float]) -> np.ndarray:

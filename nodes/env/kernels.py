@@ -148,3 +148,32 @@ def observe_batch(pos, velocity, h, tokens, with_internal, low, high, P, sc, sr,
         for k in range(dim):
             out[a, k] = min(max(row[k], low[k]), high[k])
     return out
+
+
+@numba.njit(cache=True)
+def step_batch(pos, h, actions, tokens, token_radius, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
+    """`transition` for N arenas, plus what the step's books need of the new position: which tokens it
+    reached, |p' - token| <= token_radius as an (N, K) mask, and the hazard margin min_k |p' - c_k| - r_k
+    (L * sqrt(2) without hazards, so that it stays finite)."""
+    n = pos.shape[0]
+    pos_next = np.empty_like(pos)
+    h_next = np.empty_like(h)
+    hits = np.zeros((n, tokens.shape[1]), dtype=np.bool_)
+    hazard = np.empty(n)
+    for a in range(n):
+        nx, ny, e2, t2, i2 = transition(pos[a, 0], pos[a, 1], h[a, 0], h[a, 1], h[a, 2], actions[a, 0],
+                                        actions[a, 1], P, sc, sr, sk, hc, hr, zc, zr)  # fmt: skip
+        pos_next[a, 0], pos_next[a, 1] = nx, ny
+        h_next[a, 0], h_next[a, 1], h_next[a, 2] = e2, t2, i2
+        for k in range(tokens.shape[1]):
+            dx = tokens[a, k, 0] - nx
+            dy = tokens[a, k, 1] - ny
+            hits[a, k] = math.sqrt(dx * dx + dy * dy) <= token_radius
+        margin = P[E_L] * FAR
+        for k in range(hr.shape[0]):
+            dx = nx - hc[k, 0]
+            dy = ny - hc[k, 1]
+            d = math.sqrt(dx * dx + dy * dy) - hr[k]
+            margin = d if k == 0 else min(margin, d)
+        hazard[a] = margin
+    return pos_next, h_next, hits, hazard

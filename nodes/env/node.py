@@ -50,6 +50,7 @@ class Books:
     returns: list[float] = field(default_factory=list)
     task_returns: list[float] = field(default_factory=list)
     died: list[bool] = field(default_factory=list)
+    deaths: dict[str, int] = field(default_factory=dict)  # cause (the broken constraints) -> episodes
     drives: list[float] = field(default_factory=list)
     interventions_per_step: list[int] = field(default_factory=list)
 
@@ -331,6 +332,8 @@ class EnvNode(Node):
             books.returns.append(float(self.ep_return[i]))
             books.task_returns.append(float(self.ep_task_return[i]))
             books.died.append(bool(result.terminated[i]))
+            if causes[j]:
+                books.deaths[causes[j]] = books.deaths.get(causes[j], 0) + 1
             if drive is not None:
                 books.drives.append(float(drive[j]))
             if self.phase in ("train", "run"):  # the progress gauges follow training, not evaluation
@@ -714,7 +717,8 @@ def _mean(values: list[float] | list[int]) -> float:
 def _episode_section(books: Books, **extra: float) -> dict[str, Any]:
     """An evaluation's summary: what every evaluation reports, plus its own figures."""
     return {"episodes": books.episodes, "mean_survival_steps": _mean(books.lengths),
-            "mean_return": _mean(books.returns), "violations": books.violations_executed, **extra}
+            "mean_return": _mean(books.returns), "violations": books.violations_executed,
+            "deaths": dict(sorted(books.deaths.items())), **extra}
 
 
 def _survival(books: Books) -> float:

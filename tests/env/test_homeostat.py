@@ -75,3 +75,25 @@ def test_bad_homeostat_parameters_are_refused(kwargs, message) -> None:
 def test_wrong_internal_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="internal"):
         Homeostat(SETPOINTS).drive(np.zeros((4, 2)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=states, h_next=states, form=forms, w=weights)
+def test_compiled_drive_matches_the_formula_to_the_bit_at_the_default_exponents(h, h_next, form, w) -> None:
+    homeostat = Homeostat(SETPOINTS, w, form=form)  # n = m = 2, the env's defaults
+    h_next = np.resize(h_next, h.shape)
+
+    def formula(x: np.ndarray) -> np.ndarray:
+        deviation = np.abs(np.array(SETPOINTS) - x)
+        if form == "quadratic":
+            return np.sum(np.array(w) * deviation**2, axis=-1)
+        return np.sum(np.array(w) * deviation**2.0, axis=-1) ** 0.5
+
+    assert np.array_equal(homeostat.drive(h), formula(h))
+    assert np.array_equal(homeostat.reward(h, h_next), formula(h) - formula(h_next))
+    assert homeostat.drive(h.reshape(-1, 1, 3)).shape == (h.shape[0], 1)
+
+
+def test_reward_refuses_states_of_different_shapes() -> None:
+    with pytest.raises(ValueError, match="internal_next: expected shape"):
+        Homeostat(SETPOINTS).reward(np.zeros((4, 3)), np.zeros((3, 3)))

@@ -13,9 +13,10 @@ SUMMARY_KEYS = {"run_id", "seed", "wall_s", "env_steps", "episodes", "episode_ca
 SECTION_KEYS = {
     "train": {"violations_executed", "shield_interventions", "fallback_steps", "executed_steps",
               "mean_survival_steps", "intervention_rate_first_10pct", "intervention_rate_last_10pct"},
-    "eval": {"episodes", "mean_survival_steps", "survival_rate", "mean_return", "mean_drive", "violations"},
+    "eval": {"episodes", "mean_survival_steps", "survival_rate", "mean_return", "mean_drive", "violations",
+             "deaths"},
     "eval_shielded": {"episodes", "mean_survival_steps", "mean_return", "interventions_per_step", "violations"},
-    "baseline_random": {"mean_survival_steps", "survival_rate", "mean_return"},
+    "baseline_random": {"mean_survival_steps", "survival_rate", "mean_return", "deaths"},
 }
 REPORT_KEYS = {"step", "arena", "mode", "cause", "constraint", "margin_before", "margin_after", "proposed", "safe"}
 STEPS = 2000
@@ -35,6 +36,9 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     train = summary["train"]
     assert train["executed_steps"] + train["fallback_steps"] == summary["env_steps"]
     assert summary["eval"]["episodes"] == summary["eval_shielded"]["episodes"] == 2
+    for section in ("eval", "baseline_random", "eval_shielded"):  # every death named by what it broke
+        books = summary[section]
+        assert sum(books["deaths"].values()) == round(books["episodes"] * (1 - books.get("survival_rate", 1)))
 
     # transitions reached the learner, and its weights came back to the agent
     history = load_history(run.run_dir / "metrics.jsonl")
