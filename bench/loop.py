@@ -4,9 +4,19 @@
 loop, learner present but never updating (huge `learning_starts`), so the figure measures the transport
 loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summary.json (training phase
 only, start-up excluded). `inproc_N`: the same env + numpy actor + ShieldCore computations in this
-process with no transport, the limit the graph can approach. Prints one JSON line.
+process with no transport, the limit the graph can approach.
 
-    .venv/bin/python bench/loop.py [--steps-1 5000] [--steps-64 200000] [--inproc-seconds 4]
+Where a 1-arena graph step goes, measured in the same run (bench/loop_floor.py): `transport_only_1` is the
+same lockstep topology and messages (env/obs to agent and shield, action/proposed, action/safe) through
+PERSIST's runtime, three `persist_rt.Node` processes whose callbacks only answer: transport and node runtime
+with no work. `raw_zmq_1` is that topology in plain pyzmq (three processes blocking in `zmq.Poller`,
+PUB/SUB and PUSH/PULL on loopback TCP, messages of the same sizes): ZeroMQ's own floor from Python.
+`per_step_us` gives each 1-arena figure as microseconds per step, so that graph_1 - transport_only_1 is
+roughly the work (env step, actor, shield QP, bookkeeping) and transport_only_1 - raw_zmq_1 is PERSIST's
+runtime above ZeroMQ. `floor_runs` counts each floor's observations re-sent after its 1 s deadline: a
+floor figure is clean only with `resends_timed` 0. Prints one JSON line.
+
+    .venv/bin/python bench/loop.py [--steps-1 5000] [--steps-64 200000] [--inproc-seconds 4] [--floor-steps 5000]
 """
 
 from __future__ import annotations
@@ -27,12 +37,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.loop_floor import FloorConfig, raw_zmq_steps_per_s, transport_only_steps_per_s  # noqa: E402
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig  # noqa: E402
 from nodes.sac.inference import NumpyActor  # noqa: E402
 from nodes.sac.sac import SAC, SACConfig  # noqa: E402
 from nodes.shield.core import ShieldConfig, ShieldCore  # noqa: E402
 
 ARENAS = (1, 64)
+PER_STEP_FIGURES = ("graph_1", "transport_only_1", "raw_zmq_1", "inproc_1")
 PERSIST = REPO / ".venv" / "bin" / "persist"
 LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
 TARGET_GRAPH_1 = 1500.0  # steps/s at 1 arena
@@ -90,8 +102,10 @@ def main() -> None:
     parser.add_argument("--steps-64", type=int, default=200000, help="arena-steps of the 64-arena graph run")
     parser.add_argument("--inproc-seconds", type=float, default=4.0, help="measuring time per in-process loop")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per graph run")
+    parser.add_argument("--floor-steps", type=int, default=FloorConfig.steps,
+                        help="timed steps of each 1-arena floor (transport_only_1, raw_zmq_1)")
     args = parser.parse_args()
-    for name in ("steps_1", "steps_64"):
+    for name in ("steps_1", "steps_64", "floor_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be >= 1")
     if args.inproc_seconds <= 0:
@@ -99,18 +113,24 @@ def main() -> None:
 
     budget = {1: args.steps_1, 64: args.steps_64}
     graph = {n: graph_steps_per_s(n, budget[n], args.timeout) for n in ARENAS}
+    floor_cfg = FloorConfig(steps=args.floor_steps)
+    floors = {"transport_only_1": transport_only_steps_per_s(floor_cfg), "raw_zmq_1": raw_zmq_steps_per_s(floor_cfg)}
     inproc = {n: inproc_steps_per_s(n, args.inproc_seconds) for n in ARENAS}
-    steps_per_s = {f"graph_{n}": round(graph[n]["steps_per_s"], 1) for n in ARENAS}
-    steps_per_s.update({f"inproc_{n}": round(inproc[n], 1) for n in ARENAS})
+    exact = {f"graph_{n}": graph[n]["steps_per_s"] for n in ARENAS}
+    exact.update({f"inproc_{n}": inproc[n] for n in ARENAS})
+    exact.update({name: floor["steps_per_s"] for name, floor in floors.items()})
+    steps_per_s = {name: round(value, 1) for name, value in exact.items()}
     ratio = {f"graph_{n}_over_inproc_{n}": round(graph[n]["steps_per_s"] / inproc[n], 3) for n in ARENAS}
     result = {
         "steps_per_s": steps_per_s,
+        "per_step_us": {name: round(1e6 / exact[name], 1) for name in PER_STEP_FIGURES},
         "ratio": ratio,
         "targets": {
             "graph_1_ge_1500": graph[1]["steps_per_s"] >= TARGET_GRAPH_1,
             "graph_64_ge_half_inproc_64": graph[64]["steps_per_s"] >= TARGET_GRAPH_64_FRACTION * inproc[64],
         },
         "graph_runs": {f"graph_{n}": {k: v for k, v in graph[n].items() if k != "steps_per_s"} for n in ARENAS},
+        "floor_runs": {name: {k: v for k, v in floor.items() if k != "steps_per_s"} for name, floor in floors.items()},
         "shield_filter": "qp",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,11 @@ class EnvNode(Node):
         return 0
 
     @property
+    def train_episode_cap(self) -> int:
+        """The cap of training episodes (the learning curve's ceiling); the evaluation's cap unless shorter."""
+        return self.episode_cap
+
+    @property
     def sim_dt(self) -> float:
         return 1.0
 
@@ -151,6 +156,7 @@ class EnvNode(Node):
 
     def on_configure(self) -> None:
         self.setup()
+        self.phase = "train" if self.total_steps > 0 else "run"
         self.build_sim(self.num_envs)
         self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
         # the replay stream goes out in batches: its consumers wake once per batch instead of once per step
@@ -161,7 +167,6 @@ class EnvNode(Node):
         self.step_id = 0
         self.waiting_since = 0.0
         self.started = False
-        self.phase = "train" if self.total_steps > 0 else "run"
         self.books: dict[str, Books] = {self.phase: Books()}
         self.curve: list[tuple[int, int, float]] = []  # (env_steps, length, return) per ended episode
         self.recent: deque[int] = deque(maxlen=50)
@@ -263,10 +268,16 @@ class EnvNode(Node):
             from_fallback |= invalid
         result = self.step_sim(actions)
         self.last_action = actions
+        step = self.step_id
+        self.step_id += 1
 
         counted = self.alive if self.phase in EVAL_PHASES else np.ones(n, bool)
-        k = int(counted.sum())
-        books.env_steps += k
+        books.env_steps += int(counted.sum())
+        # in training the next step starts before the books: they, and the replay stream below, overlap the
+        # agent's and the shield's work (an evaluation's end depends on the episodes recorded below)
+        early = self.phase in ("train", "run") and not self.phase_over(books)
+        if early:
+            self.publish_obs()
         books.fallback_steps += int((from_fallback & counted).sum())
         books.executed_steps += int((~from_fallback & counted).sum())
         interventions = 0
@@ -277,17 +288,15 @@ class EnvNode(Node):
         violations = int((result.violation & counted).sum())
         if violations:
             books.violations_executed += violations
-            self.log.warning("violation_executed", step=self.step_id, arenas=int(violations), phase=self.phase)
+            self.log.warning("violation_executed", step=step, arenas=int(violations), phase=self.phase)
 
         if safe is not None and self.intervention_penalty:
             result.reward -= self.intervention_penalty * (safe.mode != MODE_PASS)
         self.ep_return += result.reward
         self.ep_task_return += result.reward_task
-        self.record_episodes(result, counted, books)
-        step = self.step_id
-        self.step_id += 1
-        ongoing = not self.phase_over(books)
-        if ongoing:  # the next step starts now: the replay stream below overlaps the agent's and the shield's work
+        self.record_episodes(result, counted, books, step)
+        ongoing = early or not self.phase_over(books)
+        if ongoing and not early:
             self.publish_obs()
         if self.phase in ("train", "run") and self.publish_transitions:
             self.transitions_pub.publish(
@@ -319,7 +328,7 @@ class EnvNode(Node):
         changed = (safe.mode != MODE_PASS) & ~from_fallback
         return np.where(changed[:, None], safe.proposed, executed).astype(np.float32)
 
-    def record_episodes(self, result: Outcome, counted: np.ndarray, books: Books) -> None:
+    def record_episodes(self, result: Outcome, counted: np.ndarray, books: Books, step: int) -> None:
         done = result.done & counted
         if not done.any():
             return
@@ -343,7 +352,7 @@ class EnvNode(Node):
                 self.curve.append((books.env_steps, int(result.episode_steps[i]), float(self.ep_return[i])))
         self.episodes_pub.publish(
             EpisodeEvents(
-                step=self.step_id,
+                step=step,
                 arena=idx.astype(np.int64),
                 length=result.episode_steps[idx].astype(np.int64),
                 ret=self.ep_return[idx].astype(np.float32),
@@ -490,8 +499,8 @@ class EnvNode(Node):
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
         a.plot(steps, lengths, ".", alpha=0.25)
         a.plot(steps[window - 1 :], smooth)
-        if self.episode_cap:
-            a.axhline(self.episode_cap, ls="--", c="grey")
+        if self.train_episode_cap:
+            a.axhline(self.train_episode_cap, ls="--", c="grey")
         a.set(xlabel="env steps", ylabel="episode length (survival)", title="survival")
         b.plot(steps, returns, ".", alpha=0.25)
         b.plot(steps[window - 1 :], smooth_ret)
@@ -524,6 +533,8 @@ class GridLifeNode(EnvNode):
     lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
     lambda_task = Param(1.0, "weight of the task reward", ge=0)
     death_penalty = Param(0.0, "reward added on death (negative)", le=0)
+    train_cap = Param(0, "training episodes end (truncated) after this many steps; 0: the config's episode_cap. "
+                         "More, shorter episodes start from more states; evaluation always runs the full cap", ge=0)
     estimator_node = Param("estimator", "under partial observability, also wait for this node ('' for none)")
 
     has_drive = True
@@ -533,7 +544,10 @@ class GridLifeNode(EnvNode):
         self.cfg = GridLifeConfig.from_params(self.config)
 
     def build_sim(self, num_envs: int) -> None:
-        self.sim = GridLifeBatch(self.cfg, num_envs)
+        cfg = self.cfg
+        if self.phase == "train" and self.train_cap:
+            cfg = replace(cfg, episode_cap=self.train_cap)
+        self.sim = GridLifeBatch(cfg, num_envs)
         self.current_obs = np.zeros((num_envs, self.sim.obs_dim), np.float32)  # until reset_sim
 
     def reset_sim(self, seed: int) -> None:
@@ -546,6 +560,10 @@ class GridLifeNode(EnvNode):
     @property
     def episode_cap(self) -> int:
         return self.cfg.episode_cap
+
+    @property
+    def train_episode_cap(self) -> int:
+        return self.train_cap or self.cfg.episode_cap
 
     @property
     def sim_dt(self) -> float:

@@ -115,6 +115,9 @@ def intervention_reports(
 ) -> list[dict[str, Any]]:
     """The JSON-ready explanations of these arenas' decisions (numbers converted in bulk: it runs every step)."""
 
+    if arenas.size == 0:
+        return []
+
     def num(x: float) -> float | None:
         return x if math.isfinite(x) else None
 
@@ -316,12 +319,16 @@ class ShieldCore:
         """Replace, in place, every action after which the backup cannot provably recover by the backup
         action; returns the mask of replaced arenas."""
         assert self.gatekeeper is not None
-        live = np.flatnonzero(~bad)
         backup = np.zeros(len(actions), dtype=bool)
-        if live.size == 0:
-            return backup
-        ok, _ = self.gatekeeper.certify(pos[live], h[live], actions[live])
-        rejected = live[~ok]
+        if bad.any():
+            live = np.flatnonzero(~bad)
+            if live.size == 0:
+                return backup
+            ok, _ = self.gatekeeper.certify(pos[live], h[live], actions[live])
+            rejected = live[~ok]
+        else:  # the common case: every arena, no copies
+            ok, _ = self.gatekeeper.certify(pos, h, actions)
+            rejected = np.flatnonzero(~ok)
         if rejected.size:
             fallback = self.gatekeeper.actions(pos[rejected], h[rejected])
             actions[rejected] = fallback

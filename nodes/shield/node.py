@@ -160,7 +160,6 @@ class ShieldNode(Node):
         age = float("inf") if stale else time.monotonic() - self.obs_wall
         self.learn_model(obs, internal)
         d = self.core.step(obs.step, obs.positions, internal, proposed, age, uncertainty=std)
-        self.learn(obs.positions, internal, proposed)
         self.last_sent = (obs.step, obs.positions, internal, d.actions)
         constraint = [c or k or "" for c, k in zip(d.cause, d.constraint, strict=True)]
         self.safe_pub.publish(SafeAction(
@@ -169,6 +168,7 @@ class ShieldNode(Node):
             margin_after=d.margin_after.astype(np.float32), policy_version=version,
             proposed=None if stale else d.proposed.astype(np.float32)), step=obs.step)
         self.count("interventions", int((d.mode != PASS).sum()))
+        self.learn(obs.positions, internal, proposed)  # after the publish: the env is not kept waiting
         if d.reports:
             self.report(obs.step, d.reports)
 

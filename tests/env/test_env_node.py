@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from nodes.env.gridlife import GridLifeConfig
 from nodes.env.node import GridLifeNode
 from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_PASS, SafeAction
 from protocols.base import FieldError
@@ -52,3 +53,20 @@ def test_a_proposal_of_another_shape_is_refused_by_name() -> None:
         safe_action(PROPOSED[:3])
     with pytest.raises(FieldError, match="proposed"):
         safe_action(PROPOSED.astype(np.float64))
+
+
+def test_training_episodes_end_at_train_cap_and_evaluation_runs_the_full_cap() -> None:
+    node = GridLifeNode("env", params={"num_envs": 2, "total_steps": 1000, "train_cap": 30, "eval_episodes": 2})
+    try:
+        node.transition("inactive")
+        node.reset_sim(0)
+        hold = np.zeros((2, 2), np.float32)  # standing still survives 30 steps from any start
+        ends = [node.step_sim(hold) for _ in range(30)]
+        assert not any(o.done.any() for o in ends[:29])
+        assert ends[29].truncated.all() and not ends[29].terminated.any()
+        assert node.train_episode_cap == 30 and node.episode_cap == GridLifeConfig().episode_cap
+        node.phase = "eval"  # what advance_phase does before it builds the evaluation arenas
+        node.build_sim(2)
+        assert node.sim.cfg.episode_cap == node.episode_cap
+    finally:
+        node.close()
