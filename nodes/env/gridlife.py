@@ -551,9 +551,10 @@ class GridLifeBatch:
         a = a.astype(np.float64)
         if not (np.abs(a) <= 1.0).all():  # one pass for the common case: NaN and inf fail it too
             finite = np.isfinite(a).all(axis=1)
-            bad = np.flatnonzero(~finite) if not finite.all() else np.flatnonzero(~(np.abs(a) <= 1.0).all(axis=1))
-            i = int(bad[0])
-            reason = "is not finite" if not finite.all() else "is outside [-1, 1]"
+            if not finite.all():
+                i, reason = int(np.flatnonzero(~finite)[0]), "is not finite"
+            else:
+                i, reason = int(np.flatnonzero((np.abs(a) > 1.0).any(axis=1))[0]), "is outside [-1, 1]"
             raise ValueError(f"actions: arena {i}: action {a[i].tolist()} {reason}")
         return a
 

@@ -142,7 +142,7 @@ class EnvNode(Node):
 
     @property
     def train_episode_cap(self) -> int:
-        """The cap of training episodes (the learning curve's ceiling); the evaluation's cap unless shorter."""
+        """The cap of training episodes (the learning curve's ceiling): the evaluation's, unless a kind sets its own."""
         return self.episode_cap
 
     @property
