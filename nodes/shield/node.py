@@ -178,6 +178,9 @@ class ShieldNode(Node):
         for cause in CAUSES:
             self.gauge(f"degraded.{cause}", counts[f"degraded.{cause}"])
         self.gauge("deadlocks_detected", counts["deadlocks_detected"])
+        # the backup replacing the filter's action, and the rare backup that no rollout could certify
+        self.gauge("gatekeeper.backup", counts["gatekeeper.backup"])
+        self.gauge("gatekeeper.uncertified", counts["gatekeeper.uncertified"])
         self.status = {"interventions": int(self.counters.get("interventions", 0)),
                        "backup": counts["gatekeeper.backup"],
                        **{f"degraded.{c}": counts[f"degraded.{c}"] for c in CAUSES if counts[f"degraded.{c}"]}}

@@ -45,6 +45,9 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     assert history[("learner", "transitions_seen")].v[-1] > 0
     assert history[("learner", "updates")].v[-1] > 0
     assert history[("agent", "policy_version")].v[-1] > 0
+    # the gatekeeper's counts are in the metric history; with every first state certified, none went uncertified
+    assert history[("shield", "gatekeeper.backup")].v[-1] >= 0
+    assert history[("shield", "gatekeeper.uncertified")].v[-1] == 0
     # written at shutdown; the stream's tail still in flight when the env finished may be missing
     _, meta = checkpoint.load(run.run_dir / "checkpoints" / "learner.safetensors")
     assert meta["format"] == "persist.sac" and 0 < meta["extra"]["transitions_seen"] <= STEPS
