@@ -85,9 +85,7 @@ class SafeAction(Message):
         check_array(self.actions, "actions", dtype=F32, ndim=2)
         n = self.actions.shape[0]
         if self.proposed is not None:
-            check_array(self.proposed, "proposed", dtype=F32, ndim=2, rows=n)
-            if self.proposed.shape != self.actions.shape:
-                raise FieldError("proposed", f"shape {self.proposed.shape} differs from actions {self.actions.shape}")
+            check_array(self.proposed, "proposed", dtype=F32, ndim=2, rows=n, cols=self.actions.shape[1])
         check_array(self.mode, "mode", dtype="uint8", ndim=1, rows=n)
         if (self.mode > MODE_FALLBACK).any():
             raise FieldError("mode", f"values must be 0..{MODE_FALLBACK}")

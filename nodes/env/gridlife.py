@@ -334,10 +334,9 @@ def margins(
     layout = build_layout(cfg) if layout is None else layout
     h = np.asarray(internal, dtype=np.float64)
     pos = np.asarray(pos, dtype=np.float64)
-    if hazard is None and len(layout.hazard_radii):
-        hazard = edge_distance(pos, layout.hazard_centres, layout.hazard_radii).min(axis=-1)
-    elif hazard is None:  # no hazards: the margin is bounded by the arena diagonal so it stays finite
-        hazard = np.full(pos.shape[:-1], cfg.arena_size * math.sqrt(2.0))
+    if hazard is None:  # without hazards the margin is the arena diagonal, so that it stays finite
+        hazard = edge_distance(pos, layout.hazard_centres, layout.hazard_radii).min(axis=-1) \
+            if len(layout.hazard_radii) else np.full(pos.shape[:-1], cfg.arena_size * math.sqrt(2.0))
     return {"energy": h[..., 0], "temperature": 1.0 - h[..., 1], "integrity": h[..., 2], "hazard": hazard}
 
 

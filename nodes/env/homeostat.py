@@ -63,20 +63,18 @@ class Homeostat:
 
     def reward(self, internal: np.ndarray, internal_next: np.ndarray) -> np.ndarray:
         """Drive-reduction reward r_homeo = D(h_t) - D(h_{t+1})."""
-        before, after = self._rows(internal, "internal"), self._rows(internal_next, "internal_next")
         if np.shape(internal) != np.shape(internal_next):
             raise ValueError(f"internal_next: expected shape {np.shape(internal)}, got {np.shape(internal_next)}")
+        before, after = self._rows(internal, "internal"), self._rows(internal_next, "internal_next")
         quadratic = self.form == "quadratic"
         out = _reward_rows(before, after, self.setpoints, self.weights, quadratic, self.n, self.m)
         return out.reshape(np.shape(internal)[:-1])[()]
 
     def _rows(self, internal: np.ndarray, name: str) -> np.ndarray:
-        h = internal if type(internal) is np.ndarray and internal.dtype == np.float64 else \
-            np.asarray(internal, dtype=np.float64)
-        dim = self.setpoints.shape[0]
-        if h.shape[-1:] != (dim,):
-            raise ValueError(f"{name}: expected last axis of size {dim}, got shape {h.shape}")
-        return h if h.ndim == 2 and h.flags.c_contiguous else np.ascontiguousarray(h).reshape(-1, dim)
+        h = np.asarray(internal, dtype=np.float64)
+        if h.shape[-1:] != (self.dim,):
+            raise ValueError(f"{name}: expected last axis of size {self.dim}, got shape {h.shape}")
+        return np.ascontiguousarray(h).reshape(-1, self.dim)  # a view when it already is
 
 
 def total_reward(

@@ -119,10 +119,6 @@ class LearnerNode(Node):
         staged, self.staged, self.staged_rows = self.staged, [], 0
         if not staged:
             return
-        if len(staged) == 1:
-            m = staged[0]
-            self.replay.add_batch(m.obs, m.actions, m.reward, m.next_obs, m.terminated.astype(np.float32))
-            return
         self.replay.add_batch(*(np.concatenate([getattr(m, name) for m in staged])
                                 for name in ("obs", "actions", "reward", "next_obs")),
                               np.concatenate([m.terminated for m in staged]).astype(np.float32))

@@ -319,16 +319,12 @@ class ShieldCore:
         """Replace, in place, every action after which the backup cannot provably recover by the backup
         action; returns the mask of replaced arenas."""
         assert self.gatekeeper is not None
+        live = np.flatnonzero(~bad)
         backup = np.zeros(len(actions), dtype=bool)
-        if bad.any():
-            live = np.flatnonzero(~bad)
-            if live.size == 0:
-                return backup
-            ok, _ = self.gatekeeper.certify(pos[live], h[live], actions[live])
-            rejected = live[~ok]
-        else:  # the common case: every arena, no copies
-            ok, _ = self.gatekeeper.certify(pos, h, actions)
-            rejected = np.flatnonzero(~ok)
+        if live.size == 0:
+            return backup
+        ok, _ = self.gatekeeper.certify(pos[live], h[live], actions[live])
+        rejected = live[~ok]
         if rejected.size:
             fallback = self.gatekeeper.actions(pos[rejected], h[rejected])
             actions[rejected] = fallback

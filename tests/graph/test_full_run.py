@@ -46,7 +46,7 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     assert history[("learner", "updates")].v[-1] > 0
     assert history[("agent", "policy_version")].v[-1] > 0
     # the gatekeeper's counts are in the metric history; with every first state certified, none went uncertified
-    assert history[("shield", "gatekeeper.backup")].v[-1] >= 0
+    assert ("shield", "gatekeeper.backup") in history
     assert history[("shield", "gatekeeper.uncertified")].v[-1] == 0
     # written at shutdown; the stream's tail still in flight when the env finished may be missing
     _, meta = checkpoint.load(run.run_dir / "checkpoints" / "learner.safetensors")
