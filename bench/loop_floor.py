@@ -74,8 +74,8 @@ def _zeros(*shape: int) -> np.ndarray:
 
 
 def _observation(step: int) -> Observation:
-    return Observation(step=step, obs=_zeros(1, OBS_DIM), positions=_zeros(1, 2), internal=_zeros(1, INTERNAL_DIM),
-                       episode_step=np.full(1, step, np.int64))
+    return Observation(step=step, obs=_zeros(1, OBS_DIM), positions=np.zeros((1, 2)),
+                       internal=np.zeros((1, INTERNAL_DIM)), episode_step=np.full(1, step, np.int64))
 
 
 def _proposal(step: int) -> ProposedAction:

@@ -12,28 +12,33 @@ import numpy as np
 from protocols.base import FieldError, Message, check_array, check_len, schema
 
 F32 = "float32"
+F64 = "float64"
 
 
 # --- the control loop -------------------------------------------------------------------------
 
 
-@schema("persist.Observation", 1)
+@schema("persist.Observation", 2)
 class Observation(Message):
-    """What the env publishes each step: observations and the state the shield and learner need."""
+    """What the env publishes each step: observations and the state the shield and learner need.
+
+    The state (positions, internal) is float64, exactly as the env steps it: the shield's rollout
+    certificate holds for the state it is computed from, and a float32 copy of a state at the edge of
+    the viability kernel can be certified where the state itself is not (docs/shield.md, "Exactness")."""
 
     step: int
     obs: np.ndarray  # (N, obs_dim) float32
-    positions: np.ndarray  # (N, 2) float32, true positions (the shield's state)
+    positions: np.ndarray  # (N, 2) float64, true positions (the shield's state)
     episode_step: np.ndarray  # (N,) int64, steps since the arena's last reset
-    internal: np.ndarray | None = None  # (N, H) true internal variables; None when hidden
+    internal: np.ndarray | None = None  # (N, H) float64 true internal variables; None when hidden
     sim_time: float = 0.0
 
     def __post_init__(self) -> None:
         check_array(self.obs, "obs", dtype=F32, ndim=2)
         n = self.obs.shape[0]
-        check_array(self.positions, "positions", dtype=F32, ndim=2, rows=n, cols=2)
+        check_array(self.positions, "positions", dtype=F64, ndim=2, rows=n, cols=2)
         if self.internal is not None:
-            check_array(self.internal, "internal", dtype=F32, ndim=2, rows=n)
+            check_array(self.internal, "internal", dtype=F64, ndim=2, rows=n)
         check_array(self.episode_step, "episode_step", dtype="int64", ndim=1, rows=n)
 
 

@@ -578,8 +578,8 @@ class GridLifeNode(EnvNode):
         return Observation(
             step=self.step_id,
             obs=self.current_obs,
-            positions=self.sim.positions.astype(np.float32),
-            internal=None if hidden else self.sim.internal.astype(np.float32),
+            positions=self.sim.positions.copy(),  # copies: auto-reset rewrites the simulator's arrays in place
+            internal=None if hidden else self.sim.internal.copy(),
             episode_step=np.asarray(self.sim.episode_steps, np.int64),
         )
 
@@ -689,7 +689,7 @@ class GymNode(EnvNode):
 
     def observation(self) -> Observation:
         n = self.sim.num_envs
-        return Observation(step=self.step_id, obs=self.current_obs, positions=np.zeros((n, 2), np.float32),
+        return Observation(step=self.step_id, obs=self.current_obs, positions=np.zeros((n, 2)),
                            internal=None, episode_step=self.episode_steps.copy())
 
     def step_sim(self, actions: np.ndarray) -> Outcome:

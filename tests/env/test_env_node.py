@@ -70,3 +70,26 @@ def test_training_episodes_end_at_train_cap_and_evaluation_runs_the_full_cap() -
         assert node.sim.cfg.episode_cap == node.episode_cap
     finally:
         node.close()
+
+
+def test_the_observation_carries_the_state_the_env_steps_bit_for_bit() -> None:
+    """The shield certifies from this state: a float32 copy is not the state the env steps (see
+    tests/shield/test_gatekeeper.py), and the arrays must not change under a later step's auto-reset."""
+    node = GridLifeNode("env", params={"num_envs": 3, "total_steps": 100, "train_cap": 5})
+    try:
+        node.transition("inactive")
+        node.reset_sim(0)
+        rng = np.random.default_rng(0)
+        for _ in range(7):  # past one auto-reset
+            node.step_sim(rng.uniform(-1, 1, (3, 2)).astype(np.float32))
+        msg = node.observation()
+        assert msg.positions.dtype == np.float64 and msg.internal is not None and msg.internal.dtype == np.float64
+        np.testing.assert_array_equal(msg.positions, node.sim.positions)
+        np.testing.assert_array_equal(msg.internal, node.sim.internal)
+        before = msg.positions.copy(), msg.internal.copy()
+        for _ in range(5):
+            node.step_sim(rng.uniform(-1, 1, (3, 2)).astype(np.float32))
+        np.testing.assert_array_equal(msg.positions, before[0])
+        np.testing.assert_array_equal(msg.internal, before[1])
+    finally:
+        node.close()

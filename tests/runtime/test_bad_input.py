@@ -79,7 +79,7 @@ async def test_bad_input_is_rejected_counted_and_nothing_accepted_is_lost(graph:
             host=socket.gethostname(),
             state="active",
             endpoints={"pub": raw.getsockopt_string(zmq.LAST_ENDPOINT)},
-            publications=[{"topic": "obs", "schema": "persist.Observation@1", "reliable": False}],
+            publications=[{"topic": "obs", "schema": "persist.Observation@2", "reliable": False}],
             subscriptions=[],
         )
         assert await raw.recv() == b"\x01obs"
@@ -107,7 +107,7 @@ async def test_bad_input_is_rejected_counted_and_nothing_accepted_is_lost(graph:
                 wire.header(s),
                 msgpack.packb(
                     wire.observation(
-                        s, n=64, obs=wire.out_of_band(big, 0), positions=wire.inline(np.zeros((64, 2), np.float32))
+                        s, n=64, obs=wire.out_of_band(big, 0), positions=wire.inline(np.zeros((64, 2)))
                     )
                     | {"episode_step": wire.inline(np.zeros(64, np.int64))}
                 ),
@@ -193,7 +193,7 @@ async def test_bad_batches_on_a_reliable_edge_are_rejected_and_good_messages_kep
     try:
         graph.reg("register", name="raw", kind="raw", pid=os.getpid(), host=socket.gethostname(), state="active",
                   endpoints={"reliable": raw.getsockopt_string(zmq.LAST_ENDPOINT)}, subscriptions=[],
-                  publications=[{"topic": "obs", "schema": "persist.Observation@1", "reliable": True}])
+                  publications=[{"topic": "obs", "schema": "persist.Observation@2", "reliable": True}])
         identity, kind, _ = await raw.recv_multipart()
         assert kind == b"HELLO"
         await raw.send_multipart([identity, b"ACK", msgpack.packb({"topic": "obs"})])

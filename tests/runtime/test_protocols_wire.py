@@ -19,8 +19,8 @@ f32 = np.float32
 def _examples() -> dict[str, protocols.Message]:
     rng = np.random.default_rng(0)
     return {m.SCHEMA: m for m in [
-        protocols.Observation(step=7, obs=rng.random((N, 5), f32), positions=rng.random((N, 2), f32),
-                              episode_step=np.arange(N, dtype=np.int64), internal=rng.random((N, 2), f32),
+        protocols.Observation(step=7, obs=rng.random((N, 5), f32), positions=rng.random((N, 2)),
+                              episode_step=np.arange(N, dtype=np.int64), internal=rng.random((N, 2)),
                               sim_time=0.7),
         protocols.StateEstimate(step=7, mean=rng.random((N, 2), f32), std=rng.random((N, 2), f32)),
         protocols.ProposedAction(step=7, actions=rng.random((N, 2), f32), policy_version=3),

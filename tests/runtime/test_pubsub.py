@@ -100,7 +100,7 @@ def test_incompatible_qos_and_schema_are_reported_by_name(graph: Graph) -> None:
     edge = eventually(lambda: _edge(graph, "wants_reliable")["incompatible"], what="the QoS mismatch report")
     assert "reliable" in edge["talker"]
     edge = eventually(lambda: _edge(graph, "wrong_schema", "obs")["incompatible"], what="the schema mismatch report")
-    assert "persist.Text@1" in edge["obs_talker"] and "persist.Observation@1" in edge["obs_talker"]
+    assert "persist.Text@1" in edge["obs_talker"] and "persist.Observation@2" in edge["obs_talker"]
 
     topics = {t["name"]: t for t in graph.reg("topics")}
     problems = {(p["publisher"], p["subscriber"]): p["reason"] for t in topics.values() for p in t["incompatible"]}

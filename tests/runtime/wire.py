@@ -24,7 +24,7 @@ def out_of_band(arr: np.ndarray, index: int) -> msgpack.ExtType:
     return msgpack.ExtType(EXT_FRAME, array_prefix(arr) + struct.pack("<I", index))
 
 
-def header(seq: int, schema: str = "persist.Observation", version: int = 1, sender: str = "raw") -> bytes:
+def header(seq: int, schema: str = "persist.Observation", version: int = 2, sender: str = "raw") -> bytes:
     return msgpack.packb({"schema": schema, "version": version, "seq": seq, "sender": sender,
                           "wall_time": time.time(), "step": seq, "sim_time": 0.0})
 
@@ -45,7 +45,7 @@ def observation(step: int, n: int = 4, obs: Any = None, positions: Any = None) -
     return {
         "step": step,
         "obs": inline(np.full((n, 3), step, np.float32)) if obs is None else obs,
-        "positions": inline(np.zeros((n, 2), np.float32)) if positions is None else positions,
+        "positions": inline(np.zeros((n, 2))) if positions is None else positions,
         "episode_step": inline(np.arange(n, dtype=np.int64)),
         "internal": None,
         "sim_time": 0.0,

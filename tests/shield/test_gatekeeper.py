@@ -45,6 +45,19 @@ def test_backup_trajectory_matches_the_simulator(env_cfg: GridLifeConfig) -> Non
         assert np.array_equal(out.positions, pos) and np.array_equal(out.internal, h)
 
 
+def test_a_float32_copy_of_the_state_is_not_enough(env_cfg: GridLifeConfig) -> None:
+    """Why the env publishes its state in float64. At the edge of the kernel a rollout can pass within
+    float32 rounding of a station's inner disc, and whether it counts as inside decides the rest of the
+    walk: this state, from a training run, is certified only from its float32 copy. Executing the action
+    from the exact state leaves an arena whose backup walk runs out of energy."""
+    gk = Gatekeeper(env_cfg)
+    pos = np.array([[7.59581304016505, 8.098322702230803]])
+    h = np.array([[0.35226076, 0.73051656, 0.92702082]])
+    a = np.array([[-0.5121549, -0.6145709]], np.float32)
+    assert gk.certify(pos.astype(np.float32), h.astype(np.float32), a)[0].all()
+    assert not gk.certify(pos, h, a)[0].any()
+
+
 @pytest.mark.parametrize("layout_seed", LAYOUTS)
 def test_terminal_set_is_recurrent(layout_seed: int) -> None:
     """From the worst corners of S (every refuel and cool station, positions across its inner disc, the
