@@ -11,11 +11,15 @@ input the learner trains on; the estimate is for the shield. The agent proposes 
 once the estimate of step t has arrived, so the shield judges the proposal against that estimate
 (if none comes, the shield's own proposal deadline decides). See docs/estimator.md.
 Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
-``policy.show`` says which policy acts.
+``policy.show`` says which policy acts. With ``keep_every`` the agent keeps one learner policy every that
+many versions (the newest ``keep_policies``): ``policy.kept`` lists their versions and the acting one's,
+``policy.use {version}`` switches to one of them or to the newest weights from the learner (the env's
+policy selection, or a rollback by hand).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -36,11 +40,15 @@ class AgentNode(Node):
     follow_learner = Param(True, "take new weights from the learner as they arrive")
     use_estimate = Param(False, "propose for a step only once the estimator's estimate of it arrived")
     act_dim = Param(2, "action dimension of uniform-random actions (a policy's own act_dim wins)", ge=1)
+    keep_every = Param(0, "keep one learner policy every this many versions (updates); 0 keeps none", ge=0)
+    keep_policies = Param(6, "how many kept policies at most (the oldest goes first)", ge=1, read_only=True)
 
     def on_configure(self) -> None:
         self.rng = np.random.default_rng(self.seed)
         self.policy: Policy | None = None
         self.actor: Any = None
+        self.kept: deque[Policy] = deque(maxlen=self.keep_policies)
+        self.newest: Policy | None = None  # the learner's newest weights, still at hand after a switch
         self.estimate_step = -1  # the step of the newest estimate
         self.waiting: Observation | None = None  # use_estimate: the observation waiting for its estimate
         self.proposals = self.publisher("action/proposed", ProposedAction, reliable=True)
@@ -52,6 +60,8 @@ class AgentNode(Node):
             self.install(load_policy(self.policy_file), "file")
         self.service("policy.swap", self.svc_swap)
         self.service("policy.show", lambda args: self.describe_policy())
+        self.service("policy.kept", lambda args: {"versions": self.kept_versions()})
+        self.service("policy.use", self.svc_use)
 
     # --- acting -----------------------------------------------------------------------------
 
@@ -101,7 +111,11 @@ class AgentNode(Node):
         self.actor = make_inference_actor(policy)
         self.policy = policy
         self.gauge("policy_version", policy.version)
-        if origin != "learner":
+        if origin == "learner":
+            self.newest = policy
+            if self.keep_every and (not self.kept or policy.version >= self.kept[-1].version + self.keep_every):
+                self.kept.append(policy)
+        else:
             self.log.info("policy_installed", origin=origin, old_version=old, new_version=policy.version,
                           source=policy.source)
         return {"old_version": old, "new_version": policy.version, "source": policy.source}
@@ -117,8 +131,28 @@ class AgentNode(Node):
         self.count("policy_swaps")
         return result
 
+    def usable(self) -> list[Policy]:
+        """The kept policies, oldest first, then the learner's newest weights if they are not among them."""
+        kept = list(self.kept)
+        if self.newest is not None and all(p.version != self.newest.version for p in kept):
+            kept.append(self.newest)
+        return kept
+
+    def kept_versions(self) -> list[int]:
+        return [p.version for p in self.usable()]
+
+    def svc_use(self, args: dict[str, Any]) -> dict[str, Any]:
+        version = args.get("version")
+        policy = next((p for p in self.usable() if p.version == version and not isinstance(version, bool)), None)
+        if policy is None:
+            raise ValueError(f"field `version`: no kept policy has version {version!r} (kept: {self.kept_versions()})")
+        result = self.install(policy, "kept")
+        self.set_param("follow_learner", False)  # or the learner's next weights would replace it
+        return result
+
     def describe_policy(self) -> dict[str, Any]:
         if self.policy is None:
             return {"version": None, "source": "uniform random (no policy yet)", "mode": self.mode}
         return {"version": self.policy.version, "source": self.policy.source, "mode": self.mode,
-                "spec": self.policy.spec.to_dict(), "follow_learner": self.follow_learner}
+                "spec": self.policy.spec.to_dict(), "follow_learner": self.follow_learner,
+                "kept": self.kept_versions()}

@@ -7,7 +7,9 @@ step at ``rate_hz`` with whatever safe action arrived, else the fallback.
 With ``total_steps`` set, the env is the run's main job: it trains for that many arena-steps, then
 evaluates (deterministic policy and a uniform-random policy with the shield bypassed, then the policy
 with the shield on, all on the same fixed seeds), writes ``summary.json`` and a learning-curve plot
-into the run directory, and stops.
+into the run directory, and stops. With ``select_policy`` a selection comes first: each policy the
+agent kept during training (see the agent's ``keep_every``) runs the same unshielded, deterministic
+episodes on other seeds (``select_seed``), and the evaluations then use the one that survived longest.
 
 ``EnvNode`` holds the loop, the fallback, the phases and the books; a subclass supplies the arenas:
 ``GridLifeNode`` (kind ``gridlife``) and ``GymNode`` (kind ``gym``, any registered Gymnasium env).
@@ -33,7 +35,7 @@ from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, Transit
 
 FALLBACKS = ("hold", "zero", "seek_station")
 GYM_FALLBACKS = ("zero", "hold")
-EVAL_PHASES = ("eval", "baseline_random", "eval_shielded")
+EVAL_PHASES = ("select", "eval", "baseline_random", "eval_shielded")  # one episode per arena, then the next
 
 
 @dataclass
@@ -94,6 +96,9 @@ class EnvNode(Node):
     publish_transitions = Param(True, "publish the replay stream")
     intervention_penalty = Param(0.0, "reward subtracted when the shield changed the action: a shielded "
                                  "agent otherwise never learns what the shield kept from it", ge=0)
+    select_policy = Param(False, "before evaluating, run each policy the agent kept on `select_seed` arenas "
+                          "(unshielded, deterministic) and evaluate the one that survived longest")
+    select_seed = Param(20_000, "seed of the selection arenas (not the evaluation's)", ge=0)
     learn_from_proposals = Param(False, "where the shield changed the action, the replay stream carries the "
                                  "agent's proposal instead of the executed action, so the penalty lands on it")
 
@@ -175,6 +180,8 @@ class EnvNode(Node):
         self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
         self.t_start = time.monotonic()
         self.train_wall_s: float | None = None  # set when training ends
+        self.selection: list[dict[str, Any]] = []  # per kept policy: its version and selection figures
+        self.candidates: list[int] = []  # kept policy versions still to run in the selection
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
@@ -401,38 +408,78 @@ class EnvNode(Node):
             # let the learner consume the whole replay stream, so evaluation sees the trained policy
             if not self.transitions_pub.drain(timeout_s=60.0):
                 self.log.warning("replay_stream_not_drained", timeout_s=60.0)
+        if self.phase == "select":
+            self.selection[-1].update(_episode_section(self.books["select"], survival_rate=_survival(
+                self.books["select"])))
+            if self.candidates:  # the next kept policy runs the same episodes
+                self.start_episodes("select", self.candidates.pop(0))
+                return True
+            best = self.best_selected()
+            if best is not None:
+                self.use_policy(best)
         order = ["train", *EVAL_PHASES] if self.eval_episodes else ["train"]
         nxt = order.index(self.phase) + 1
+        if order[nxt:nxt + 1] == ["select"]:
+            self.candidates = self.kept_versions() if self.select_policy else []
+            if not self.candidates:
+                nxt += 1
         if nxt >= len(order):
             self.phase = "done"
             self.log.info("finished", summary=str(self.run_dir))
             self.write_summary()
             self.request_stop()
             return False
-        self.phase = order[nxt]
-        self.books[self.phase] = Books()
-        self.configure_peers_for(self.phase)
-        self.build_sim(self.eval_episodes)
-        self.reset_sim(self.eval_seed)
-        self.reset_episode_books(self.eval_episodes)
-        self.log.info("phase", phase=self.phase, episodes=self.eval_episodes)
+        self.configure_peers_for(order[nxt])
+        self.start_episodes(order[nxt], self.candidates.pop(0) if order[nxt] == "select" else None)
         return True
 
+    def start_episodes(self, phase: str, version: int | None) -> None:
+        """One episode per arena from the phase's seed; in the selection, with the kept policy `version`."""
+        self.phase = phase
+        self.books[phase] = Books()
+        if version is not None:
+            self.use_policy(version)
+            self.selection.append({"version": version})
+        self.build_sim(self.eval_episodes)
+        self.reset_sim(self.select_seed if phase == "select" else self.eval_seed)
+        self.reset_episode_books(self.eval_episodes)
+        extra = {} if version is None else {"version": version}
+        self.log.info("phase", phase=phase, episodes=self.eval_episodes, **extra)
+
+    def best_selected(self) -> int | None:
+        """The kept policy that survived longest in the selection; ties go to the higher return, then the newest."""
+        done = [c for c in reversed(self.selection) if "mean_survival_steps" in c]
+        if not done:
+            return None
+        return int(max(done, key=lambda c: (c["mean_survival_steps"], c["mean_return"]))["version"])
+
     def configure_peers_for(self, phase: str) -> None:
-        agent_mode = {"eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]
+        agent_mode = {"select": "eval", "eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]
         bypass = phase != "eval_shielded"
         self.set_remote(self.agent_node, "mode", agent_mode)
         self.set_remote(self.shield_node, "bypass", bypass)
 
+    def kept_versions(self) -> list[int]:
+        result = self.call_remote(self.agent_node, "policy.kept", {})
+        return [int(v) for v in result["versions"]] if result else []
+
+    def use_policy(self, version: int) -> None:
+        self.call_remote(self.agent_node, "policy.use", {"version": version})
+
     def set_remote(self, node: str, name: str, value: Any) -> None:
+        self.call_remote(node, "param.set", {"name": name, "value": value})
+
+    def call_remote(self, node: str, service: str, args: dict[str, Any]) -> Any:
+        """Call a peer's service through the registry; a failure is logged and counted, and gives None."""
         if not self.registry_endpoint or not node:
-            return
+            return None
         try:
             info = call(self.registry_endpoint, "node", {"name": node}, timeout=2.0)
-            call(info["endpoints"]["service"], "param.set", {"name": name, "value": value}, timeout=5.0)
+            return call(info["endpoints"]["service"], service, args, timeout=5.0)
         except (ServiceError, ServiceTimeout, KeyError) as exc:
-            self.log.error("peer_param_failed", node=node, param=name, error=str(exc))
-            self.count("peer_param_failures")
+            self.log.error("peer_call_failed", node=node, service=service, args=args, error=str(exc))
+            self.count("peer_call_failures")
+            return None
 
     # --- summary ----------------------------------------------------------------------------
 
@@ -461,6 +508,9 @@ class EnvNode(Node):
             },
             "complete": self.phase == "done",
         }
+        if self.selection:
+            summary["select"] = {"seed": self.select_seed, "chosen_version": self.best_selected(),
+                                 "candidates": self.selection}
         if "eval" in self.books:
             e = self.books["eval"]
             drive = {"mean_drive": _mean(e.drives)} if self.has_drive else {}
@@ -517,6 +567,9 @@ class EnvNode(Node):
             f"intervention rate {s['train']['intervention_rate_first_10pct']} -> "
             f"{s['train']['intervention_rate_last_10pct']}",
         ]
+        if "select" in s:
+            lines.append(f"  select: version {s['select']['chosen_version']} of " + ", ".join(
+                f"{c['version']} ({c['mean_survival_steps']})" for c in s["select"]["candidates"]))
         for key in ("eval", "baseline_random", "eval_shielded"):
             if key in s:
                 lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))

@@ -1,4 +1,4 @@
-"""`persist policy`: which policy acts in a live agent, and swapping it by hand."""
+"""`persist policy`: which policy acts in a live agent, swapping it by hand, and going back to a kept one."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def show(node: Annotated[str, typer.Argument(help="agent node name")], registry:
         print_json(info)
         return
     console.print(f"{node}: version {info.get('version')} from {info.get('source')} (mode {info.get('mode')})")
+    if info.get("kept"):
+        console.print(f"  kept versions: {', '.join(str(v) for v in info['kept'])}")
 
 
 @app.command("swap")
@@ -39,3 +41,15 @@ def swap(node: Annotated[str, typer.Argument(help="agent node name")],
         return
     console.print(f"{node}: policy version {result.get('old_version')} -> {result.get('new_version')} "
                   f"({result.get('source')})")
+
+
+@app.command("use")
+def use(node: Annotated[str, typer.Argument(help="agent node name")],
+        version: Annotated[int, typer.Argument(help="a version `policy show` lists as kept")],
+        registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Switch a running agent to a policy it kept (or the learner's newest weights), between two steps."""
+    result = Graph(registry).node_call(node, "policy.use", {"version": version})
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"{node}: policy version {result.get('old_version')} -> {result.get('new_version')}")

@@ -45,6 +45,11 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     assert history[("learner", "transitions_seen")].v[-1] > 0
     assert history[("learner", "updates")].v[-1] > 0
     assert history[("agent", "policy_version")].v[-1] > 0
+    # the policies the agent kept ran on the selection's seeds, and the evaluations used the longest-lived one
+    select = summary["select"]
+    survival = {c["version"]: c["mean_survival_steps"] for c in select["candidates"]}
+    assert survival and survival[select["chosen_version"]] == max(survival.values())
+    assert history[("agent", "policy_version")].v[-1] == select["chosen_version"]
     # the gatekeeper's counts are in the metric history; with every first state certified, none went uncertified
     assert ("shield", "gatekeeper.backup") in history
     assert history[("shield", "gatekeeper.uncertified")].v[-1] == 0

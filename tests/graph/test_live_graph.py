@@ -78,6 +78,13 @@ def test_weights_travel_and_a_hand_swap_loses_no_step(live: LiveRun, tmp_path: P
     assert "wrong architecture" in refused.stderr and "'hidden'" in refused.stderr, refused.stderr
     assert persist_json("policy", "show", "agent", *reg)["version"] == SWAPPED_VERSION
 
+    # back by hand to the learner's weights the agent acted with before the swap (kept: the newest weights)
+    assert swap["old_version"] in persist_json("policy", "show", "agent", *reg)["kept"]
+    back = persist_json("policy", "use", "agent", str(swap["old_version"]), *reg)
+    assert back == {"old_version": SWAPPED_VERSION, "new_version": swap["old_version"], "source": "policy/weights"}
+    unknown = persist("policy", "use", "agent", str(SWAPPED_VERSION + 1), *reg)
+    assert unknown.returncode == 1 and "`version`" in unknown.stderr, unknown.stderr
+
     # lockstep went on through both: no deadline missed, no stale step id, nothing replaced
     steps_after = live.metric("env", "progress.steps") or 0.0
     wait_for("steps after the refusal", lambda: live.metric_above("env", "progress.steps", steps_after + 40))
