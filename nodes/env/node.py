@@ -99,6 +99,8 @@ class EnvNode(Node):
     select_policy = Param(False, "before evaluating, run each policy the agent kept on `select_seed` arenas "
                           "(unshielded, deterministic) and evaluate the one that survived longest")
     select_seed = Param(20_000, "seed of the selection arenas (not the evaluation's)", ge=0)
+    select_episodes = Param(64, "episodes per kept policy in the selection (one per arena): more than an "
+                            "evaluation's, so that policies that all survive a few episodes still differ", ge=1)
     learn_from_proposals = Param(False, "where the shield changed the action, the replay stream carries the "
                                  "agent's proposal instead of the executed action, so the penalty lands on it")
 
@@ -440,11 +442,12 @@ class EnvNode(Node):
         if version is not None:
             self.use_policy(version)
             self.selection.append({"version": version})
-        self.build_sim(self.eval_episodes)
+        episodes = self.select_episodes if phase == "select" else self.eval_episodes
+        self.build_sim(episodes)
         self.reset_sim(self.select_seed if phase == "select" else self.eval_seed)
-        self.reset_episode_books(self.eval_episodes)
+        self.reset_episode_books(episodes)
         extra = {} if version is None else {"version": version}
-        self.log.info("phase", phase=phase, episodes=self.eval_episodes, **extra)
+        self.log.info("phase", phase=phase, episodes=episodes, **extra)
 
     def best_selected(self) -> int | None:
         """The kept policy that survived longest in the selection; ties go to the higher return, then the newest."""
