@@ -411,8 +411,8 @@ class EnvNode(Node):
             if not self.transitions_pub.drain(timeout_s=60.0):
                 self.log.warning("replay_stream_not_drained", timeout_s=60.0)
         if self.phase == "select":
-            self.selection[-1].update(_episode_section(self.books["select"], survival_rate=_survival(
-                self.books["select"])))
+            books = self.books["select"]
+            self.selection[-1].update(_episode_section(books, survival_rate=_survival(books)))
             if self.candidates:  # the next kept policy runs the same episodes
                 self.start_episodes("select", self.candidates.pop(0))
                 return True
