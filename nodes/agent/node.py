@@ -12,9 +12,9 @@ once the estimate of step t has arrived, so the shield judges the proposal again
 (if none comes, the shield's own proposal deadline decides). See docs/estimator.md.
 Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
 ``policy.show`` says which policy acts. With ``keep_every`` the agent keeps one learner policy every that
-many versions (the newest ``keep_policies``): ``policy.kept`` lists their versions and the acting one's,
-``policy.use {version}`` switches to one of them or to the newest weights from the learner (the env's
-policy selection, or a rollback by hand).
+many versions (the newest ``keep_policies``) and always the learner's newest weights: ``policy.kept``
+lists their versions, ``policy.use {version}`` switches to one of them and stops following the learner
+(the env's policy selection, or a rollback by hand).
 """
 
 from __future__ import annotations
