@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nodes.telemetry.history import load_history
@@ -49,7 +50,9 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     select = summary["select"]
     survival = {c["version"]: c["mean_survival_steps"] for c in select["candidates"]}
     assert survival and survival[select["chosen_version"]] == max(survival.values())
-    assert history[("agent", "policy_version")].v[-1] == select["chosen_version"]
+    agent_log = [json.loads(line) for line in (run.run_dir / "logs" / "agent.jsonl").read_text().splitlines()]
+    installed = [e["new_version"] for e in agent_log if e.get("event") == "policy_installed"]
+    assert installed[-1] == select["chosen_version"]  # the last switch, before the evaluations
     # the gatekeeper's counts are in the metric history; with every first state certified, none went uncertified
     assert ("shield", "gatekeeper.backup") in history
     assert history[("shield", "gatekeeper.uncertified")].v[-1] == 0
