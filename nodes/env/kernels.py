@@ -169,11 +169,16 @@ def step_batch(pos, h, actions, tokens, token_radius, P, sc, sr, sk, hc, hr, zc,
             dx = tokens[a, k, 0] - nx
             dy = tokens[a, k, 1] - ny
             hits[a, k] = math.sqrt(dx * dx + dy * dy) <= token_radius
-        margin = P[E_L] * FAR
-        for k in range(hr.shape[0]):
-            dx = nx - hc[k, 0]
-            dy = ny - hc[k, 1]
-            d = math.sqrt(dx * dx + dy * dy) - hr[k]
-            margin = d if k == 0 else min(margin, d)
-        hazard[a] = margin
+        hazard[a] = hazard_margin(nx, ny, P, hc, hr)
     return pos_next, h_next, hits, hazard
+
+
+@numba.njit(cache=True)
+def hazard_margin(px, py, P, hc, hr):  # type: ignore[no-untyped-def]
+    """min_k |p - c_k| - r_k; L * FAR without hazards (larger than any distance in the arena), so it stays finite."""
+    margin = P[E_L] * FAR
+    for k in range(hr.shape[0]):
+        dx = px - hc[k, 0]
+        dy = py - hc[k, 1]
+        margin = min(margin, math.sqrt(dx * dx + dy * dy) - hr[k])
+    return margin

@@ -182,8 +182,9 @@ class EnvNode(Node):
         self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
         self.t_start = time.monotonic()
         self.train_wall_s: float | None = None  # set when training ends
-        self.selection: list[dict[str, Any]] = []  # per kept policy: its version and selection figures
+        self.selection: list[dict[str, Any]] = []  # per kept policy run to its end: version and figures
         self.candidates: list[int] = []  # kept policy versions still to run in the selection
+        self.candidate: int | None = None  # the version the selection is running now
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
@@ -412,7 +413,8 @@ class EnvNode(Node):
                 self.log.warning("replay_stream_not_drained", timeout_s=60.0)
         if self.phase == "select":
             books = self.books["select"]
-            self.selection[-1].update(_episode_section(books, survival_rate=_survival(books)))
+            figures = _episode_section(books, survival_rate=_survival(books))
+            self.selection.append({"version": self.candidate, **figures})
             if self.candidates:  # the next kept policy runs the same episodes
                 self.start_episodes("select", self.candidates.pop(0))
                 return True
@@ -421,7 +423,7 @@ class EnvNode(Node):
                 self.use_policy(best)
         order = ["train", *EVAL_PHASES] if self.eval_episodes else ["train"]
         nxt = order.index(self.phase) + 1
-        if order[nxt:nxt + 1] == ["select"]:
+        if nxt < len(order) and order[nxt] == "select":
             self.candidates = self.kept_versions() if self.select_policy else []
             if not self.candidates:
                 nxt += 1
@@ -439,9 +441,9 @@ class EnvNode(Node):
         """One episode per arena from the phase's seed; in the selection, with the kept policy `version`."""
         self.phase = phase
         self.books[phase] = Books()
+        self.candidate = version
         if version is not None:
             self.use_policy(version)
-            self.selection.append({"version": version})
         episodes = self.select_episodes if phase == "select" else self.eval_episodes
         self.build_sim(episodes)
         self.reset_sim(self.select_seed if phase == "select" else self.eval_seed)
@@ -451,10 +453,10 @@ class EnvNode(Node):
 
     def best_selected(self) -> int | None:
         """The kept policy that survived longest in the selection; ties go to the higher return, then the newest."""
-        done = [c for c in reversed(self.selection) if "mean_survival_steps" in c]
-        if not done:
+        if not self.selection:
             return None
-        return int(max(done, key=lambda c: (c["mean_survival_steps"], c["mean_return"]))["version"])
+        best = max(reversed(self.selection), key=lambda c: (c["mean_survival_steps"], c["mean_return"]))
+        return int(best["version"])
 
     def configure_peers_for(self, phase: str) -> None:
         agent_mode = {"select": "eval", "eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]

@@ -41,7 +41,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from nodes.env import kernels
 from nodes.env.gridlife import STATION_KINDS, GridLifeConfig, GridLifeLayout, build_layout, edge_distance
-from nodes.env.kernels import transition
+from nodes.env.kernels import hazard_margin, transition
 
 REFUEL, COOL, REPAIR = (STATION_KINDS.index(k) for k in ("refuel", "cool", "repair"))
 
@@ -248,12 +248,7 @@ def _env_step(px, py, e, t, i, ax32, ay32, P, sc, sr, sk, hc, hr, zc, zr):  # ty
     above P_MARGIN)."""
     nx, ny, e2, t2, i2 = transition(px, py, e, t, i, np.float64(ax32), np.float64(ay32), P, sc, sr, sk, hc, hr, zc, zr)
     m = P[P_MARGIN]
-    viable = e2 > m and 1.0 - t2 > m and i2 > m
-    for k in range(hr.shape[0]):
-        dx = nx - hc[k, 0]
-        dy = ny - hc[k, 1]
-        if math.sqrt(dx * dx + dy * dy) - hr[k] < m:
-            viable = False
+    viable = e2 > m and 1.0 - t2 > m and i2 > m and hazard_margin(nx, ny, P, hc, hr) >= m
     return nx, ny, e2, t2, i2, viable
 
 
