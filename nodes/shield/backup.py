@@ -343,27 +343,32 @@ def _backup_batch(pos, h, P, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hub
 
 
 @numba.njit(cache=True)
+def certify_one(px, py, e, t, i, ax32, ay32, horizon, stop_in_terminal,  # type: ignore[no-untyped-def]
+                P, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+    """(ok, steps) of one state and action (float32): the action, then the backup's rollout (see `certify`)."""
+    px, py, e, t, i, viable = _env_step(px, py, e, t, i, ax32, ay32, P, sc, sr, sk, hc, hr, zc, zr)
+    k = 0
+    while viable and k < horizon:
+        if stop_in_terminal and _in_terminal(px, py, e, t, i, P, sc, sr, sk):
+            break
+        ax, ay = _backup(px, py, e, t, i, P, sc, sr, sk, geo, heading, hops, hubs)
+        px, py, e, t, i, viable = _env_step(px, py, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr)
+        k += 1
+    if stop_in_terminal:
+        return viable and _in_terminal(px, py, e, t, i, P, sc, sr, sk), k
+    return viable, k
+
+
+@numba.njit(cache=True)
 def _certify_batch(pos, h, actions, horizon, stop_in_terminal, P, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):  # type: ignore[no-untyped-def]
     n = pos.shape[0]
     ok = np.zeros(n, dtype=np.bool_)
     steps = np.zeros(n, dtype=np.int64)
     for b in range(n):
-        px, py, e, t, i, viable = _env_step(
-            pos[b, 0], pos[b, 1], h[b, 0], h[b, 1], h[b, 2], actions[b, 0], actions[b, 1],
-            P, sc, sr, sk, hc, hr, zc, zr,
+        ok[b], steps[b] = certify_one(
+            pos[b, 0], pos[b, 1], h[b, 0], h[b, 1], h[b, 2], actions[b, 0], actions[b, 1], horizon, stop_in_terminal,
+            P, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs,
         )  # fmt: skip
-        k = 0
-        while viable and k < horizon:
-            if stop_in_terminal and _in_terminal(px, py, e, t, i, P, sc, sr, sk):
-                break
-            ax, ay = _backup(px, py, e, t, i, P, sc, sr, sk, geo, heading, hops, hubs)
-            px, py, e, t, i, viable = _env_step(px, py, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr)
-            k += 1
-        steps[b] = k
-        if stop_in_terminal:
-            ok[b] = viable and _in_terminal(px, py, e, t, i, P, sc, sr, sk)
-        else:
-            ok[b] = viable
     return ok, steps
 
 

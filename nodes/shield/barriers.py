@@ -168,7 +168,7 @@ class GridLifeBarriers:
         A = np.zeros((n, self.n_rows, 2))
         b = np.empty((n, self.n_rows))
         values = np.empty((n, self.n_rows))
-        _rows_batch(p, h, A, b, values, *self.kernel_tables)
+        rows_batch(p, h, A, b, values, *self.kernel_tables)
         return BarrierRows(A=A, b=b, values=values)
 
 
@@ -240,7 +240,7 @@ def _station_bound(px, py, P, centres, reach, bounds, group):  # type: ignore[no
 
 
 @numba.njit(cache=True)
-def _rows_batch(pos, h, A, b, values, P, centres, radii, reach, bounds):  # type: ignore[no-untyped-def]
+def rows_batch(pos, h, A, b, values, P, centres, radii, reach, bounds):  # type: ignore[no-untyped-def]
     """Rows A a >= b (A zero on entry) and the values, per arena; see the module docstring for each row."""
     s, gp, gi, dt = P[K_STEP], P[K_GP], P[K_GI], P[K_DT]
     n_pos = 4 + bounds[HAZARD + 1]

@@ -51,6 +51,7 @@ from nodes.shield.filters import (
 )
 from nodes.shield.internal_model import InternalModel, KnownInternalModel
 from nodes.shield.ood import EnergyOOD
+from nodes.shield.pass_check import PassCheck
 from nodes.shield.qp import BarrierQP, QPConfig, box
 from nodes.shield.state import state_matrix
 
@@ -72,6 +73,7 @@ class ShieldConfig:
     deadlock_action_eps: float = 0.02
     deadlock_proposal_eps: float = 0.2
     pass_tolerance: float = 1e-6  # max |safe - proposed| still reported as a pass
+    pass_check: bool = True  # (QP filter, gatekeeper on) one compiled check first: steps where every proposal passes
     barrier: BarrierConfig = field(default_factory=BarrierConfig)
     qp: QPConfig = field(default_factory=QPConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -173,6 +175,10 @@ class ShieldCore:
             self.barriers, BarrierQP(self.barriers.n_rows, self.cfg.qp), self.cfg.fallback, self.cfg.fallback_speed
         )
         self.gatekeeper = Gatekeeper(env_cfg, self.cfg.backup, self.layout) if self.cfg.backup.enabled else None
+        self.pass_check = None
+        if self.cfg.pass_check and self.cfg.filter == "qp" and self.gatekeeper is not None:
+            self.pass_check = PassCheck(self.barriers, self.gatekeeper, self.cfg.qp.verify_tolerance,
+                                        self.cfg.pass_tolerance)
         self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
         self.counts.update({f"mode.{m}": 0 for m in MODES}, deadlocks_detected=0, decisions=0)
         self.counts.update({"gatekeeper.backup": 0, "gatekeeper.uncertified": 0})
@@ -212,6 +218,11 @@ class ShieldCore:
         if self._stuck.shape[0] != n:
             self._stuck = np.zeros(n, dtype=np.int64)
             self._hold = np.zeros(n, dtype=np.int64)
+        fresh = isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s
+        if self.pass_check is not None and std is None and fresh and self.ood is None and not self._hold.any():
+            passed = self.pass_check.check(pos, h, prop)
+            if passed is not None:
+                return self._pass_all(step, prop, *passed)
         cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
         finite = np.isfinite(pos).all(1) & np.isfinite(h).all(1)
         if std is not None:
@@ -225,7 +236,7 @@ class ShieldCore:
             safe_h = np.where(bad[:, None], 0.0, h)
             std = None if std is None else np.where(bad[:, None], 0.0, std)
         safe_h = self.barriers.pessimistic(safe_h, std)
-        if not (isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s):
+        if not fresh:
             cause[cause < 0] = CAUSES.index("stale")  # also catches a nan age
             screened = True
         if self.ood is not None:
@@ -298,6 +309,19 @@ class ShieldCore:
         decision.reports = intervention_reports(decision, step, np.flatnonzero(mode != PASS), prop)
         return decision
 
+    def _pass_all(self, step: int, prop: np.ndarray, actions: np.ndarray, before: np.ndarray, after: np.ndarray,
+                  constraint: np.ndarray) -> ShieldDecision:
+        """The decision when every proposal passes unchanged: what the general path decides then, books included.
+        A passed action is not stopped-while-pushing (it equals a proposal), so no arena stays stuck."""
+        n = len(actions)
+        self._stuck[:] = 0
+        self.counts["mode.pass"] += n
+        self.counts["decisions"] += n
+        names = self.barriers.names
+        return ShieldDecision(actions=actions, mode=np.zeros(n, dtype=np.int64), cause=[None] * n,
+                              constraint=[names[c] for c in constraint.tolist()], margin_before=before,
+                              margin_after=after, reports=[], proposed=prop)
+
     def _track_deadlock(self, active: np.ndarray, res: FilterResult, pushed: np.ndarray, cause: np.ndarray) -> None:
         """Count steps stopped at a boundary while the agent keeps pushing; after `deadlock_steps` of them
         the arena gets cause `deadlock` and a hold."""
@@ -356,10 +380,14 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
     pos = rng.uniform(0.0, env_cfg.arena_size, size=(n, 2))
     internal = np.linspace(0.01, 0.99, 3 * n).reshape(n, 3)  # nearly empty to full: infeasible rows included
     proposals = rng.uniform(-1.0, 1.0, size=(n, 2))
+    wire_pos, wire_internal = pos.copy(), internal.copy()  # read-only, as decoded from a message: numba's own types
+    wire_pos.setflags(write=False)
+    wire_internal.setflags(write=False)
     for name in ("qp", "search"):
         core = ShieldCore(env_cfg, ShieldConfig(filter=name))  # type: ignore[arg-type]
         for step, batch in enumerate((n, 1)):
             core.step(step, pos[:batch], internal[:batch], proposals[:batch], 0.0)
+            core.step(step, wire_pos[:batch], wire_internal[:batch], proposals[:batch] * 0.01, 0.0)
             core.step(step, pos[:batch], internal[:batch], proposals[:batch], 0.0, uncertainty=internal[:batch] / 10)
         core.step(2, pos, internal, proposals, float("inf"))  # stale: the fallback for every arena
     rows = core.barriers.constraints(pos, internal)

@@ -223,7 +223,7 @@ def _feasible_one(A, b, tol):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _row_slack_into(A, b, ax, ay, slack, tol):  # type: ignore[no-untyped-def]
+def row_slack_into(A, b, ax, ay, slack, tol):  # type: ignore[no-untyped-def]
     """slack = A a - b for one arena; True when every row holds to tol (a NaN slack never holds)."""
     holds = True
     for row in range(b.shape[0]):
@@ -247,7 +247,7 @@ def _screen(A, b, a_ref, tol):  # type: ignore[no-untyped-def]
         for j in range(2):
             actions[arena, j] = min(max(a_ref[arena, j], -1.0), 1.0)
         ax, ay = np.float64(actions[arena, 0]), np.float64(actions[arena, 1])
-        if not _row_slack_into(A[arena], b[arena], ax, ay, slack[arena], tol):
+        if not row_slack_into(A[arena], b[arena], ax, ay, slack[arena], tol):
             needs[arena] = True
             if _feasible_one(A[arena], b[arena], tol):
                 solvable[count] = arena
@@ -267,7 +267,7 @@ def _finish(A, b, actions, idx, x, ok, tol):  # type: ignore[no-untyped-def]
     feasible = np.zeros(n, dtype=np.bool_)
     for arena in range(n):
         ax, ay = np.float64(actions[arena, 0]), np.float64(actions[arena, 1])
-        feasible[arena] = _row_slack_into(A[arena], b[arena], ax, ay, slack[arena], tol)
+        feasible[arena] = row_slack_into(A[arena], b[arena], ax, ay, slack[arena], tol)
         if not feasible[arena]:
             actions[arena, 0], actions[arena, 1] = 0.0, 0.0
     return slack, feasible

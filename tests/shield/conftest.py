@@ -5,6 +5,7 @@ import pytest
 
 from nodes.env.gridlife import GridLifeConfig
 from nodes.shield.barriers import GridLifeBarriers
+from nodes.shield.core import ShieldCore
 from tests.torch_threads import single_torch_thread  # noqa: F401 (autouse fixture)
 
 
@@ -39,3 +40,12 @@ def safe_states(barriers: GridLifeBarriers, n: int, seed: int) -> tuple[np.ndarr
         pos_out.append(pos[keep])
         h_out.append(h[keep])
     return np.concatenate(pos_out)[:n], np.concatenate(h_out)[:n]
+
+
+def on_hazard_edge(core: ShieldCore, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A position on hazard k's boundary facing outward from its centre, and the action straight into it."""
+    lay = core.layout
+    centre, radius = lay.hazard_centres[k], lay.hazard_radii[k]
+    station = lay.station_centres[np.argmin(np.linalg.norm(lay.station_centres - centre, axis=1))]
+    n = (station - centre) / np.linalg.norm(station - centre)
+    return centre + (radius + 1e-9) * n, -n

@@ -12,7 +12,7 @@ from nodes.shield.ood import EnergyOOD, OODConfig
 from nodes.shield.qp import BarrierQP
 from nodes.shield.state import STATE_NAMES, state_matrix
 from nodes.shield.viability import ViabilityNet
-from tests.shield.conftest import safe_states
+from tests.shield.conftest import on_hazard_edge, safe_states
 
 COMFORT = np.array([1.0, 0.0, 1.0])
 
@@ -24,15 +24,6 @@ def constant_net(value: float) -> ViabilityNet:
         net.mlp[-1].weight.zero_()
         net.mlp[-1].bias.fill_(value)
     return net
-
-
-def on_hazard_edge(core: ShieldCore, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A position on hazard k's boundary facing outward from its centre, and the action straight into it."""
-    lay = core.layout
-    centre, radius = lay.hazard_centres[k], lay.hazard_radii[k]
-    station = lay.station_centres[np.argmin(np.linalg.norm(lay.station_centres - centre, axis=1))]
-    n = (station - centre) / np.linalg.norm(station - centre)
-    return centre + (radius + 1e-9) * n, -n
 
 
 def test_deadlock_is_detected_counted_and_handled(env_cfg: GridLifeConfig) -> None:

@@ -1,0 +1,98 @@
+"""The pass check decides exactly what the general path decides: same arrays, names, reports and books."""
+
+import numpy as np
+import pytest
+
+from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
+from nodes.shield.barriers import GridLifeBarriers
+from nodes.shield.core import ShieldConfig, ShieldCore, ShieldDecision
+from tests.shield.conftest import on_hazard_edge, safe_states
+
+
+def assert_same(a: ShieldDecision, b: ShieldDecision) -> None:
+    for name in ("actions", "mode", "margin_before", "margin_after", "proposed"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype, name
+        np.testing.assert_array_equal(x, y, err_msg=name)  # NaN equals NaN here, bit-for-bit otherwise
+    assert (a.cause, a.constraint, a.reports) == (b.cause, b.constraint, b.reports)
+
+
+def pair(env_cfg: GridLifeConfig) -> tuple[ShieldCore, ShieldCore]:
+    fast = ShieldCore(env_cfg, ShieldConfig())
+    general = ShieldCore(env_cfg, ShieldConfig(pass_check=False))
+    assert fast.pass_check is not None and general.pass_check is None
+    return fast, general
+
+
+@pytest.mark.parametrize("arenas", [1, 8])
+def test_closed_loop_decisions_match_the_general_path(env_cfg: GridLifeConfig, arenas: int) -> None:
+    """A GridLife run driven by noisy proposals that often push into barriers: every step's decision, and the
+    books after it (deadlock counters included), match; both paths are exercised."""
+    fast, general = pair(env_cfg)
+    env = GridLifeBatch(env_cfg, arenas)
+    env.reset(3)
+    rng = np.random.default_rng(3)
+    passed_steps = 0
+    for step in range(600):
+        # mostly gentle actions (they pass), some hard pushes and some that stand still while pushing
+        proposals = rng.normal(0.0, 0.5 if step % 3 else 1.5, size=(arenas, 2))
+        positions = env.positions.copy()
+        internal = env.internal.copy()
+        positions.setflags(write=False)  # as they arrive from the wire
+        internal.setflags(write=False)
+        d_fast = fast.step(step, positions, internal, proposals, 0.0)
+        d_general = general.step(step, positions, internal, proposals, 0.0)
+        assert_same(d_fast, d_general)
+        passed_steps += bool((d_fast.mode == 0).all())
+        env.step(d_fast.actions)
+    assert fast.counts == general.counts
+    np.testing.assert_array_equal(fast._stuck, general._stuck)
+    assert 0 < passed_steps < 600
+
+
+def test_states_across_the_viable_set_match(barriers: GridLifeBarriers, env_cfg: GridLifeConfig) -> None:
+    """Random viable states near stations, hot zones and hazards, one arena at a time, with proposals that pass,
+    break a row, or sit on the box's edge."""
+    fast, general = pair(env_cfg)
+    pos, h = safe_states(barriers, 400, seed=11)
+    rng = np.random.default_rng(11)
+    proposals = np.clip(rng.normal(0.0, 0.8, size=(400, 2)), -1.2, 1.2)
+    passed = 0
+    for i in range(400):
+        d_fast = fast.step(i, pos[i : i + 1], h[i : i + 1], proposals[i : i + 1], 0.0)
+        d_general = general.step(i, pos[i : i + 1], h[i : i + 1], proposals[i : i + 1], 0.0)
+        assert_same(d_fast, d_general)
+        passed += int(d_fast.mode[0] == 0)
+    assert fast.counts == general.counts
+    assert 0 < passed < 400
+
+
+def test_inputs_it_does_not_judge_go_the_general_way(env_cfg: GridLifeConfig) -> None:
+    """A NaN state, a stale input or an estimate's uncertainty are degraded-mode cases: the pass check is not
+    asked, and the decision names the cause."""
+    fast, general = pair(env_cfg)
+    pos = np.array([[5.0, 9.0], [np.nan, 1.0]])
+    h = np.array([[0.9, 0.2, 0.9], [0.9, 0.2, 0.9]])
+    proposals = np.zeros((2, 2))
+    for args in ((pos, h, proposals, 0.0), (pos[:1], h[:1], proposals[:1], 5.0)):
+        assert_same(fast.step(0, *args), general.step(0, *args))
+    std = np.full((1, 3), 0.01)
+    d_fast = fast.step(1, pos[:1], h[:1], proposals[:1], 0.0, uncertainty=std)
+    assert_same(d_fast, general.step(1, pos[:1], h[:1], proposals[:1], 0.0, uncertainty=std))
+    assert fast.counts == general.counts and fast.counts["degraded.bad_input"] == 1
+
+
+def test_a_passed_step_ends_a_stuck_streak(env_cfg: GridLifeConfig) -> None:
+    """Pushing into a hazard is filtered to a standstill (the deadlock count grows); a step whose proposal passes
+    resets it, on both paths, so four pushes, a pass, four pushes never reach `deadlock_steps` = 5."""
+    cfg = {"deadlock_steps": 5, "deadlock_hold_steps": 3}
+    fast = ShieldCore(env_cfg, ShieldConfig(**cfg))
+    general = ShieldCore(env_cfg, ShieldConfig(pass_check=False, **cfg))
+    pos, push = on_hazard_edge(fast)
+    comfort = np.array([[1.0, 0.0, 1.0]])
+    for step, proposal in enumerate([push] * 4 + [-0.1 * push] + [push] * 4):
+        d_fast = fast.step(step, pos[None], comfort, proposal[None], 0.0)
+        assert_same(d_fast, general.step(step, pos[None], comfort, proposal[None], 0.0))
+        assert d_fast.mode[0] == (0 if step == 4 else 1)
+    assert fast.counts == general.counts and fast.counts["deadlocks_detected"] == 0
+    np.testing.assert_array_equal(fast._stuck, [4])
