@@ -55,8 +55,9 @@ class QoS:
 
 # A lockstep edge (env -> agent -> shield -> env) holds one message per step, so its window never limits it:
 # it only sets how often credit flows back (every window/2 messages), and each grant wakes the publisher's
-# process once more. At-least-once replay to a respawned subscriber stays within half the window.
-LOCKSTEP = QoS("reliable", 16)
+# process once more: with 64, every 32 steps. At-least-once replay to a respawned subscriber stays within half
+# the window, and stale steps are dropped by step id on arrival.
+LOCKSTEP = QoS("reliable", 64)
 
 
 def latest() -> QoS:
