@@ -99,25 +99,30 @@ class SafeAction(Message):
         check_array(self.margin_after, "margin_after", dtype=F32, ndim=1, rows=n, finite=False)
 
 
-@schema("persist.TransitionBatch", 1)
+@schema("persist.TransitionBatch", 2)
 class TransitionBatch(Message):
-    """One env step for N arenas, the learner's replay stream. ``done`` = terminated (death)."""
+    """``steps`` consecutive env steps of N arenas from ``step`` on, the learner's replay stream. Rows are
+    step-major: row ``s * N + i`` is arena i at step ``step + s`` (one message carries several steps, so the
+    consumers decode once per few steps, not once per step). ``terminated`` = death."""
 
     step: int
     obs: np.ndarray
     actions: np.ndarray
-    reward: np.ndarray  # (N,) total reward the learner optimises
+    reward: np.ndarray  # (rows,) total reward the learner optimises
     reward_task: np.ndarray
     reward_homeo: np.ndarray
     next_obs: np.ndarray
-    terminated: np.ndarray  # (N,) bool
-    truncated: np.ndarray  # (N,) bool
-    internal: np.ndarray | None = None  # (N, H) truth before the step (for estimator/shield training)
+    terminated: np.ndarray  # (rows,) bool
+    truncated: np.ndarray  # (rows,) bool
+    internal: np.ndarray | None = None  # (rows, H) truth before the step (for estimator/shield training)
     next_internal: np.ndarray | None = None
+    steps: int = 1
 
     def __post_init__(self) -> None:
         check_array(self.obs, "obs", dtype=F32, ndim=2)
         n = self.obs.shape[0]
+        if self.steps < 1 or n % self.steps:
+            raise FieldError("steps", f"must be >= 1 and divide the {n} rows, got {self.steps}")
         check_array(self.next_obs, "next_obs", dtype=F32, ndim=2, rows=n, cols=self.obs.shape[1])
         check_array(self.actions, "actions", dtype=F32, ndim=2, rows=n)
         for name in ("reward", "reward_task", "reward_homeo"):
@@ -127,6 +132,10 @@ class TransitionBatch(Message):
         for name in ("internal", "next_internal"):
             if getattr(self, name) is not None:
                 check_array(getattr(self, name), name, dtype=F32, ndim=2, rows=n)
+
+    @property
+    def arenas(self) -> int:
+        return self.obs.shape[0] // self.steps
 
 
 @schema("persist.EpisodeEvents", 1)

@@ -94,6 +94,8 @@ class EnvNode(Node):
     agent_node = Param("agent", "agent node to switch between train/eval/random ('' for none)")
     shield_node = Param("shield", "shield node to bypass during unshielded evaluation ('' for none)")
     publish_transitions = Param(True, "publish the replay stream")
+    replay_steps = Param(8, "env steps per replay-stream message: its consumers decode one message per this many "
+                         "steps (a training phase's last message may hold fewer)", ge=1)
     intervention_penalty = Param(0.0, "reward subtracted when the shield changed the action: a shielded "
                                  "agent otherwise never learns what the shield kept from it", ge=0)
     select_policy = Param(False, "before evaluating, run each policy the agent kept on `select_seed` arenas "
@@ -166,9 +168,12 @@ class EnvNode(Node):
         self.phase = "train" if self.total_steps > 0 else "run"
         self.build_sim(self.num_envs)
         self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
-        # the replay stream goes out in batches: its consumers wake once per batch instead of once per step
+        # the replay stream goes out in batches: `replay_steps` steps per message, 8 messages per send, so its
+        # consumers decode once per few steps and wake once per batch
         self.transitions_pub = self.publisher("env/transitions", TransitionBatch, reliable=True, buffer=64,
                                               coalesce=8)
+        self.replay: list[dict[str, np.ndarray | None]] = []  # the fields of steps not published yet
+        self.replay_step = 0  # the first of them
         self.episodes_pub = self.publisher("env/episodes", EpisodeEvents)
         self.subscribe("action/safe", SafeAction, self.on_safe_action, qos=LOCKSTEP)
         self.step_id = 0
@@ -196,6 +201,7 @@ class EnvNode(Node):
         self.alive = np.ones(n, bool)  # evaluation: arenas still in their first episode
 
     def on_shutdown(self) -> None:
+        self.publish_replay()  # a run stopped mid-batch: the steps held go out with the close's drain
         if self.phase not in ("done", "run") and self.total_steps:
             self.log.warning("stopped_before_end", phase=self.phase, env_steps=self.books["train"].env_steps)
         if self.run_dir is not None and self.total_steps and self.phase != "done":
@@ -309,24 +315,24 @@ class EnvNode(Node):
         if ongoing and not early:
             self.publish_obs()
         if self.phase in ("train", "run") and self.publish_transitions:
-            self.transitions_pub.publish(
-                TransitionBatch(
-                    step=step,
-                    obs=result.obs,
-                    actions=self.replay_actions(actions, safe, from_fallback),
-                    reward=result.reward,
-                    reward_task=result.reward_task,
-                    reward_homeo=result.reward_homeo,
-                    next_obs=result.next_obs,
-                    terminated=result.terminated,
-                    truncated=result.truncated,
-                    internal=result.internal,
-                    next_internal=result.next_internal,
-                ),
-                step=step,
-            )
+            if not self.replay:
+                self.replay_step = step
+            self.replay.append({
+                "obs": result.obs, "actions": self.replay_actions(actions, safe, from_fallback),
+                "reward": result.reward, "reward_task": result.reward_task, "reward_homeo": result.reward_homeo,
+                "next_obs": result.next_obs, "terminated": result.terminated, "truncated": result.truncated,
+                "internal": result.internal, "next_internal": result.next_internal,
+            })
+            if len(self.replay) >= self.replay_steps or not ongoing:
+                self.publish_replay()
         if not ongoing and self.advance_phase():
             self.publish_obs()
+
+    def publish_replay(self) -> None:
+        """Send the steps held for the replay stream as one message."""
+        held, self.replay = self.replay, []
+        if held:
+            self.transitions_pub.publish(pack_replay(self.replay_step, held), step=self.replay_step)
 
     def replay_actions(self, executed: np.ndarray, safe: SafeAction | None, from_fallback: np.ndarray) -> np.ndarray:
         """The actions the replay stream carries: the executed ones, except (with `learn_from_proposals`) where
@@ -784,6 +790,13 @@ def scale_to_box(actions: np.ndarray, space: Any) -> np.ndarray:
     low, high = space.low.reshape(1, -1).astype(np.float64), space.high.reshape(1, -1).astype(np.float64)
     box = np.clip(low + (np.asarray(actions, np.float64) + 1.0) * 0.5 * (high - low), low, high)
     return box.reshape(len(actions), *space.shape).astype(space.dtype)
+
+
+def pack_replay(first_step: int, held: list[dict[str, np.ndarray | None]]) -> TransitionBatch:
+    """One replay message from the fields of consecutive steps (``first_step`` on), rows step-major."""
+    fields = {name: None if value is None else np.concatenate([h[name] for h in held])  # type: ignore[misc]
+              for name, value in held[0].items()}
+    return TransitionBatch(step=first_step, steps=len(held), **fields)
 
 
 def _mean(values: list[float] | list[int]) -> float:

@@ -3,7 +3,7 @@
 For each ``env/obs`` of step t it advances one hidden state per arena (zeroed where the episode
 starts, ``episode_step == 0``) and publishes ``estimator/state`` for step t: mean and std per arena.
 It learns online from ``env/transitions``, which carry the truth the env knows: every
-``train_every`` batches one truncated-BPTT pass over stored episodes (``OnlineTrainer``).
+``train_every`` env steps of them one truncated-BPTT pass over stored episodes (``OnlineTrainer``).
 
 Until the model has been trained once, the published belief is the prior: the mean and std of the
 truth seen so far (or the middle of [0, 1] with std 0.5 before any), never an untrained network's
@@ -25,7 +25,9 @@ from protocols import Observation, StateEstimate, TransitionBatch
 
 PRIOR_MEAN, PRIOR_STD = 0.5, 0.5  # internal variables live in [0, 1]
 MIN_STD = 1e-3  # the prior never claims certainty
-KEEP_ESTIMATES = 16  # recent estimates kept to score them against the truth when it arrives
+# recent estimates kept to score them against the truth when it arrives: the replay stream brings it in
+# messages of several steps, sent several messages at a time (the env's replay_steps, 8, times 8)
+KEEP_ESTIMATES = 128
 
 
 class EstimatorNode(Node):
@@ -38,7 +40,7 @@ class EstimatorNode(Node):
     chunk_len = Param(50, "truncated-BPTT window in steps", ge=1)
     max_episode_len = Param(1000, "training sequences are cut at this many steps", ge=1, read_only=True)
     capacity_steps = Param(200_000, "steps of finished episodes kept for training", ge=1, read_only=True)
-    train_every = Param(20, "one training pass every this many transition batches", ge=1)
+    train_every = Param(20, "one training pass every this many env steps of transitions", ge=1)
     seed = Param(0, "seed of initialisation and minibatch order", ge=0, read_only=True)
     device = Param("cpu", "cpu, cuda or auto (online steps are tiny: cpu is the default)",
                    choices=("cpu", "cuda", "auto"), read_only=True)
@@ -138,17 +140,24 @@ class EstimatorNode(Node):
             return
         if self.estimator is None:
             self.build(msg.obs.shape[1])
-        truth = msg.internal
+        n = msg.arenas
+        for s in range(msg.steps):  # one env step at a time: the trainer follows each arena's episode
+            self.learn_step(msg.step + s, msg.obs[s * n:(s + 1) * n], msg.internal[s * n:(s + 1) * n],
+                            (msg.terminated | msg.truncated)[s * n:(s + 1) * n])
+        if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
+            self.save_checkpoint()
+
+    def learn_step(self, step: int, obs: np.ndarray, truth: np.ndarray, ended: np.ndarray) -> None:
         try:
-            self.trainer.add(msg.obs, truth, msg.terminated | msg.truncated)
+            self.trainer.add(obs, truth, ended)
         except ValueError as exc:
             self.count("rejected.transitions")
-            self.log.error("transitions_rejected", step=msg.step, error=str(exc))
+            self.log.error("transitions_rejected", step=step, error=str(exc))
             return
         self.truth_n += truth.shape[0]
         self.truth_sum += truth.sum(axis=0)
         self.truth_sumsq += (truth.astype(np.float64) ** 2).sum(axis=0)
-        self.score(msg.step, truth)
+        self.score(step, truth)
         self.batches += 1
         if self.batches % self.train_every == 0:
             loss = self.trainer.train()
@@ -156,8 +165,6 @@ class EstimatorNode(Node):
                 self.gauge("loss", loss)
             self.gauge("updates", self.estimator.num_updates)
             self.gauge("episodes_stored", len(self.trainer.episodes))
-        if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
-            self.save_checkpoint()
 
     def score(self, step: int, truth: np.ndarray) -> None:
         """RMSE of the estimate published for ``step`` against the truth (smoothed), for telemetry."""

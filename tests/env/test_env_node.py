@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from nodes.env.gridlife import GridLifeConfig
-from nodes.env.node import GridLifeNode
-from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_PASS, SafeAction
+from nodes.env.node import GridLifeNode, pack_replay
+from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_PASS, SafeAction, TransitionBatch
 from protocols.base import FieldError
 
 EXECUTED = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3], [0.4, 0.4]], np.float32)
@@ -93,3 +93,39 @@ def test_the_observation_carries_the_state_the_env_steps_bit_for_bit() -> None:
         np.testing.assert_array_equal(msg.internal, before[1])
     finally:
         node.close()
+
+
+def test_the_replay_stream_packs_replay_steps_steps_per_message() -> None:
+    """Steps are held until `replay_steps` of them make one message (rows step-major, every field in step order);
+    the steps held when the node closes go out then."""
+    node = GridLifeNode("env", params={"num_envs": 2, "total_steps": 1000, "replay_steps": 4})
+    try:
+        node.transition("inactive")
+        node.reset_sim(0)
+        node.started = True
+        rng = np.random.default_rng(0)
+        for step in range(11):
+            node.execute(rng.uniform(-0.3, 0.3, (2, 2)).astype(np.float32), source="shield", safe=None)
+            assert len(node.replay) == (step + 1) % 4
+            if len(node.replay) == 1:
+                assert node.replay_step == step
+        assert node.transitions_pub.seq == 2  # steps 0-3 and 4-7; 8-10 are held
+        held = list(node.replay)
+        msg = pack_replay(node.replay_step, held)
+        assert (msg.step, msg.steps, msg.arenas, msg.obs.shape) == (8, 3, 2, (6, node.sim.obs_dim))
+        for s, fields in enumerate(held):
+            for name, value in fields.items():
+                np.testing.assert_array_equal(getattr(msg, name)[2 * s:2 * s + 2], value, err_msg=name)
+    finally:
+        node.close()
+    assert node.transitions_pub.seq == 3 and node.replay == []
+
+
+def test_a_replay_message_whose_rows_do_not_split_into_its_steps_is_refused_by_name() -> None:
+    held = [{"obs": np.zeros((3, 2), np.float32), "actions": np.zeros((3, 2), np.float32),
+             "reward": np.zeros(3, np.float32), "reward_task": np.zeros(3, np.float32),
+             "reward_homeo": np.zeros(3, np.float32), "next_obs": np.zeros((3, 2), np.float32),
+             "terminated": np.zeros(3, bool), "truncated": np.zeros(3, bool), "internal": None, "next_internal": None}]
+    assert pack_replay(0, held).steps == 1
+    with pytest.raises(FieldError, match="steps"):
+        TransitionBatch(step=0, steps=2, **held[0])

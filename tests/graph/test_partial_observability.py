@@ -12,9 +12,10 @@ from persist_rt import checkpoint
 from tests.graph.conftest import LiveRun, launch_single_agent
 from tests.launch.conftest import wait_for
 
-# `--set env.config` replaces the mapping the argument fills in, so the test repeats the flag there
+# `--set env.config` replaces the mapping the argument fills in, so the test repeats the flag there. Training
+# sequences are cut at 40 steps, so the estimator trains within the short run whether or not an episode ends.
 PO = ("--arg", "partial_observability=true", "--set", 'env.config={"episode_cap": 150, "partial_observability": true}',
-      "--set", "estimator.train_every=5")
+      "--set", "estimator.train_every=5", "--set", "estimator.max_episode_len=40")
 ESTIMATOR_CHECKPOINT = Path("checkpoints") / "estimator.safetensors"
 
 
