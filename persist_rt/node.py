@@ -216,6 +216,13 @@ class Node:
         """Bring ``gauges`` and ``status`` up to date. Runs just before they leave the node (metrics, heartbeat,
         the ``stats`` service), so figures that cost something to derive need not be updated on every step."""
 
+    def keep_alive(self) -> None:
+        """Renew the registry lease from inside a callback that works for long (a learner's burst of updates),
+        so that the registry does not take the node for dead; nothing else runs (no callbacks, no services)."""
+        if time.monotonic() >= self._next_heartbeat and self._registered:
+            self._next_heartbeat = time.monotonic() + self.heartbeat_s
+            self._send_heartbeat()
+
     def count(self, key: str, n: float = 1.0) -> None:
         self.counters[key] = self.counters.get(key, 0.0) + n
 
@@ -498,13 +505,16 @@ class Node:
         for sub in self.subscriptions.values():
             if sub.qos.reliable:
                 sub.grant_owed()
+        self._send_heartbeat()
+        for sub in self.subscriptions.values():
+            if sub.needs_lookup:
+                self._send_registry("lookup", {"topic": sub.topic})
+
+    def _send_heartbeat(self) -> None:
         self._hb_seq += 1
         self._refresh()
         self._send_registry("heartbeat", {"name": self.name, "pid": os.getpid(), "state": str(self.state),
                                           "seq": self._hb_seq, "status": self.status})
-        for sub in self.subscriptions.values():
-            if sub.needs_lookup:
-                self._send_registry("lookup", {"topic": sub.topic})
 
     def _on_registry_reply(self) -> None:
         while True:

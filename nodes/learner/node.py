@@ -107,6 +107,7 @@ class LearnerNode(Node):
             stats = self.sac.update(self.replay.sample(self.batch_size, self.sac.generator))
             if self.sac.publish_due():
                 self.publish_weights()
+            self.keep_alive()  # a message of many steps owes many updates: seconds on a loaded machine
         if owed:
             self.update_time += time.perf_counter() - t0
             for key, value in stats.items():

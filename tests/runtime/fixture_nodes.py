@@ -132,7 +132,11 @@ class Managed(Node):
         self.ticks += 1
 
     def slow(self, args: dict[str, Any]) -> str:
-        time.sleep(float(args.get("s", 1.0)))
+        deadline = time.monotonic() + float(args.get("s", 1.0))
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            if args.get("keep_alive"):
+                self.keep_alive()
         return "done"
 
     def on_activate(self) -> None:

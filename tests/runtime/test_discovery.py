@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import threading
+import time
+from typing import Any
 
 from tests.runtime.conftest import Graph, eventually
 
@@ -79,3 +82,31 @@ def test_shutdown_service_ends_the_node_cleanly(graph: Graph) -> None:
     assert node.wait() == 0, node.output()
     assert marker.read_text() == "shutdown from inactive\n"
     assert "managed" not in graph.nodes()
+
+
+def test_a_long_callback_keeps_the_lease_with_keep_alive_and_loses_it_without(graph: Graph) -> None:
+    """A callback that works for several leases (a learner's burst of updates) stays listed when it calls
+    `keep_alive`; without it the registry drops the node until the callback returns and it registers again."""
+    from persist_rt import services
+
+    graph.start_registry(lease_s=1.0)
+    graph.start_node("Managed", "managed")
+    endpoint = graph.endpoint("managed")
+
+    def listed_while(args: dict) -> list[bool]:
+        result: list[Any] = []
+        worker = threading.Thread(target=lambda: result.append(services.call(endpoint, "slow", args, timeout=15.0)))
+        worker.start()
+        seen = []
+        while worker.is_alive():
+            seen.append("managed" in graph.nodes())
+            time.sleep(0.2)
+        worker.join()
+        assert result == ["done"]
+        return seen
+
+    seen = listed_while({"s": 3.0, "keep_alive": True})
+    assert len(seen) >= 10 and all(seen)
+    seen = listed_while({"s": 3.0})
+    assert not all(seen)  # the lease ran out during the call
+    eventually(lambda: "managed" in graph.nodes(), what="the node to register again")
