@@ -22,7 +22,7 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +33,10 @@ from persist_rt.qos import LOCKSTEP
 from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
 
-FALLBACKS = ("hold", "zero", "seek_station")
+if TYPE_CHECKING:
+    from nodes.shield.backup import Gatekeeper
+
+FALLBACKS = ("hold", "zero", "seek_station", "backup")
 GYM_FALLBACKS = ("zero", "hold")
 EVAL_PHASES = ("select", "eval", "baseline_random", "eval_shielded")  # one episode per arena, then the next
 
@@ -592,7 +595,9 @@ class GridLifeNode(EnvNode):
 
     kind = "gridlife"
 
-    fallback = Param("seek_station", "what executes on a missed deadline or an invalid action", choices=FALLBACKS)
+    fallback = Param("backup", "what executes on a missed deadline or an invalid action; `backup` is the shield's "
+                     "certified backup policy, so arenas the shield left certified stay so without it",
+                     choices=FALLBACKS)
     config = Param({}, "GridLife constants to override (see docs/gridlife.md)")
     lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
     lambda_task = Param(1.0, "weight of the task reward", ge=0)
@@ -606,6 +611,13 @@ class GridLifeNode(EnvNode):
 
     def setup(self) -> None:
         self.cfg = GridLifeConfig.from_params(self.config)
+        self.backup: Gatekeeper | None = None
+        if self.fallback == "backup":
+            # built now (geodesic tables, compiled kernels), not at the first missed deadline
+            from nodes.shield.backup import Gatekeeper
+
+            self.backup = Gatekeeper(self.cfg)
+            self.backup.actions(np.zeros((1, 2)), np.ones((1, 3)))
 
     def build_sim(self, num_envs: int) -> None:
         cfg = self.cfg
@@ -648,6 +660,8 @@ class GridLifeNode(EnvNode):
         )
 
     def own_fallback(self) -> np.ndarray:
+        if self.backup is not None:  # induction: from a certified state the backup's step stays certified
+            return self.backup.actions(self.sim.positions, self.sim.internal)
         from nodes.env.scripted import seek_station_policy
 
         return seek_station_policy(

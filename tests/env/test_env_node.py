@@ -129,3 +129,28 @@ def test_a_replay_message_whose_rows_do_not_split_into_its_steps_is_refused_by_n
     assert pack_replay(0, held).steps == 1
     with pytest.raises(FieldError, match="steps"):
         TransitionBatch(step=0, steps=2, **held[0])
+
+
+def test_the_default_fallback_is_the_backup_and_keeps_certified_arenas_certified() -> None:
+    """A shield outage: the env's own fallback steps every arena. It is the gatekeeper's backup policy, so an arena
+    whose state the backup certifies is still certified after each fallback step (the backup's own rollout)."""
+    from nodes.shield.backup import Gatekeeper
+
+    node = GridLifeNode("env", params={"num_envs": 8, "total_steps": 1000})
+    try:
+        node.transition("inactive")
+        assert node.fallback == "backup"
+        node.reset_sim(5)
+        gate = Gatekeeper(node.cfg)
+        certified = gate.certified(node.sim.positions, node.sim.internal)
+        assert certified.any()
+        for _ in range(60):
+            actions = node.fallback_actions()
+            np.testing.assert_array_equal(actions, gate.actions(node.sim.positions, node.sim.internal))
+            outcome = node.step_sim(actions)
+            still = gate.certified(node.sim.positions, node.sim.internal)
+            ongoing = certified & ~outcome.done  # an arena that ended was reset to a new start state
+            assert still[ongoing].all() and not outcome.violation[certified].any()
+            certified = still
+    finally:
+        node.close()

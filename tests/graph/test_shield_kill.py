@@ -1,4 +1,7 @@
-"""Kill -9 of the shield mid-run: the env falls back on its deadline, the respawned shield takes over, the run ends."""
+"""Kill -9 of the shield mid-run: the env falls back on its deadline, the respawned shield takes over, the run ends.
+
+The env's declared fallback is the shield's backup policy, so the arenas the killed shield left certified are still
+certified when the new shield takes over: no violation is possible, by construction, not by luck."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nodes.telemetry.history import load_history
 from tests.graph.conftest import LiveRun, launch_single_agent, read_reports
 from tests.launch.conftest import wait_for
 
@@ -53,4 +57,6 @@ def test_shield_killed_mid_run(tmp_path: Path, launched: list[LiveRun], record_p
     assert train["fallback_steps"] > 0
     assert train["executed_steps"] > executed_without_shield  # the respawned shield took over again
     assert summary["launch"]["nodes"]["shield"]["restarts"] == 1
+    uncertified = load_history(run.run_dir / "metrics.jsonl")[("shield", "gatekeeper.uncertified")].v
+    assert len(uncertified) > 0 and max(uncertified) == 0  # neither shield met a state its backup could not certify
     read_reports(run)  # both shields' reports, every line whole
