@@ -222,7 +222,7 @@ class ShieldCore:
         if self.pass_check is not None and std is None and fresh and self.ood is None and not self._hold.any():
             passed = self.pass_check.check(pos, h, prop)
             if passed is not None:
-                return self._pass_all(step, prop, *passed)
+                return self._pass_all(prop, *passed)
         cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
         finite = np.isfinite(pos).all(1) & np.isfinite(h).all(1)
         if std is not None:
@@ -309,7 +309,7 @@ class ShieldCore:
         decision.reports = intervention_reports(decision, step, np.flatnonzero(mode != PASS), prop)
         return decision
 
-    def _pass_all(self, step: int, prop: np.ndarray, actions: np.ndarray, before: np.ndarray, after: np.ndarray,
+    def _pass_all(self, prop: np.ndarray, actions: np.ndarray, before: np.ndarray, after: np.ndarray,
                   constraint: np.ndarray) -> ShieldDecision:
         """The decision when every proposal passes unchanged: what the general path decides then, books included.
         A passed action is not stopped-while-pushing (it equals a proposal), so no arena stays stuck."""
