@@ -611,13 +611,9 @@ class GridLifeNode(EnvNode):
 
     def setup(self) -> None:
         self.cfg = GridLifeConfig.from_params(self.config)
-        self.backup: Gatekeeper | None = None
+        self.backup_policy: Gatekeeper | None = None
         if self.fallback == "backup":
-            # built now (geodesic tables, compiled kernels), not at the first missed deadline
-            from nodes.shield.backup import Gatekeeper
-
-            self.backup = Gatekeeper(self.cfg)
-            self.backup.actions(np.zeros((1, 2)), np.ones((1, 3)))
+            self.backup_actions(np.zeros((1, 2)), np.ones((1, 3)))  # built now, not at the first missed deadline
 
     def build_sim(self, num_envs: int) -> None:
         cfg = self.cfg
@@ -660,13 +656,21 @@ class GridLifeNode(EnvNode):
         )
 
     def own_fallback(self) -> np.ndarray:
-        if self.backup is not None:  # induction: from a certified state the backup's step stays certified
-            return self.backup.actions(self.sim.positions, self.sim.internal)
+        if self.fallback == "backup":  # induction: from a certified state the backup's step stays certified
+            return self.backup_actions(self.sim.positions, self.sim.internal)
         from nodes.env.scripted import seek_station_policy
 
         return seek_station_policy(
             self.sim.positions, self.sim.internal, self.sim.tokens, self.cfg, self.sim.layout
         ).astype(np.float32)
+
+    def backup_actions(self, positions: np.ndarray, internal: np.ndarray) -> np.ndarray:
+        """The shield's backup policy (geodesic tables and compiled kernels, built on first use)."""
+        if self.backup_policy is None:
+            from nodes.shield.backup import Gatekeeper
+
+            self.backup_policy = Gatekeeper(self.cfg)
+        return self.backup_policy.actions(positions, internal)
 
     def step_sim(self, actions: np.ndarray) -> Outcome:
         # the observation of the state before the step is the one last published: computing it costs as much

@@ -9,6 +9,7 @@ import pytest
 
 from nodes.env.gridlife import GridLifeConfig
 from nodes.env.node import GridLifeNode, pack_replay
+from nodes.shield.backup import Gatekeeper
 from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_PASS, SafeAction, TransitionBatch
 from protocols.base import FieldError
 
@@ -134,8 +135,6 @@ def test_a_replay_message_whose_rows_do_not_split_into_its_steps_is_refused_by_n
 def test_the_default_fallback_is_the_backup_and_keeps_certified_arenas_certified() -> None:
     """A shield outage: the env's own fallback steps every arena. It is the gatekeeper's backup policy, so an arena
     whose state the backup certifies is still certified after each fallback step (the backup's own rollout)."""
-    from nodes.shield.backup import Gatekeeper
-
     node = GridLifeNode("env", params={"num_envs": 8, "total_steps": 1000})
     try:
         node.transition("inactive")
@@ -152,5 +151,18 @@ def test_the_default_fallback_is_the_backup_and_keeps_certified_arenas_certified
             ongoing = certified & ~outcome.done  # an arena that ended was reset to a new start state
             assert still[ongoing].all() and not outcome.violation[certified].any()
             certified = still
+    finally:
+        node.close()
+
+
+def test_the_fallback_can_be_switched_to_the_backup_while_running() -> None:
+    node = GridLifeNode("env", params={"num_envs": 2, "total_steps": 100, "fallback": "seek_station"})
+    try:
+        node.transition("inactive")
+        node.reset_sim(1)
+        assert node.backup_policy is None
+        node.set_param("fallback", "backup")
+        expected = Gatekeeper(node.cfg).actions(node.sim.positions, node.sim.internal)
+        np.testing.assert_array_equal(node.fallback_actions(), expected)
     finally:
         node.close()
