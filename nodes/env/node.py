@@ -612,8 +612,11 @@ class GridLifeNode(EnvNode):
     def setup(self) -> None:
         self.cfg = GridLifeConfig.from_params(self.config)
         self.backup_policy: Gatekeeper | None = None
-        if self.fallback == "backup":
-            self.backup_actions(np.zeros((1, 2)), np.ones((1, 3)))  # built now, not at the first missed deadline
+        if self.fallback == "backup":  # built and compiled now, not at the first missed deadline
+            state = (np.zeros((1, 2)), np.ones((1, 3)))
+            for array in state:
+                array.setflags(write=False)  # the simulator's state arrives as read-only views: numba's own types
+            self.backup_actions(*state)
 
     def build_sim(self, num_envs: int) -> None:
         cfg = self.cfg
