@@ -1,4 +1,5 @@
-"""Every message that crosses a process boundary. Batched: row i of every array is arena i.
+"""Every message that crosses a process boundary. Batched: row i of every array is arena i (a TransitionBatch stacks
+several steps of such rows).
 
 Changing a field means a new VERSION; the codec refuses a version it does not know.
 """
