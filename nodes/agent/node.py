@@ -143,7 +143,7 @@ class AgentNode(Node):
 
     def svc_use(self, args: dict[str, Any]) -> dict[str, Any]:
         version = args.get("version")
-        policy = next((p for p in self.usable() if p.version == version and not isinstance(version, bool)), None)
+        policy = None if isinstance(version, bool) else next((p for p in self.usable() if p.version == version), None)
         if policy is None:
             raise ValueError(f"field `version`: no kept policy has version {version!r} (kept: {self.kept_versions()})")
         result = self.install(policy, "kept")

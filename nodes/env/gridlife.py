@@ -463,23 +463,23 @@ class GridLifeBatch:
     # read-only views of the current state (after any auto-reset), for the shield and the fallback
     @property
     def positions(self) -> np.ndarray:
-        return _readonly(self._pos)
+        return read_only(self._pos)
 
     @property
     def internal(self) -> np.ndarray:
-        return _readonly(self._internal)
+        return read_only(self._internal)
 
     @property
     def velocities(self) -> np.ndarray:
-        return _readonly(self._velocity)
+        return read_only(self._velocity)
 
     @property
     def tokens(self) -> np.ndarray:
-        return _readonly(self._tokens)
+        return read_only(self._tokens)
 
     @property
     def episode_steps(self) -> np.ndarray:
-        return _readonly(self._steps)
+        return read_only(self._steps)
 
     def margins(self) -> dict[str, np.ndarray]:
         return margins(self._pos, self._internal, self.cfg, self.layout)
@@ -591,7 +591,8 @@ class GridLifeBatch:
         raise ValueError("start_clearance: no free position found; the hazards cover the arena")
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view: what the simulator hands out, and what a decoded message carries (numba types it apart)."""
     view = array.view()
     view.setflags(write=False)
     return view

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig
+from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig, read_only
 from persist_rt import Node, Param
 from persist_rt.checkpoint import atomic_write_bytes
 from persist_rt.qos import LOCKSTEP
@@ -612,11 +612,9 @@ class GridLifeNode(EnvNode):
     def setup(self) -> None:
         self.cfg = GridLifeConfig.from_params(self.config)
         self.backup_policy: Gatekeeper | None = None
-        if self.fallback == "backup":  # built and compiled now, not at the first missed deadline
-            state = (np.zeros((1, 2)), np.ones((1, 3)))
-            for array in state:
-                array.setflags(write=False)  # the simulator's state arrives as read-only views: numba's own types
-            self.backup_actions(*state)
+        if self.fallback == "backup":
+            # built and compiled (for the simulator's read-only views) now, not at the first missed deadline
+            self.backup_actions(read_only(np.zeros((1, 2))), read_only(np.ones((1, 3))))
 
     def build_sim(self, num_envs: int) -> None:
         cfg = self.cfg

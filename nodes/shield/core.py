@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout
+from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout, read_only
 from nodes.shield.backup import BackupConfig, Gatekeeper
 from nodes.shield.barriers import BarrierConfig, GridLifeBarriers
 from nodes.shield.fallback import FALLBACK_POLICIES, Fallback, FallbackPolicy
@@ -380,9 +380,7 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
     pos = rng.uniform(0.0, env_cfg.arena_size, size=(n, 2))
     internal = np.linspace(0.01, 0.99, 3 * n).reshape(n, 3)  # nearly empty to full: infeasible rows included
     proposals = rng.uniform(-1.0, 1.0, size=(n, 2))
-    wire_pos, wire_internal = pos.copy(), internal.copy()  # read-only, as decoded from a message: numba's own types
-    wire_pos.setflags(write=False)
-    wire_internal.setflags(write=False)
+    wire_pos, wire_internal = read_only(pos), read_only(internal)  # as decoded from a message: numba's own types
     for name in ("qp", "search"):
         core = ShieldCore(env_cfg, ShieldConfig(filter=name))  # type: ignore[arg-type]
         for step, batch in enumerate((n, 1)):
