@@ -35,8 +35,9 @@ class Source(Node):
 
     def burst(self, args: dict[str, Any]) -> dict[str, int]:
         first = self.out.seq + 1
+        data = "burst" + "." * int(args.get("pad", 0))
         for _ in range(int(args["n"])):
-            self.out.publish(Text(data="burst", seq=self.out.seq + 1))
+            self.out.publish(Text(data=data, seq=self.out.seq + 1))
         return {"first": first, "last": self.out.seq}
 
     def stop_probes(self, args: dict[str, Any]) -> dict[str, int]:
@@ -65,7 +66,7 @@ class Sink(Node):
         self.seqs.append(self.sub.last_header.seq)
         if self.record_fd is not None:
             os.write(self.record_fd, f"{self.sub.last_header.seq}\n".encode())
-        if msg.data == "burst":
+        if msg.data.startswith("burst"):
             time.sleep(self.pause_s + self.delay_s)
             self.pause_s = 0.0
 
