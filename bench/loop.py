@@ -3,14 +3,16 @@
 `graph_N`: `persist launch launch/single_agent.yaml` with N arenas, lockstep, shield (QP filter) in the
 loop, learner present but never updating (huge `learning_starts`), so the figure measures the transport
 loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summary.json (training phase
-only, start-up excluded). `inproc_N`: the same env + numpy actor + ShieldCore computations in this
-process with no transport, the limit the graph can approach.
+only, start-up excluded). Same-host edges ride IPC, as in any launch; `graph_1_tcp` is the 1-arena graph
+with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice. `inproc_N`: the
+same env + numpy actor + ShieldCore computations in this process with no transport, the limit the graph
+can approach.
 
 Where a 1-arena graph step goes, measured in the same run (bench/loop_floor.py): `transport_only_1` is the
 same lockstep topology and messages (env/obs to agent and shield, action/proposed, action/safe) through
 PERSIST's runtime, three `persist_rt.Node` processes whose callbacks only answer: transport and node runtime
 with no work. `raw_zmq_1` is that topology in plain pyzmq (three processes blocking in `zmq.Poller`,
-PUB/SUB and PUSH/PULL on loopback TCP, messages of the same sizes): ZeroMQ's own floor from Python.
+PUB/SUB and PUSH/PULL over the same transport as the nodes, messages of the same sizes): ZeroMQ's own floor from Python.
 `per_step_us` gives each 1-arena figure as microseconds per step, so that graph_1 - transport_only_1 is
 roughly the work (env step, actor, shield QP, bookkeeping) and transport_only_1 - raw_zmq_1 is PERSIST's
 runtime above ZeroMQ. `floor_runs` counts each floor's observations re-sent after its 1 s deadline: a
@@ -44,15 +46,16 @@ from nodes.sac.sac import SAC, SACConfig  # noqa: E402
 from nodes.shield.core import ShieldConfig, ShieldCore  # noqa: E402
 
 ARENAS = (1, 64)
-PER_STEP_FIGURES = ("graph_1", "transport_only_1", "raw_zmq_1", "inproc_1")
+PER_STEP_FIGURES = ("graph_1", "graph_1_tcp", "transport_only_1", "raw_zmq_1", "inproc_1")
 PERSIST = REPO / ".venv" / "bin" / "persist"
 LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
 TARGET_GRAPH_1 = 1500.0  # steps/s at 1 arena
 TARGET_GRAPH_64_FRACTION = 0.5  # of the in-process figure at 64 arenas
 
 
-def graph_steps_per_s(arenas: int, steps: int, timeout_s: float) -> dict[str, Any]:
+def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: bool = True) -> dict[str, Any]:
     """One launch of the real graph; the env's training-phase throughput from its summary.json."""
+    env = {**os.environ, "PERSIST_SAME_HOST_IPC": "1" if same_host_ipc else "0"}
     with tempfile.TemporaryDirectory(prefix="persist-bench-loop-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [
@@ -60,7 +63,7 @@ def graph_steps_per_s(arenas: int, steps: int, timeout_s: float) -> dict[str, An
             "--arg", f"steps={steps}", "--arg", f"arenas={arenas}", "--arg", "eval_episodes=0",
             "--set", "learner.learning_starts=100000000", "--run-dir", str(run_dir),
         ]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
         summary_path = run_dir / "summary.json"
         if proc.returncode != 0 or not summary_path.exists():
             tail = (proc.stdout + proc.stderr)[-2000:]
@@ -113,10 +116,12 @@ def main() -> None:
 
     budget = {1: args.steps_1, 64: args.steps_64}
     graph = {n: graph_steps_per_s(n, budget[n], args.timeout) for n in ARENAS}
+    graph_1_tcp = graph_steps_per_s(1, budget[1], args.timeout, same_host_ipc=False)
     floor_cfg = FloorConfig(steps=args.floor_steps)
     floors = {"transport_only_1": transport_only_steps_per_s(floor_cfg), "raw_zmq_1": raw_zmq_steps_per_s(floor_cfg)}
     inproc = {n: inproc_steps_per_s(n, args.inproc_seconds) for n in ARENAS}
     exact = {f"graph_{n}": graph[n]["steps_per_s"] for n in ARENAS}
+    exact["graph_1_tcp"] = graph_1_tcp["steps_per_s"]
     exact.update({f"inproc_{n}": inproc[n] for n in ARENAS})
     exact.update({name: floor["steps_per_s"] for name, floor in floors.items()})
     steps_per_s = {name: round(value, 1) for name, value in exact.items()}

@@ -13,6 +13,10 @@
 The runtime does the plumbing: one single-threaded executor polls every socket with
 ``zmq.Poller`` (blocking pyzmq: about half the round trip of ``zmq.asyncio`` here), runs due timers,
 answers services and keeps the registry lease. Callbacks and timers run only while ACTIVE.
+
+Data sockets bind TCP, and on Linux also an abstract-namespace IPC endpoint: a subscriber on the same
+host connects over IPC (cheaper per message than loopback TCP), one on another host over TCP.
+``PERSIST_SAME_HOST_IPC=0`` keeps every edge on TCP (to capture traffic, or to compare).
 """
 
 from __future__ import annotations
@@ -35,7 +39,14 @@ from persist_rt.lifecycle import State
 from persist_rt.log import get_logger
 from persist_rt.params import Param, ParamError, collect
 from persist_rt.qos import QoS
-from persist_rt.transport import COALESCE_LINGER_S, MAX_WINDOW, Publisher, Subscription, Timer
+from persist_rt.transport import (
+    COALESCE_LINGER_S,
+    MAX_WINDOW,
+    Publisher,
+    Subscription,
+    Timer,
+    same_host_ipc_wanted,
+)
 from protocols import Metrics, ParameterUpdate
 from protocols.base import Message
 
@@ -78,6 +89,9 @@ class Node:
         self.run_dir = Path(run_dir) if run_dir else None
         self.host = host
         self.transport = transport
+        self.hostname = socket.gethostname()
+        # same-host subscribers reach our data sockets over IPC, and we reach same-host publishers that way
+        self.same_host_ipc = transport == "tcp" and same_host_ipc_wanted()
         self.autostart = autostart
         self.state = State.UNCONFIGURED
         self.log = get_logger(self.name, self.run_dir)
@@ -172,6 +186,7 @@ class Node:
             self._pub_sock.setsockopt(zmq.LINGER, 0)
             self._pub_sock.setsockopt(zmq.SNDHWM, 10000)
             self._endpoints["pub"] = self._bind(self._pub_sock, "pub")
+            self._bind_same_host(self._pub_sock, "pub")
             self._watch(self._pub_sock, self._on_subscription_change)
         if reliable and self._rel_sock is None:
             self._rel_sock = self.ctx.socket(zmq.ROUTER)
@@ -179,6 +194,7 @@ class Node:
             self._rel_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._rel_sock.setsockopt(zmq.SNDHWM, MAX_WINDOW)  # credit, not the HWM, bounds what is in flight
             self._endpoints["reliable"] = self._bind(self._rel_sock, "rel")
+            self._bind_same_host(self._rel_sock, "reliable")
             self._watch(self._rel_sock, self._on_reliable_control)
         pub = Publisher(self, name, msg_type, reliable=reliable, buffer=buffer, coalesce=coalesce)
         self.publishers[name] = pub
@@ -410,6 +426,13 @@ class Node:
             sock.bind(f"tcp://{self.host}:0")
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
+    def _bind_same_host(self, sock: zmq.Socket, role: str) -> None:
+        """Also bind ``sock`` to an abstract IPC name (no file to clean up), advertised as ``<role>_local``."""
+        if self.same_host_ipc:
+            name = f"persist-{self.name.replace('/', '_')}-{role}-{os.getpid()}-{os.urandom(4).hex()}"
+            sock.bind(f"ipc://@{name}")
+            self._endpoints[f"{role}_local"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
     def _watch(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
         self._poller.register(sock, zmq.POLLIN)
         self._handlers[sock] = handler
@@ -459,7 +482,7 @@ class Node:
             "name": self.name,
             "kind": self.kind,
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": self.hostname,
             "state": str(self.state),
             "restarts": self.restarts,
             "endpoints": dict(self._endpoints),

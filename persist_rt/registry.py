@@ -93,8 +93,10 @@ class Registry:
     def lookup(self, args: dict[str, Any]) -> dict[str, Any]:
         topic = args.get("topic")
         pubs = [
-            {"node": n, "endpoint": info["endpoints"].get("pub"), "reliable_endpoint":
-             info["endpoints"].get("reliable"), **p}
+            {"node": n, "host": info.get("host"), "endpoint": info["endpoints"].get("pub"),
+             "reliable_endpoint": info["endpoints"].get("reliable"),
+             "local_endpoint": info["endpoints"].get("pub_local"),
+             "reliable_local_endpoint": info["endpoints"].get("reliable_local"), **p}
             for n, info in self.nodes.items()
             for p in info.get("publications", [])
             if p["topic"] == topic

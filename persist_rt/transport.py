@@ -14,6 +14,8 @@ comes again. A backlog goes out as one ``BATCH`` frame. Wire details: docs/wire.
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +48,11 @@ _NOBLOCK, _SNDMORE, _RCVMORE, _EVENTS, _POLLIN = (int(zmq.NOBLOCK), int(zmq.SNDM
 # pyzmq's Python-level wrappers cost more than the call itself for small frames: go to the backend directly
 _zsend, _zrecv, _zget = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 _EHOSTUNREACH = int(zmq.EHOSTUNREACH)
+
+
+def same_host_ipc_wanted() -> bool:
+    """Should edges between processes on one host ride IPC? On Linux, unless ``PERSIST_SAME_HOST_IPC=0``."""
+    return sys.platform == "linux" and os.environ.get("PERSIST_SAME_HOST_IPC", "1") != "0"
 
 
 class Timer:
@@ -490,8 +497,9 @@ class Subscription:
             (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
             rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
         return {**self.counts(), "qos": str(self.qos), "schema": self.schema, "rate_hz": round(rate, 3),
-                "publishers": len(self.endpoints), "batches": self.batches, "incompatible": dict(self.incompatible),
-                "rejected_by": dict(self.rejected_by), "last_error": self.last_error}
+                "publishers": len(self.endpoints), "endpoints": sorted(self.endpoints), "batches": self.batches,
+                "incompatible": dict(self.incompatible), "rejected_by": dict(self.rejected_by),
+                "last_error": self.last_error}
 
     @property
     def needs_lookup(self) -> bool:
@@ -515,7 +523,10 @@ class Subscription:
                                         reason=reason)
                 continue
             self.incompatible.pop(p["node"], None)
-            endpoint = p.get("reliable_endpoint") if self.qos.reliable else p.get("endpoint")
+            tcp, local = (("reliable_endpoint", "reliable_local_endpoint") if self.qos.reliable
+                          else ("endpoint", "local_endpoint"))
+            same_host = self.node.same_host_ipc and p.get("host") == self.node.hostname
+            endpoint = (same_host and p.get(local)) or p.get(tcp)
             if endpoint:
                 wanted.add(endpoint)
         for endpoint in wanted - set(self.endpoints):

@@ -62,9 +62,9 @@ class Graph:
     procs: list[Proc] = field(default_factory=list)
     registry: str = ""
 
-    def _spawn(self, name: str, args: list[str]) -> Proc:
+    def _spawn(self, name: str, args: list[str], env_extra: dict[str, str] | None = None) -> Proc:
         log = self.tmp / f"{name}.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PERSIST_LOG_LEVEL": "warning"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PERSIST_LOG_LEVEL": "warning", **(env_extra or {})}
         with open(log, "ab") as out:
             popen = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                      env=env)
@@ -81,10 +81,10 @@ class Graph:
         return proc
 
     def start_node(self, cls: str, name: str, params: dict[str, Any] | None = None,
-                   qos: dict[str, str] | None = None) -> Proc:
+                   qos: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Proc:
         return self._spawn(name, ["-m", "persist_rt.run", "--kind", f"{FIXTURES}:{cls}", "--name", name,
                                   "--registry", self.registry, "--params", json.dumps(params or {}),
-                                  "--qos", json.dumps(qos or {})])
+                                  "--qos", json.dumps(qos or {})], env)
 
     def reg(self, service: str, **args: Any) -> Any:
         return services.call(self.registry, service, args, timeout=2.0)

@@ -112,3 +112,27 @@ def test_incompatible_qos_and_schema_are_reported_by_name(graph: Graph) -> None:
     # nothing arrives on an incompatible edge, and the counters say so rather than staying silent
     assert graph.call("wants_reliable", "seen")["count"] == 0
     assert graph.stats("wants_reliable")["counters"]["edge.incompatible"] >= 1
+
+
+def test_same_host_edges_ride_ipc_and_tcp_serves_a_node_that_opts_out(graph: Graph) -> None:
+    graph.start_registry()
+    graph.start_node("Source", "source", {"reliable": True})
+    graph.start_node("Source", "tcp_source", {"reliable": True, "topic": "other"}, env={"PERSIST_SAME_HOST_IPC": "0"})
+    graph.start_node("Sink", "near", {"qos": "reliable"})
+    graph.start_node("Sink", "near_best_effort", {"qos": "queue"})
+    graph.start_node("Sink", "tcp_only", {"qos": "reliable"}, env={"PERSIST_SAME_HOST_IPC": "0"})
+    graph.start_node("Sink", "near_other", {"qos": "reliable", "topic": "other"})
+    for sink in ("near", "near_best_effort", "tcp_only", "near_other"):
+        eventually(lambda s=sink: graph.call(s, "seen")["count"] >= 5, what=f"{sink} to receive")
+
+    advertised = graph.nodes()["source"]["endpoints"]
+    assert advertised["pub"].startswith("tcp://") and advertised["reliable"].startswith("tcp://")
+    assert advertised["pub_local"].startswith("ipc://@") and advertised["reliable_local"].startswith("ipc://@")
+    assert "reliable_local" not in graph.nodes()["tcp_source"]["endpoints"]
+    assert _edge(graph, "near")["endpoints"] == [advertised["reliable_local"]]
+    assert _edge(graph, "near_best_effort")["endpoints"] == [advertised["pub_local"]]
+    # a node that opts out neither uses a publisher's IPC endpoint nor offers one; both still connect over TCP
+    assert _edge(graph, "tcp_only")["endpoints"] == [advertised["reliable"]]
+    assert _edge(graph, "near_other", "other")["endpoints"][0].startswith("tcp://")
+    for sink, topic in (("near", "chatter"), ("tcp_only", "chatter"), ("near_other", "other")):
+        assert _edge(graph, sink, topic)["lost"] == 0
