@@ -42,7 +42,7 @@ from nodes.env.gridlife import INTERNAL_NAMES, GridLifeConfig, obs_names  # noqa
 from persist_rt import Node, Param  # noqa: E402
 from persist_rt.codec import Codec, HeaderPacker  # noqa: E402
 from persist_rt.qos import LOCKSTEP  # noqa: E402
-from persist_rt.transport import same_host_ipc_wanted  # noqa: E402
+from persist_rt.transport import ipc_domain  # noqa: E402
 from protocols import Observation, ProposedAction, SafeAction  # noqa: E402
 from protocols.base import Message  # noqa: E402
 
@@ -255,7 +255,7 @@ def _step_of(frames: list[bytes]) -> int:
 def _bind(ctx: zmq.Context, kind: int) -> tuple[zmq.Socket, str]:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
-    if same_host_ipc_wanted():  # as the nodes do: same-host edges ride IPC
+    if ipc_domain() is not None:  # as the nodes do: same-host edges ride IPC
         sock.bind(f"ipc://@persist-bench-floor-{os.getpid()}-{os.urandom(4).hex()}")
     else:
         sock.bind("tcp://127.0.0.1:0")  # a free port chosen by the system

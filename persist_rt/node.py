@@ -15,7 +15,8 @@ The runtime does the plumbing: one single-threaded executor polls every socket w
 answers services and keeps the registry lease. Callbacks and timers run only while ACTIVE.
 
 Data sockets bind TCP, and on Linux also an abstract-namespace IPC endpoint: a subscriber on the same
-host connects over IPC (cheaper per message than loopback TCP), one on another host over TCP.
+host (same kernel boot and network namespace) connects over IPC, cheaper per message than loopback TCP;
+any other over TCP.
 ``PERSIST_SAME_HOST_IPC=0`` keeps every edge on TCP (to capture traffic, or to compare).
 """
 
@@ -45,7 +46,7 @@ from persist_rt.transport import (
     Publisher,
     Subscription,
     Timer,
-    same_host_ipc_wanted,
+    ipc_domain,
 )
 from protocols import Metrics, ParameterUpdate
 from protocols.base import Message
@@ -89,9 +90,8 @@ class Node:
         self.run_dir = Path(run_dir) if run_dir else None
         self.host = host
         self.transport = transport
-        self.hostname = socket.gethostname()
-        # same-host subscribers reach our data sockets over IPC, and we reach same-host publishers that way
-        self.same_host_ipc = transport == "tcp" and same_host_ipc_wanted()
+        # subscribers in our IPC domain reach our data sockets over IPC, and we reach such publishers that way
+        self.ipc_domain = ipc_domain() if transport == "tcp" else None
         self.autostart = autostart
         self.state = State.UNCONFIGURED
         self.log = get_logger(self.name, self.run_dir)
@@ -428,7 +428,7 @@ class Node:
 
     def _bind_same_host(self, sock: zmq.Socket, role: str) -> None:
         """Also bind ``sock`` to an abstract IPC name (no file to clean up), advertised as ``<role>_local``."""
-        if self.same_host_ipc:
+        if self.ipc_domain is not None:
             name = f"persist-{self.name.replace('/', '_')}-{role}-{os.getpid()}-{os.urandom(4).hex()}"
             sock.bind(f"ipc://@{name}")
             self._endpoints[f"{role}_local"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -482,7 +482,8 @@ class Node:
             "name": self.name,
             "kind": self.kind,
             "pid": os.getpid(),
-            "host": self.hostname,
+            "host": socket.gethostname(),
+            "ipc_domain": self.ipc_domain,
             "state": str(self.state),
             "restarts": self.restarts,
             "endpoints": dict(self._endpoints),

@@ -93,7 +93,7 @@ class Registry:
     def lookup(self, args: dict[str, Any]) -> dict[str, Any]:
         topic = args.get("topic")
         pubs = [
-            {"node": n, "host": info.get("host"), "endpoint": info["endpoints"].get("pub"),
+            {"node": n, "ipc_domain": info.get("ipc_domain"), "endpoint": info["endpoints"].get("pub"),
              "reliable_endpoint": info["endpoints"].get("reliable"),
              "local_endpoint": info["endpoints"].get("pub_local"),
              "reliable_local_endpoint": info["endpoints"].get("reliable_local"), **p}

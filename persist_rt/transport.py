@@ -50,9 +50,18 @@ _zsend, _zrecv, _zget = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.ba
 _EHOSTUNREACH = int(zmq.EHOSTUNREACH)
 
 
-def same_host_ipc_wanted() -> bool:
-    """Should edges between processes on one host ride IPC? On Linux, unless ``PERSIST_SAME_HOST_IPC=0``."""
-    return sys.platform == "linux" and os.environ.get("PERSIST_SAME_HOST_IPC", "1") != "0"
+def ipc_domain() -> str | None:
+    """Where this process's abstract IPC names are reachable: one boot of one kernel, one network namespace
+    (hostnames can repeat across machines). None where same-host edges should not ride IPC: not Linux, or
+    ``PERSIST_SAME_HOST_IPC=0``."""
+    if sys.platform != "linux" or os.environ.get("PERSIST_SAME_HOST_IPC", "1") == "0":
+        return None
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/net').st_ino}"
+    except OSError:
+        return None
 
 
 class Timer:
@@ -525,7 +534,7 @@ class Subscription:
             self.incompatible.pop(p["node"], None)
             tcp, local = (("reliable_endpoint", "reliable_local_endpoint") if self.qos.reliable
                           else ("endpoint", "local_endpoint"))
-            same_host = self.node.same_host_ipc and p.get("host") == self.node.hostname
+            same_host = self.node.ipc_domain is not None and p.get("ipc_domain") == self.node.ipc_domain
             endpoint = (same_host and p.get(local)) or p.get(tcp)
             if endpoint:
                 wanted.add(endpoint)

@@ -136,3 +136,24 @@ def test_same_host_edges_ride_ipc_and_tcp_serves_a_node_that_opts_out(graph: Gra
     assert _edge(graph, "near_other", "other")["endpoints"][0].startswith("tcp://")
     for sink, topic in (("near", "chatter"), ("tcp_only", "chatter"), ("near_other", "other")):
         assert _edge(graph, sink, topic)["lost"] == 0
+
+
+def test_a_publisher_in_another_ipc_domain_is_reached_over_tcp() -> None:
+    # a hostname can repeat across machines: IPC is chosen by kernel boot and network namespace, never by name
+    from persist_rt import Node
+    from protocols import Text
+
+    node = Node("chooser")
+    try:
+        assert node.ipc_domain is not None  # Linux: same-host IPC is on unless PERSIST_SAME_HOST_IPC=0
+        sub = node.subscribe("chatter", Text, lambda msg: None)
+        offer = {"schema": sub.schema, "reliable": False, "endpoint": "tcp://127.0.0.1:9", "local_endpoint":
+                 "ipc://@persist-test-unreachable"}
+        sub.update_publishers([{**offer, "node": "far", "ipc_domain": "another-boot/1"}])
+        assert list(sub.endpoints) == ["tcp://127.0.0.1:9"]
+        sub.update_publishers([{**offer, "node": "near", "ipc_domain": node.ipc_domain}])
+        assert list(sub.endpoints) == ["ipc://@persist-test-unreachable"]
+        sub.update_publishers([{**offer, "node": "old", "ipc_domain": None}])  # a node that offers no IPC
+        assert list(sub.endpoints) == ["tcp://127.0.0.1:9"]
+    finally:
+        node.close()
