@@ -177,11 +177,12 @@ class PolicyWeights(Message):
             check_array(t, f"tensors.{name}", dtype=F32, ndim=t.ndim if isinstance(t, np.ndarray) else 1)
 
 
-@schema("persist.ShieldReport", 1)
+@schema("persist.ShieldReport", 2)
 class ShieldReport(Message):
-    """Explanations of the shield's interventions at one step, one entry per arena it changed."""
+    """Explanations of the shield's interventions, one entry per (step, arena) it changed. The shield sends what
+    it holds every ``report_period_s``, so one message spans the steps of that period."""
 
-    step: int
+    step: list[int]
     arena: list[int]
     mode: list[str]  # "filtered" | "fallback"
     cause: list[str]  # binding constraint, or degradation cause (stale, ood, disagreement, infeasible, ...)
@@ -192,7 +193,7 @@ class ShieldReport(Message):
 
     def __post_init__(self) -> None:
         k = len(self.arena)
-        for name in ("mode", "cause", "margin_before", "margin_after", "proposed", "safe"):
+        for name in ("step", "mode", "cause", "margin_before", "margin_after", "proposed", "safe"):
             check_len(getattr(self, name), name, k)
 
 

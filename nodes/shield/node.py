@@ -4,7 +4,9 @@ For each step it pairs the env's observation (true state, or the estimator's est
 uncertainty under partial observability) with the agent's proposal and runs ``ShieldCore``. If the
 proposal does not arrive within ``proposal_deadline_s`` it decides anyway, on stale input, which
 ``ShieldCore`` answers with the conservative fallback: the shield never fails open. Every
-intervention is explained on ``shield/report`` and in ``<run_dir>/shield_reports.jsonl``.
+intervention is explained in ``<run_dir>/shield_reports.jsonl`` (written as it is decided) and on
+``shield/report`` (held and sent every ``report_period_s``: one wake-up of its readers per period, not
+per step).
 
 ``bypass`` (for unshielded evaluation only) forwards proposals unchanged; the shield still publishes
 them, so the env keeps executing nothing but ``action/safe``.
@@ -41,6 +43,8 @@ from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
 
+MAX_HELD_REPORTS = 1024  # intervention reports held for shield/report before they go out early
+
 
 class ShieldNode(Node):
     kind = "shield"
@@ -62,6 +66,7 @@ class ShieldNode(Node):
     internal_model = Param("known", "known (the env's equations) or learned (trained online)",
                            choices=("known", "learned"), read_only=True)
     model_train_every = Param(10, "steps between training rounds of the learned internal model", ge=1)
+    report_period_s = Param(0.05, "how long intervention reports are held to go out as one message", gt=0)
     ood_fit_after = Param(0, "states to fit the OOD detector on, then route OOD states to the fallback; 0: off",
                           ge=0, read_only=True)
 
@@ -94,11 +99,14 @@ class ShieldNode(Node):
         if self.use_estimate:
             self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")
         self.timer(min(0.02, self.proposal_deadline_s / 4), self.check_deadline)
+        self.held_reports: list[tuple[int, dict[str, Any]]] = []  # (step, report) not yet on shield/report
+        self.timer(self.report_period_s, self.publish_reports)
         self.report_file: IO[str] | None = None
         if self.write_reports and self.run_dir is not None:
             self.report_file = open(self.run_dir / "shield_reports.jsonl", "a")
 
     def on_shutdown(self) -> None:
+        self.publish_reports()
         if self.report_file is not None:
             self.report_file.close()
 
@@ -270,17 +278,26 @@ class ShieldNode(Node):
         return est.mean, est.std
 
     def report(self, step: int, reports: list[dict[str, Any]]) -> None:
-        self.report_pub.publish(ShieldReport(
-            step=step, arena=[r["arena"] for r in reports], mode=[r["mode"] for r in reports],
-            cause=[r["cause"] or r["constraint"] or "" for r in reports],
-            margin_before=[_num(r["margin_before"]) for r in reports],
-            margin_after=[_num(r["margin_after"]) for r in reports],
-            proposed=[[_num(v) for v in r["proposed"]] for r in reports],
-            safe=[r["safe"] for r in reports]))
+        self.held_reports += ((step, r) for r in reports)
+        if len(self.held_reports) >= MAX_HELD_REPORTS:
+            self.publish_reports()
         if self.report_file is not None:
             # Whole lines, flushed per step: a kill -9 loses no report of a step already decided.
             self.report_file.write("".join(json.dumps(r) + "\n" for r in reports))
             self.report_file.flush()
+
+
+    def publish_reports(self) -> None:
+        """Send the held intervention reports as one message."""
+        held, self.held_reports = self.held_reports, []
+        if held:
+            self.report_pub.publish(ShieldReport(
+                step=[s for s, _ in held], arena=[r["arena"] for _, r in held], mode=[r["mode"] for _, r in held],
+                cause=[r["cause"] or r["constraint"] or "" for _, r in held],
+                margin_before=[_num(r["margin_before"]) for _, r in held],
+                margin_after=[_num(r["margin_after"]) for _, r in held],
+                proposed=[[_num(v) for v in r["proposed"]] for _, r in held],
+                safe=[r["safe"] for _, r in held]))
 
 
 def _num(x: float | None) -> float:

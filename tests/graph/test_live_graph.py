@@ -14,7 +14,7 @@ from nodes.env.gridlife import GridLifeConfig
 from nodes.sac.policy_file import save_policy
 from nodes.sac.sac import SAC, SACConfig
 from persist_rt.checkpoint import load as load_checkpoint
-from tests.graph.conftest import LiveRun, finish, launch_single_agent
+from tests.graph.conftest import LiveRun, finish, launch_single_agent, read_reports
 from tests.launch.conftest import persist, persist_json, wait_for
 
 SWAPPED_VERSION = 4242
@@ -90,6 +90,20 @@ def test_weights_travel_and_a_hand_swap_loses_no_step(live: LiveRun, tmp_path: P
     wait_for("steps after the refusal", lambda: live.metric_above("env", "progress.steps", steps_after + 40))
     assert counters(live, "env", ENV_LOSS_COUNTERS) == env_loss
     assert counters(live, "shield", SHIELD_LOSS_COUNTERS) == shield_loss
+
+
+def test_intervention_reports_go_out_a_period_at_a_time_and_match_the_report_file(live: LiveRun) -> None:
+    echo = persist("topic", "echo", "shield/report", "-n", "1", "--json", "--timeout", "30", "--registry",
+                   live.registry)
+    assert echo.returncode == 0, echo.stderr
+    report = json.loads(echo.stdout)["data"]
+    entries = list(zip(report["step"], report["arena"], strict=True))
+    assert entries and [s for s, _ in entries] == sorted(s for s, _ in entries)
+    # every entry was also written to shield_reports.jsonl as its step was decided, before the message went out
+    written = {(r["step"], r["arena"]): r for r in read_reports(live)}
+    for (step, arena), mode, cause in zip(entries, report["mode"], report["cause"], strict=True):
+        line = written[(step, arena)]
+        assert line["mode"] == mode and cause == (line["cause"] or line["constraint"] or "")
 
 
 def test_killed_learner_resumes_from_its_checkpoint_and_keeps_learning(live: LiveRun) -> None:

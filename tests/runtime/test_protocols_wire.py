@@ -37,7 +37,7 @@ def _examples() -> dict[str, protocols.Message]:
         # a large tensor goes out of band as its own frame
         protocols.PolicyWeights(version=2, spec={"hidden": [64, 64]}, source="learner",
                                 tensors={"w": rng.random((256, 64), f32), "b": rng.random(64, f32)}),
-        protocols.ShieldReport(step=7, arena=[1], mode=["filtered"], cause=["temperature"], margin_before=[-0.1],
+        protocols.ShieldReport(step=[7], arena=[1], mode=["filtered"], cause=["temperature"], margin_before=[-0.1],
                                margin_after=[0.0], proposed=[[1.0, 0.0]], safe=[[0.5, 0.0]]),
         protocols.Heartbeat(node="agent", state="active", pid=12, seq=4),
         protocols.Metrics(node="agent", counters={"edge.obs.dropped": 2.0}, gauges={"restarts": 0.0}),

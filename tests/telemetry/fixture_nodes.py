@@ -20,7 +20,7 @@ class Reporter(Node):
     def tick(self) -> None:
         self.step += 1
         # each step: one arena filtered on energy, one on the stale-input fallback
-        self.reports.publish(ShieldReport(step=self.step, arena=[0, 1], mode=["filtered", "fallback"],
+        self.reports.publish(ShieldReport(step=[self.step] * 2, arena=[0, 1], mode=["filtered", "fallback"],
                                           cause=["energy", "stale"], margin_before=[-0.1, 0.0],
                                           margin_after=[0.0, 0.2], proposed=[[1.0, 0.0], [0.0, 1.0]],
                                           safe=[[0.5, 0.0], [0.0, 0.0]]))
