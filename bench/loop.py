@@ -6,7 +6,9 @@ loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summa
 only, start-up excluded). Same-host edges ride IPC, as in any launch; `graph_1_tcp` is the 1-arena graph
 with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice. `inproc_N`: the
 same env + numpy actor + ShieldCore computations in this process with no transport, the limit the graph
-can approach.
+can approach. "The same" includes the episodes: the launch file's env trains with `train_cap` (250), and
+the shield's work depends on it (its rollouts are longer from fresh start states), so the in-process env
+restarts episodes at that cap too.
 
 Where a 1-arena graph step goes, measured in the same run (bench/loop_floor.py): `transport_only_1` is the
 same lockstep topology and messages (env/obs to agent and shield, action/proposed, action/safe) through
@@ -31,10 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -75,10 +79,17 @@ def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: 
             "wall_s": summary["wall_s"], "fallback_steps": summary["train"]["fallback_steps"]}
 
 
+def train_cap() -> int:
+    """The episode cap the launch file's env trains with (its `train_cap`; 0 or absent: the config's own)."""
+    launch = yaml.safe_load(LAUNCH_FILE.read_text())
+    env = next(node for node in launch["nodes"] if node["name"] == "env")
+    return int(env.get("params", {}).get("train_cap", 0)) or GridLifeConfig().episode_cap
+
+
 def inproc_steps_per_s(arenas: int, seconds: float, seed: int = 0) -> float:
-    """obs -> act -> shield -> env.step in one loop, as the graph does it, with no transport."""
+    """obs -> act -> shield -> env.step in one loop, as the graph's training phase does it, with no transport."""
     env_cfg = GridLifeConfig()
-    env = GridLifeBatch(env_cfg, arenas)
+    env = GridLifeBatch(replace(env_cfg, episode_cap=train_cap()), arenas)
     sac = SAC(env.obs_dim, 2, SACConfig(hidden=(128, 128), device="cpu", seed=seed))
     actor = NumpyActor(sac.policy())
     shield = ShieldCore(env_cfg, ShieldConfig(filter="qp", fallback="seek_station"))

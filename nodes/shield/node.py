@@ -25,11 +25,11 @@ fitted in a background thread, saved to the run directory and joins the ensemble
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import IO, Any
 
+import msgspec
 import numpy as np
 
 from nodes.env.gridlife import GridLifeConfig
@@ -43,6 +43,7 @@ from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
 
+REPORT_LINES = msgspec.json.Encoder()  # JSON lines at several times the speed of json.dumps
 MAX_HELD_REPORTS = 1024  # intervention reports held for shield/report before they go out early
 
 
@@ -101,9 +102,9 @@ class ShieldNode(Node):
         self.timer(min(0.02, self.proposal_deadline_s / 4), self.check_deadline)
         self.held_reports: list[tuple[int, dict[str, Any]]] = []  # (step, report) not yet on shield/report
         self.timer(self.report_period_s, self.publish_reports)
-        self.report_file: IO[str] | None = None
+        self.report_file: IO[bytes] | None = None
         if self.write_reports and self.run_dir is not None:
-            self.report_file = open(self.run_dir / "shield_reports.jsonl", "a")
+            self.report_file = open(self.run_dir / "shield_reports.jsonl", "ab")
 
     def on_shutdown(self) -> None:
         self.publish_reports()
@@ -283,7 +284,7 @@ class ShieldNode(Node):
             self.publish_reports()
         if self.report_file is not None:
             # Whole lines, flushed per step: a kill -9 loses no report of a step already decided.
-            self.report_file.write("".join(json.dumps(r) + "\n" for r in reports))
+            self.report_file.write(REPORT_LINES.encode_lines(reports))
             self.report_file.flush()
 
 
