@@ -16,8 +16,7 @@ answers services and keeps the registry lease. Callbacks and timers run only whi
 
 Data sockets bind TCP, and on Linux also an abstract-namespace IPC endpoint: a subscriber on the same
 host (same kernel boot and network namespace) connects over IPC, cheaper per message than loopback TCP;
-any other over TCP.
-``PERSIST_SAME_HOST_IPC=0`` keeps every edge on TCP (to capture traffic, or to compare).
+any other over TCP. ``PERSIST_SAME_HOST_IPC=0`` keeps a node on TCP (to capture traffic, or to compare).
 """
 
 from __future__ import annotations

@@ -287,7 +287,6 @@ class ShieldNode(Node):
             self.report_file.write(REPORT_LINES.encode_lines(reports))
             self.report_file.flush()
 
-
     def publish_reports(self) -> None:
         """Send the held intervention reports as one message."""
         held, self.held_reports = self.held_reports, []
