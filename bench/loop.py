@@ -4,7 +4,8 @@
 loop, learner present but never updating (huge `learning_starts`), so the figure measures the transport
 loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summary.json (training phase
 only, start-up excluded). Same-host edges ride IPC, as in any launch; `graph_1_tcp` is the 1-arena graph
-with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice. `inproc_N`: the
+with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice; both are the
+median of `--repeats-1` launches, alternating (`graph_1_runs` lists them all). `inproc_N`: the
 same env + numpy actor + ShieldCore computations in this process with no transport, the limit the graph
 can approach. "The same" includes the episodes: the launch file's env trains with `train_cap` (250), and
 the shield's work depends on it (its rollouts are longer from fresh start states), so the in-process env
@@ -20,7 +21,8 @@ roughly the work (env step, actor, shield QP, bookkeeping) and transport_only_1 
 runtime above ZeroMQ. `floor_runs` counts each floor's observations re-sent after its 1 s deadline: a
 floor figure is clean only with `resends_timed` 0. Prints one JSON line.
 
-    .venv/bin/python bench/loop.py [--steps-1 5000] [--steps-64 200000] [--inproc-seconds 4] [--floor-steps 5000]
+    .venv/bin/python bench/loop.py [--steps-1 5000] [--repeats-1 3] [--steps-64 200000] [--inproc-seconds 4]
+                                   [--floor-steps 5000]
 """
 
 from __future__ import annotations
@@ -110,24 +112,36 @@ def inproc_steps_per_s(arenas: int, seconds: float, seed: int = 0) -> float:
     return steps * arenas / (time.perf_counter() - t0)
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median steps/s (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["steps_per_s"])[(len(runs) - 1) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps-1", type=int, default=5000, help="arena-steps of the 1-arena graph run")
     parser.add_argument("--steps-64", type=int, default=200000, help="arena-steps of the 64-arena graph run")
     parser.add_argument("--inproc-seconds", type=float, default=4.0, help="measuring time per in-process loop")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per graph run")
+    parser.add_argument("--repeats-1", type=int, default=3,
+                        help="1-arena launches over IPC and over TCP each, alternating; each figure is their median")
     parser.add_argument("--floor-steps", type=int, default=FloorConfig.steps,
                         help="timed steps of each 1-arena floor (transport_only_1, raw_zmq_1)")
     args = parser.parse_args()
-    for name in ("steps_1", "steps_64", "floor_steps"):
+    for name in ("steps_1", "steps_64", "floor_steps", "repeats_1"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be >= 1")
     if args.inproc_seconds <= 0:
         parser.error("--inproc-seconds: must be > 0")
 
-    budget = {1: args.steps_1, 64: args.steps_64}
-    graph = {n: graph_steps_per_s(n, budget[n], args.timeout) for n in ARENAS}
-    graph_1_tcp = graph_steps_per_s(1, budget[1], args.timeout, same_host_ipc=False)
+    # a 1-arena launch measures a few seconds, so the machine's drift shows: alternate IPC and TCP launches
+    # and take each one's median
+    runs_1: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _ in range(args.repeats_1):
+        for ipc in (True, False):
+            runs_1[ipc].append(graph_steps_per_s(1, args.steps_1, args.timeout, same_host_ipc=ipc))
+    graph = {1: _median_run(runs_1[True]), 64: graph_steps_per_s(64, args.steps_64, args.timeout)}
+    graph_1_tcp = _median_run(runs_1[False])
     floor_cfg = FloorConfig(steps=args.floor_steps)
     floors = {"transport_only_1": transport_only_steps_per_s(floor_cfg), "raw_zmq_1": raw_zmq_steps_per_s(floor_cfg)}
     inproc = {n: inproc_steps_per_s(n, args.inproc_seconds) for n in ARENAS}
@@ -146,6 +160,8 @@ def main() -> None:
             "graph_64_ge_half_inproc_64": graph[64]["steps_per_s"] >= TARGET_GRAPH_64_FRACTION * inproc[64],
         },
         "graph_runs": {f"graph_{n}": {k: v for k, v in graph[n].items() if k != "steps_per_s"} for n in ARENAS},
+        "graph_1_runs": {"ipc": [round(r["steps_per_s"], 1) for r in runs_1[True]],
+                         "tcp": [round(r["steps_per_s"], 1) for r in runs_1[False]]},
         "floor_runs": {name: {k: v for k, v in floor.items() if k != "steps_per_s"} for name, floor in floors.items()},
         "shield_filter": "qp",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
