@@ -461,10 +461,12 @@ class EnvNode(Node):
         self.log.info("phase", phase=phase, episodes=episodes, **extra)
 
     def best_selected(self) -> int | None:
-        """The kept policy that survived longest in the selection; ties go to the higher return, then the newest."""
+        """The kept policy that survived longest in the selection; ties go to the fewer viability violations (a
+        policy can outlive every episode and still enter hazards), then the higher return, then the newest."""
         if not self.selection:
             return None
-        best = max(reversed(self.selection), key=lambda c: (c["mean_survival_steps"], c["mean_return"]))
+        best = max(reversed(self.selection),
+                   key=lambda c: (c["mean_survival_steps"], -c["violations"], c["mean_return"]))
         return int(best["version"])
 
     def configure_peers_for(self, phase: str) -> None:

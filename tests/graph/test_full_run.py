@@ -50,6 +50,9 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     select = summary["select"]
     survival = {c["version"]: c["mean_survival_steps"] for c in select["candidates"]}
     assert survival and survival[select["chosen_version"]] == max(survival.values())
+    longest = [c for c in select["candidates"] if c["mean_survival_steps"] == max(survival.values())]
+    chosen = next(c for c in longest if c["version"] == select["chosen_version"])
+    assert chosen["violations"] == min(c["violations"] for c in longest)  # a tie goes to the safer policy
     agent_log = [json.loads(line) for line in (run.run_dir / "logs" / "agent.jsonl").read_text().splitlines()]
     installed = [e["new_version"] for e in agent_log if e.get("event") == "policy_installed"]
     assert installed[-1] == select["chosen_version"]  # the last switch, before the evaluations
