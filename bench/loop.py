@@ -15,7 +15,8 @@ Where a 1-arena graph step goes, measured in the same run (bench/loop_floor.py):
 same lockstep topology and messages (env/obs to agent and shield, action/proposed, action/safe) through
 PERSIST's runtime, three `persist_rt.Node` processes whose callbacks only answer: transport and node runtime
 with no work. `raw_zmq_1` is that topology in plain pyzmq (three processes blocking in `zmq.Poller`,
-PUB/SUB and PUSH/PULL over the same transport as the nodes, messages of the same sizes): ZeroMQ's own floor from Python.
+PUB/SUB and PUSH/PULL over the same transport as the nodes, messages of the same sizes): ZeroMQ's own
+floor from Python.
 `per_step_us` gives each 1-arena figure as microseconds per step, so that graph_1 - transport_only_1 is
 roughly the work (env step, actor, shield QP, bookkeeping) and transport_only_1 - raw_zmq_1 is PERSIST's
 runtime above ZeroMQ. `floor_runs` counts each floor's observations re-sent after its 1 s deadline: a
