@@ -44,8 +44,8 @@ def test_best_effort_slow_consumer_counts_every_drop_exactly(graph: Graph, qos: 
 
 def test_transport_loss_is_counted_as_lost(graph: Graph) -> None:
     # the sink stalls while 20k messages of 8 KB arrive: 160 MB, more than ZeroMQ's high-water marks (11k messages)
-    # and the kernel's loopback buffers (tens of MB at most) can hold, so the publisher drops and the sequence gaps
-    # count it. Small messages can all fit in a large socket buffer and lose nothing.
+    # and the kernel's socket buffers (IPC or loopback TCP, tens of MB at most) can hold, so the publisher drops and
+    # the sequence gaps count it. Small messages can all fit in a large socket buffer and lose nothing.
     graph.start_registry()
     graph.start_node("Sink", "sink", {"qos": "queue(1000)", "pause_s": 1.5})
     graph.start_node("Source", "source")
