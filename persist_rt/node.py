@@ -428,7 +428,8 @@ class Node:
     def _bind_same_host(self, sock: zmq.Socket, role: str) -> None:
         """Also bind ``sock`` to an abstract IPC name (no file to clean up), advertised as ``<role>_local``."""
         if self.ipc_domain is not None:
-            name = f"persist-{self.name.replace('/', '_')}-{role}-{os.getpid()}-{os.urandom(4).hex()}"
+            label = self.name.replace("/", "_")[:48]  # an abstract name has at most 107 bytes
+            name = f"persist-{label}-{role}-{os.getpid()}-{os.urandom(4).hex()}"
             sock.bind(f"ipc://@{name}")
             self._endpoints[f"{role}_local"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 

@@ -157,3 +157,18 @@ def test_a_publisher_in_another_ipc_domain_is_reached_over_tcp() -> None:
         assert list(sub.endpoints) == ["tcp://127.0.0.1:9"]
     finally:
         node.close()
+
+
+def test_a_long_node_name_still_gets_its_ipc_endpoints() -> None:
+    # an abstract IPC name holds at most 107 bytes: the node's name is cut to fit, the bind must not fail
+    from persist_rt import Node
+    from protocols import Text
+
+    node = Node("fleet/" + "arm_controller_" * 10)
+    try:
+        node.publisher("chatter", Text, reliable=True)
+        endpoints = node.describe()["endpoints"]
+        assert endpoints["pub_local"].startswith("ipc://@persist-fleet_arm_controller_")
+        assert len(endpoints["reliable_local"]) - len("ipc://") <= 107
+    finally:
+        node.close()
