@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 FALLBACKS = ("hold", "zero", "seek_station", "backup")
 GYM_FALLBACKS = ("zero", "hold")
 EVAL_PHASES = ("select", "eval", "baseline_random", "eval_shielded")  # one episode per arena, then the next
+UNSHIELDED_PHASES = ("select", "eval", "baseline_random")  # the shield forwards proposals: what the agent alone does
 
 
 @dataclass
@@ -307,7 +308,10 @@ class EnvNode(Node):
         violations = int((result.violation & counted).sum())
         if violations:
             books.violations_executed += violations
-            self.log.warning("violation_executed", step=step, arenas=int(violations), phase=self.phase)
+            # an unshielded evaluation measures violations (the summary counts them): the log file keeps each one,
+            # the console only those of a shielded phase, where a violation is a safety failure
+            log = self.log.debug if self.phase in UNSHIELDED_PHASES else self.log.warning
+            log("violation_executed", step=step, arenas=int(violations), phase=self.phase)
 
         if safe is not None and self.intervention_penalty:
             result.reward -= self.intervention_penalty * (safe.mode != MODE_PASS)
@@ -471,7 +475,7 @@ class EnvNode(Node):
 
     def configure_peers_for(self, phase: str) -> None:
         agent_mode = {"select": "eval", "eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]
-        bypass = phase != "eval_shielded"
+        bypass = phase in UNSHIELDED_PHASES
         self.set_remote(self.agent_node, "mode", agent_mode)
         self.set_remote(self.shield_node, "bypass", bypass)
 

@@ -63,6 +63,16 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     _, meta = checkpoint.load(run.run_dir / "checkpoints" / "learner.safetensors")
     assert meta["format"] == "persist.sac" and 0 < meta["extra"]["transitions_seen"] <= STEPS
 
+    # a violation in an unshielded evaluation is what it measures: the env's log file keeps each one (and the
+    # summary counts them), the console shows only those of shielded phases, where one is a safety failure
+    unshielded = [e for e in run.log_events("env") if e.get("event") == "violation_executed"
+                  and e["phase"] in ("select", "eval", "baseline_random")]
+    counted = sum(c["violations"] for c in select["candidates"]) + summary["eval"]["violations"] \
+        + summary["baseline_random"]["violations"]
+    assert sum(e["arenas"] for e in unshielded) == counted
+    assert {e["level"] for e in unshielded} <= {"debug"}
+    assert not any(f"violation_executed step={e['step']} " in run.output() for e in unshielded)
+
     assert (run.run_dir / "learning_curve.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     reports = read_reports(run)
     assert reports, "a shield that filters GridLife proposals for 2000 steps intervenes at least once"
