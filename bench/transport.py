@@ -506,6 +506,7 @@ def main() -> None:
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
     os.environ.setdefault("PERSIST_LOG_LEVEL", "error")
+    os.environ["PERSIST_SAME_HOST_IPC"] = "0"  # like for like: PERSIST on loopback TCP, as the baselines are
     roles = {"zmq-echo": role_zmq_echo, "zmq-asyncio-echo": role_zmq_asyncio_echo, "pull": role_pull,
              "zenoh-echo": role_zenoh_echo, "dora-pinger": role_dora_pinger, "dora-ponger": role_dora_ponger}
     if args.role:

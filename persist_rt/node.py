@@ -426,12 +426,18 @@ class Node:
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _bind_same_host(self, sock: zmq.Socket, role: str) -> None:
-        """Also bind ``sock`` to an abstract IPC name (no file to clean up), advertised as ``<role>_local``."""
-        if self.ipc_domain is not None:
-            label = self.name.replace("/", "_")[:48]  # an abstract name has at most 107 bytes
-            name = f"persist-{label}-{role}-{os.getpid()}-{os.urandom(4).hex()}"
-            sock.bind(f"ipc://@{name}")
-            self._endpoints[f"{role}_local"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        """Also bind ``sock`` to an abstract IPC name (no file to clean up), advertised as ``<role>_local``.
+        Where that is refused (a sandbox without abstract sockets), the node stays on TCP alone."""
+        if self.ipc_domain is None:
+            return
+        label = self.name.replace("/", "_").encode()[:48].decode(errors="ignore")  # a name holds 107 bytes at most
+        try:
+            sock.bind(f"ipc://@persist-{label}-{role}-{os.getpid()}-{os.urandom(4).hex()}")
+        except zmq.ZMQError as exc:
+            self.log.warning("same_host_ipc_unavailable", error=str(exc))
+            self.ipc_domain = None  # neither offered nor used: every edge of this node stays on TCP
+            return
+        self._endpoints[f"{role}_local"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _watch(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
         self._poller.register(sock, zmq.POLLIN)

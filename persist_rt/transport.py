@@ -550,9 +550,10 @@ class Subscription:
         if self.qos.reliable:
             dealer = self.node.ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
-            dealer.connect(endpoint)
-            dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # notice a publisher host that vanished without a FIN
+            # notice a publisher host that vanished without a FIN; set before connect, or libzmq ignores them
+            dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+            dealer.connect(endpoint)
             dealer.send_multipart([HELLO, msgspec.msgpack.encode(
                 {"topic": self.topic, "schema": self.schema, "window": self.qos.depth, "node": self.node.name})])
             self._credit_owed[dealer] = 0

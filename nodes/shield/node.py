@@ -67,7 +67,8 @@ class ShieldNode(Node):
     internal_model = Param("known", "known (the env's equations) or learned (trained online)",
                            choices=("known", "learned"), read_only=True)
     model_train_every = Param(10, "steps between training rounds of the learned internal model", ge=1)
-    report_period_s = Param(0.05, "how long intervention reports are held to go out as one message", gt=0)
+    report_period_s = Param(0.05, "how long intervention reports are held to go out as one message", gt=0,
+                            read_only=True)
     ood_fit_after = Param(0, "states to fit the OOD detector on, then route OOD states to the fallback; 0: off",
                           ge=0, read_only=True)
 
@@ -279,13 +280,13 @@ class ShieldNode(Node):
         return est.mean, est.std
 
     def report(self, step: int, reports: list[dict[str, Any]]) -> None:
-        self.held_reports += ((step, r) for r in reports)
-        if len(self.held_reports) >= MAX_HELD_REPORTS:
-            self.publish_reports()
         if self.report_file is not None:
             # Whole lines, flushed per step: a kill -9 loses no report of a step already decided.
             self.report_file.write(REPORT_LINES.encode_lines(reports))
             self.report_file.flush()
+        self.held_reports += ((step, r) for r in reports)  # on shield/report after the file has them
+        if len(self.held_reports) >= MAX_HELD_REPORTS:
+            self.publish_reports()
 
     def publish_reports(self) -> None:
         """Send the held intervention reports as one message."""

@@ -115,13 +115,14 @@ def test_incompatible_qos_and_schema_are_reported_by_name(graph: Graph) -> None:
 
 
 def test_same_host_edges_ride_ipc_and_tcp_serves_a_node_that_opts_out(graph: Graph) -> None:
+    ipc, tcp = {"PERSIST_SAME_HOST_IPC": "1"}, {"PERSIST_SAME_HOST_IPC": "0"}
     graph.start_registry()
-    graph.start_node("Source", "source", {"reliable": True})
-    graph.start_node("Source", "tcp_source", {"reliable": True, "topic": "other"}, env={"PERSIST_SAME_HOST_IPC": "0"})
-    graph.start_node("Sink", "near", {"qos": "reliable"})
-    graph.start_node("Sink", "near_best_effort", {"qos": "queue"})
-    graph.start_node("Sink", "tcp_only", {"qos": "reliable"}, env={"PERSIST_SAME_HOST_IPC": "0"})
-    graph.start_node("Sink", "near_other", {"qos": "reliable", "topic": "other"})
+    graph.start_node("Source", "source", {"reliable": True}, env=ipc)
+    graph.start_node("Source", "tcp_source", {"reliable": True, "topic": "other"}, env=tcp)
+    graph.start_node("Sink", "near", {"qos": "reliable"}, env=ipc)
+    graph.start_node("Sink", "near_best_effort", {"qos": "queue"}, env=ipc)
+    graph.start_node("Sink", "tcp_only", {"qos": "reliable"}, env=tcp)
+    graph.start_node("Sink", "near_other", {"qos": "reliable", "topic": "other"}, env=ipc)
     for sink in ("near", "near_best_effort", "tcp_only", "near_other"):
         eventually(lambda s=sink: graph.call(s, "seen")["count"] >= 5, what=f"{sink} to receive")
 
@@ -138,11 +139,12 @@ def test_same_host_edges_ride_ipc_and_tcp_serves_a_node_that_opts_out(graph: Gra
         assert _edge(graph, sink, topic)["lost"] == 0
 
 
-def test_a_publisher_in_another_ipc_domain_is_reached_over_tcp() -> None:
+def test_a_publisher_in_another_ipc_domain_is_reached_over_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
     # a hostname can repeat across machines: IPC is chosen by kernel boot and network namespace, never by name
     from persist_rt import Node
     from protocols import Text
 
+    monkeypatch.setenv("PERSIST_SAME_HOST_IPC", "1")
     node = Node("chooser")
     try:
         assert node.ipc_domain is not None  # Linux: same-host IPC is on unless PERSIST_SAME_HOST_IPC=0
@@ -159,11 +161,12 @@ def test_a_publisher_in_another_ipc_domain_is_reached_over_tcp() -> None:
         node.close()
 
 
-def test_a_long_node_name_still_gets_its_ipc_endpoints() -> None:
+def test_a_long_node_name_still_gets_its_ipc_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     # an abstract IPC name holds at most 107 bytes: the node's name is cut to fit, the bind must not fail
     from persist_rt import Node
     from protocols import Text
 
+    monkeypatch.setenv("PERSIST_SAME_HOST_IPC", "1")
     node = Node("fleet/" + "arm_controller_" * 10)
     try:
         node.publisher("chatter", Text, reliable=True)
