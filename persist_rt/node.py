@@ -234,8 +234,9 @@ class Node:
     def keep_alive(self) -> None:
         """Renew the registry lease from inside a callback that works for long (a learner's burst of updates),
         so that the registry does not take the node for dead; nothing else runs (no callbacks, no services)."""
-        if time.monotonic() >= self._next_heartbeat and self._registered:
-            self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        now = time.monotonic()
+        if now >= self._next_heartbeat and self._registered:
+            self._next_heartbeat = now + self.heartbeat_s
             self._send_heartbeat()
 
     def count(self, key: str, n: float = 1.0) -> None:

@@ -140,10 +140,10 @@ class EstimatorNode(Node):
             return
         if self.estimator is None:
             self.build(msg.obs.shape[1])
-        n = msg.arenas
+        n, ended = msg.arenas, msg.terminated | msg.truncated
         for s in range(msg.steps):  # one env step at a time: the trainer follows each arena's episode
-            self.learn_step(msg.step + s, msg.obs[s * n:(s + 1) * n], msg.internal[s * n:(s + 1) * n],
-                            (msg.terminated | msg.truncated)[s * n:(s + 1) * n])
+            rows = slice(s * n, (s + 1) * n)
+            self.learn_step(msg.step + s, msg.obs[rows], msg.internal[rows], ended[rows])
         if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
             self.save_checkpoint()
 
