@@ -54,7 +54,7 @@ from nodes.shield.core import ShieldConfig, ShieldCore  # noqa: E402
 
 ARENAS = (1, 64)
 PER_STEP_FIGURES = ("graph_1", "graph_1_tcp", "transport_only_1", "raw_zmq_1", "inproc_1")
-PERSIST = REPO / ".venv" / "bin" / "persist"
+PERSIST = (sys.executable, "-m", "persist_rt.cli")  # the CLI of the interpreter running this bench
 LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
 TARGET_GRAPH_1 = 1500.0  # steps/s at 1 arena
 TARGET_GRAPH_64_FRACTION = 0.5  # of the in-process figure at 64 arenas
@@ -66,7 +66,7 @@ def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: 
     with tempfile.TemporaryDirectory(prefix="persist-bench-loop-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [
-            str(PERSIST), "launch", str(LAUNCH_FILE),
+            *PERSIST, "launch", str(LAUNCH_FILE),
             "--arg", f"steps={steps}", "--arg", f"arenas={arenas}", "--arg", "eval_episodes=0",
             "--set", "learner.learning_starts=100000000", "--run-dir", str(run_dir),
         ]  # fmt: skip
