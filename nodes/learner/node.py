@@ -11,6 +11,7 @@ atomic) are written every ``checkpoint_every_s`` and at shutdown; a restarted le
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +103,16 @@ class LearnerNode(Node):
         if owed or self.staged_rows >= self.stage_rows:
             self.store_staged()
         t0 = time.perf_counter()
-        stats: dict[str, float] = {}
+        stats: Mapping[str, float] = {}
         for _ in range(owed):
             stats = self.sac.update(self.replay.sample(self.batch_size, self.sac.generator))
             if self.sac.publish_due():
                 self.publish_weights()
             self.keep_alive()  # a message of many steps owes many updates: seconds on a loaded machine
         if owed:
-            self.update_time += time.perf_counter() - t0
-            for key, value in stats.items():
+            for key, value in stats.items():  # the first read waits for the device, so it comes before the clock
                 self.gauge(f"sac.{key}", value)
+            self.update_time += time.perf_counter() - t0
         if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
             self.save_checkpoint()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,31 @@ class SACConfig:
         return torch.device(self.device)
 
 
+class UpdateStats(Mapping[str, float]):
+    """One update's losses, alpha, mean Q and entropy. They stay on the device until first read, because a
+    read waits for the device: a learner that runs many updates in a row reads only the last one's."""
+
+    NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q_mean", "entropy")
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self._values: torch.Tensor | None = values
+        self._read: dict[str, float] = {}
+
+    def _as_dict(self) -> dict[str, float]:
+        if self._values is not None:
+            self._read, self._values = dict(zip(self.NAMES, self._values.tolist(), strict=True)), None
+        return self._read
+
+    def __getitem__(self, name: str) -> float:
+        return self._as_dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     """CPU copy with 0-d tensors as shape (1,)."""
     a = t.detach().cpu().numpy()
@@ -136,12 +161,20 @@ class SAC:
         log_alpha = torch.full((1,), math.log(cfg.initial_alpha), device=self.device)
         self.log_alpha = log_alpha.requires_grad_(cfg.autotune_alpha)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+        # On CUDA a fused Adam step is one kernel per optimizer instead of several per parameter.
+        fused = True if self.device.type == "cuda" else None
         self.optimizers: dict[str, torch.optim.Optimizer] = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr),
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr),
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused),
         }
         if cfg.autotune_alpha:
-            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
+        # (followers, leaders) parameter lists for the Polyak averages, each moved by one foreach lerp
+        self._averaged = [(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)]
+        if self.actor_average is not None:
+            self._averaged.append(
+                (list(self.actor_average.parameters()), list(self.actor.parameters()), cfg.policy_average)
+            )
         # One generator for policy noise in updates; pass it to ReplayBuffer.sample too, so a
         # checkpoint captures every source of randomness.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -153,7 +186,7 @@ class SAC:
 
     # --- learning ---------------------------------------------------------------------------
 
-    def update(self, batch: ReplayBatch) -> dict[str, float]:
+    def update(self, batch: ReplayBatch) -> UpdateStats:
         """One gradient step on critics, actor and alpha, then the target networks; returns losses."""
         cfg, gen = self.config, self.generator
         alpha = self.log_alpha.detach().exp().squeeze()
@@ -180,18 +213,10 @@ class SAC:
             alpha_loss = torch.zeros((), device=self.device)
 
         with torch.no_grad():
-            for param, target in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
-                target.lerp_(param, cfg.tau)
-            if self.actor_average is not None:
-                for param, average in zip(self.actor.parameters(), self.actor_average.parameters(), strict=True):
-                    average.lerp_(param, cfg.policy_average)
-        self.num_updates += 1
-
-        stats = torch.stack(
-            [critic_loss, actor_loss, alpha_loss, alpha, q1.mean(), -log_prob.mean()]
-        ).tolist()  # one device sync per update
-        names = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q_mean", "entropy")
-        return dict(zip(names, stats, strict=True))
+            for followers, leaders, rate in self._averaged:
+                torch._foreach_lerp_(followers, leaders, rate)
+            self.num_updates += 1
+            return UpdateStats(torch.stack([critic_loss, actor_loss, alpha_loss, alpha, q1.mean(), -log_prob.mean()]))
 
     def _step(self, name: str, loss: torch.Tensor) -> None:
         opt = self.optimizers[name]

@@ -10,6 +10,10 @@ OBS_DIM, ACT_DIM = 24, 2
 
 @pytest.fixture
 def filled_replay() -> ReplayBuffer:
+    return make_filled_replay()
+
+
+def make_filled_replay(device: str = "cpu") -> ReplayBuffer:
     """2,000 random transitions with a reward that depends on the action, so Q has something to fit."""
     rng = np.random.default_rng(0)
     n = 2_000
@@ -18,6 +22,6 @@ def filled_replay() -> ReplayBuffer:
     reward = (obs[:, 0] - (action**2).sum(axis=1)).astype(np.float32)
     next_obs = rng.normal(size=(n, OBS_DIM)).astype(np.float32)
     done = (rng.random(n) < 0.05).astype(np.float32)
-    buffer = ReplayBuffer(4_096, OBS_DIM, ACT_DIM)
+    buffer = ReplayBuffer(4_096, OBS_DIM, ACT_DIM, device)
     buffer.add_batch(obs, action, reward, next_obs, done)
     return buffer

@@ -7,14 +7,17 @@ import torch
 from nodes.sac.replay import ReplayBuffer
 from nodes.sac.sac import SAC, SACConfig
 from persist_rt.checkpoint import CheckpointError
-from tests.sac.conftest import ACT_DIM, OBS_DIM
+from tests.sac.conftest import ACT_DIM, OBS_DIM, make_filled_replay
 
 SMALL = SACConfig(hidden=(64, 64), batch_size=128, device="cpu", seed=1)
+# CUDA joins wherever there is one (its Adam is fused, its generator another kind)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
-def test_repeated_updates_on_a_fixed_batch_lower_the_critic_loss(filled_replay: ReplayBuffer) -> None:
-    sac = SAC(OBS_DIM, ACT_DIM, SMALL)
-    batch = filled_replay.sample(128, torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("device", DEVICES)
+def test_repeated_updates_on_a_fixed_batch_lower_the_critic_loss(device: str) -> None:
+    sac = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(SMALL, device=device))
+    batch = make_filled_replay(device).sample(128, torch.Generator().manual_seed(0))
     first = sac.update(batch)["critic_loss"]
     for _ in range(30):
         last = sac.update(batch)["critic_loss"]
@@ -67,13 +70,16 @@ def test_fixed_alpha_stays_fixed(filled_replay: ReplayBuffer) -> None:
     assert sac.alpha == pytest.approx(0.3) and stats["alpha_loss"] == 0.0
 
 
-def test_checkpoint_resume_gives_the_identical_next_update(filled_replay: ReplayBuffer, tmp_path) -> None:
-    original = SAC(OBS_DIM, ACT_DIM, SMALL)
+@pytest.mark.parametrize("device", DEVICES)
+def test_checkpoint_resume_gives_the_identical_next_update(tmp_path, device: str) -> None:
+    config = dataclasses.replace(SMALL, device=device)
+    filled_replay = make_filled_replay(device)
+    original = SAC(OBS_DIM, ACT_DIM, config)
     for _ in range(5):
         original.update(filled_replay.sample(128, original.generator))
     path = original.checkpoint(tmp_path / "learner.safetensors", extra={"env_steps": 1234})
 
-    resumed = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(SMALL, seed=99))  # different init and noise
+    resumed = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(config, seed=99))  # different init and noise
     assert resumed.resume(path) == {"env_steps": 1234}
     assert resumed.num_updates == 5
 
