@@ -19,10 +19,14 @@ PO = ("--arg", "partial_observability=true", "--set", 'env.config={"episode_cap"
 ESTIMATOR_CHECKPOINT = Path("checkpoints") / "estimator.safetensors"
 
 
-def check_books(summary: dict[str, Any], steps: int) -> None:
+def check_books(summary: dict[str, Any], steps: int | None) -> None:
+    """Books of a run that ended at ``steps``, or (None) of one stopped with Ctrl-C before its budget."""
     train = summary["train"]
-    assert summary["complete"] is True and summary["launch"]["exit_code"] == 0
-    assert summary["env_steps"] == steps
+    assert summary["launch"]["exit_code"] == 0
+    if steps is None:
+        assert summary["complete"] is False and summary["env_steps"] > 0
+    else:
+        assert summary["complete"] is True and summary["env_steps"] == steps
     assert train["executed_steps"] + train["fallback_steps"] == summary["env_steps"]
 
 
@@ -45,8 +49,9 @@ def test_estimator_publishes_estimates_and_the_run_keeps_its_books(tmp_path: Pat
 
 
 def test_estimator_killed_respawns_and_resumes(tmp_path: Path, launched: list[LiveRun]) -> None:
-    steps = 2400
-    run = launch_single_agent(tmp_path, "--arg", f"steps={steps}", *PO, "--set", "estimator.checkpoint_every_s=0.2")
+    # A budget the test never reaches: the run goes on while the estimator is dead (the shield keeps the last
+    # estimates), so a fast machine could otherwise end it before the new estimator is back. Ctrl-C ends it.
+    run = launch_single_agent(tmp_path, "--arg", "steps=1000000", *PO, "--set", "estimator.checkpoint_every_s=0.2")
     launched.append(run)
     path = run.run_dir / ESTIMATOR_CHECKPOINT
     wait_for("an estimator checkpoint", lambda: run.metric_above("estimator", "checkpoints", 0), deadline_s=90)
@@ -63,8 +68,8 @@ def test_estimator_killed_respawns_and_resumes(tmp_path: Path, launched: list[Li
     assert wait_for("the estimator to respawn", respawned, deadline_s=60)["restarts"] == old["restarts"] + 1
     wait_for("the estimator to resume", lambda: run.metric_above("estimator", "resumes", 0), deadline_s=60)
     assert (run.metric("estimator", "updates") or 0) >= saved_updates  # warm, not from scratch
-    assert run.wait_exit() == 0
+    assert run.stop() == 0
     summary = run.summary()
-    check_books(summary, steps)
+    check_books(summary, None)
     assert summary["launch"]["nodes"]["estimator"]["restarts"] == 1
     assert not any(e["event"] == "checkpoint_refused" for e in run.log_events("estimator"))
