@@ -129,15 +129,20 @@ class IdleTicker(Node):
         self.timer(0.01, lambda: self.out.publish(Text(data="tick")))
 
 
+REGISTRY_START_S = 30.0  # generous: a loaded machine can take seconds to start a Python process
+
+
 def _with_registry(fn: Callable[[str], Any]) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         addr = Path(tmp) / "registry.addr"
         reg = _spawn("-m", "persist_rt.registry", "--address-file", str(addr))
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + REGISTRY_START_S
             while not (addr.exists() and addr.read_text().strip()):
+                if reg.poll() is not None:
+                    raise RuntimeError(f"registry exited with code {reg.returncode}: {reg.stderr.read()[-2000:]}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError("registry did not start")
+                    raise RuntimeError(f"registry wrote no address within {REGISTRY_START_S:g} s (still running)")
                 time.sleep(0.01)
             return fn(addr.read_text().strip())
         finally:
