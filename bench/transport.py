@@ -142,7 +142,9 @@ def _with_registry(fn: Callable[[str], Any]) -> Any:
                 if reg.poll() is not None:
                     raise RuntimeError(f"registry exited with code {reg.returncode}: {reg.stderr.read()[-2000:]}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"registry wrote no address within {REGISTRY_START_S:g} s (still running)")
+                    _stop(reg)
+                    raise RuntimeError(f"registry wrote no address within {REGISTRY_START_S:g} s (it was still "
+                                       f"running): {reg.stderr.read()[-2000:]}")
                 time.sleep(0.01)
             return fn(addr.read_text().strip())
         finally:

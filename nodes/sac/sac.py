@@ -107,7 +107,8 @@ class SACConfig:
 
 class UpdateStats(Mapping[str, float]):
     """One update's losses, alpha, mean Q and entropy. They stay on the device until first read, because a
-    read waits for the device: a learner that runs many updates in a row reads only the last one's."""
+    read waits for the device: a learner that runs many updates in a row reads only the last one's.
+    ``dict(stats)`` gives plain floats (for JSON, say)."""
 
     NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q_mean", "entropy")
 
@@ -128,6 +129,9 @@ class UpdateStats(Mapping[str, float]):
 
     def __len__(self) -> int:
         return len(self.NAMES)
+
+    def __repr__(self) -> str:
+        return f"UpdateStats({self._as_dict()!r})"
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -214,7 +218,7 @@ class SAC:
 
         with torch.no_grad():
             for followers, leaders, rate in self._averaged:
-                torch._foreach_lerp_(followers, leaders, rate)
+                torch._foreach_lerp_(followers, leaders, rate)  # one call per list (torch's swa_utils uses it too)
             self.num_updates += 1
             return UpdateStats(torch.stack([critic_loss, actor_loss, alpha_loss, alpha, q1.mean(), -log_prob.mean()]))
 

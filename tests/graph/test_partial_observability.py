@@ -68,6 +68,9 @@ def test_estimator_killed_respawns_and_resumes(tmp_path: Path, launched: list[Li
     assert wait_for("the estimator to respawn", respawned, deadline_s=60)["restarts"] == old["restarts"] + 1
     wait_for("the estimator to resume", lambda: run.metric_above("estimator", "resumes", 0), deadline_s=60)
     assert (run.metric("estimator", "updates") or 0) >= saved_updates  # warm, not from scratch
+    steps_now = run.metric("env", "progress.steps") or 0
+    wait_for("the run to go on with the new estimator", lambda: run.metric_above("env", "progress.steps", steps_now),
+             deadline_s=60)
     assert run.stop() == 0
     summary = run.summary()
     check_books(summary, None)
