@@ -10,7 +10,7 @@ from persist_rt.checkpoint import CheckpointError
 from tests.sac.conftest import ACT_DIM, OBS_DIM, make_filled_replay
 
 SMALL = SACConfig(hidden=(64, 64), batch_size=128, device="cpu", seed=1)
-# the learner's CUDA path (fused Adam, a CUDA generator) where the machine has a GPU
+# the learner's CUDA path (a CUDA generator, CUDA kernels) where the machine has a GPU
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="no CUDA device on this machine"))]
 
