@@ -45,6 +45,7 @@ class AgentNode(Node):
 
     def on_configure(self) -> None:
         self.rng = np.random.default_rng(self.seed)
+        self.random_rng = self.baseline_stream()
         self.policy: Policy | None = None
         self.actor: Any = None
         self.kept: deque[Policy] = deque(maxlen=self.keep_policies)
@@ -79,17 +80,28 @@ class AgentNode(Node):
         self.act(msg)
 
     def act(self, msg: Observation) -> None:
-        obs = msg.obs
-        n = obs.shape[0]
+        actions = self.propose(msg.obs)
+        version = self.policy.version if self.policy is not None and self.mode != "random" else 0
+        self.proposals.publish(ProposedAction(step=msg.step, actions=actions, policy_version=version), step=msg.step)
+        self.count("proposals", len(actions))
+
+    def propose(self, obs: np.ndarray) -> np.ndarray:
+        """The current mode's actions for a batch of observations: uniform in random mode (and in training
+        before the first weights), else the policy's, stochastic in training and deterministic in eval."""
         if self.mode == "random" or self.actor is None:
             dim = self.policy.spec.act_dim if self.policy is not None else self.act_dim
-            actions = self.rng.uniform(-1.0, 1.0, size=(n, dim)).astype(np.float32)
-        else:
-            actions = self.actor.act(obs, deterministic=self.mode == "eval", rng=self.rng)
-        version = self.policy.version if self.policy is not None and self.mode != "random" else 0
-        self.proposals.publish(ProposedAction(step=msg.step, actions=np.asarray(actions, np.float32),
-                                              policy_version=version), step=msg.step)
-        self.count("proposals", n)
+            rng = self.random_rng if self.mode == "random" else self.rng
+            return rng.uniform(-1.0, 1.0, size=(obs.shape[0], dim)).astype(np.float32)
+        return np.asarray(self.actor.act(obs, deterministic=self.mode == "eval", rng=self.rng), np.float32)
+
+    def baseline_stream(self) -> np.random.Generator:
+        """The random mode's own stream, from the seed alone: a random baseline draws the same actions in every
+        run of a seed, however many draws training took before it."""
+        return np.random.default_rng((self.seed, 1))
+
+    def on_param_change(self, name: str, old: Any, new: Any) -> None:
+        if name == "mode" and new == "random":
+            self.random_rng = self.baseline_stream()  # each random evaluation starts the stream afresh
 
     # --- policies ---------------------------------------------------------------------------
 
