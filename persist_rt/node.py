@@ -329,7 +329,9 @@ class Node:
                 wait = min(wait, max(0.0, pub.held_since + COALESCE_LINGER_S - now))
         # whole milliseconds, rounded up: zmq truncates, and a 0 ms poll before each timer tick is a busy loop
         for sock, _ in self._poller.poll(math.ceil(wait * 1000.0)):
-            self._handlers[sock]()
+            handler = self._handlers.get(sock)  # None: an earlier handler of this turn let the socket go
+            if handler is not None:
+                handler()
         now = time.monotonic()
         for pub in self._coalescing:
             if pub.held_since is not None and now - pub.held_since >= COALESCE_LINGER_S:

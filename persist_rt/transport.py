@@ -648,11 +648,15 @@ class Subscription:
                 header = self._track_seq(frames)
                 if header is not None:
                     self._deliver(header, frames)
-            if not _zget(dealer, _EVENTS) & _POLLIN:
+            # a callback may have run the node's control traffic (a publisher's drain does), and a registry
+            # update there may have dropped this very publisher: its DEALER is then closed and owes nothing
+            if dealer.closed or not _zget(dealer, _EVENTS) & _POLLIN:
                 break
         if got:
             self.received += got
             self._note_rate()
+        if dealer.closed:
+            return
         if owed * 2 >= self.qos.depth and self._grant(dealer, owed):
             owed = 0
         self._credit_owed[dealer] = owed

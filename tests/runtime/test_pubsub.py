@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from tests.runtime.conftest import Graph, eventually
+from tests.runtime.conftest import DEADLINE_S, Graph, eventually
 
 
 def _edge(g: Graph, sink: str, topic: str = "chatter") -> dict[str, Any]:
@@ -175,3 +176,44 @@ def test_a_long_node_name_still_gets_its_ipc_endpoints(monkeypatch: pytest.Monke
         assert len(endpoints["reliable_local"]) - len("ipc://") <= 107
     finally:
         node.close()
+
+
+def test_a_callback_that_drops_its_own_publisher_leaves_the_subscriber_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A callback can run the node's control traffic (an env draining its replay stream at a phase change does),
+    # and a registry update there can drop the publisher whose message is being delivered: its DEALER closes
+    # under the delivery loop, which must then stop touching it instead of taking the node down.
+    from persist_rt import Node
+    from protocols import Text
+
+    monkeypatch.setenv("PERSIST_SAME_HOST_IPC", "0")
+    talker, listener = Node("talker"), Node("listener")
+    received: list[str] = []
+
+    def on_text(msg: Text) -> None:
+        received.append(msg.data)
+        if len(received) == 1:
+            sub.update_publishers([])  # the registry's answer no longer lists the talker
+
+    try:
+        pub = talker.publisher("chatter", Text, reliable=True)
+        sub = listener.subscribe("chatter", Text, on_text, qos="reliable")
+        sub.update_publishers([{"node": "talker", "schema": sub.schema, "reliable": True,
+                                "reliable_endpoint": talker.describe()["endpoints"]["reliable"]}])
+        deadline = time.monotonic() + DEADLINE_S
+        while not pub.matched() and time.monotonic() < deadline:  # the listener's hello reaches the talker
+            talker.spin_once(0.01)
+            listener.spin_once(0.01)
+        assert pub.matched() == ["listener"]
+        for i in range(5):  # several messages in flight, so the delivery loop goes on after the first
+            pub.publish(Text(data=f"m{i}"))
+        while not received and time.monotonic() < deadline:
+            talker.spin_once(0.01)
+            listener.spin_once(0.01)
+        for _ in range(20):  # the listener keeps spinning: nothing touches the closed socket again
+            talker.spin_once(0.005)
+            listener.spin_once(0.005)
+        assert received[0] == "m0" and sub.endpoints == {}
+        assert listener.stats()["counters"].get("callback_errors", 0) == 0
+    finally:
+        listener.close()
+        talker.close()
