@@ -35,7 +35,7 @@ class AgentNode(Node):
     kind = "agent"
 
     mode = Param("train", "train (stochastic), eval (deterministic) or random", choices=("train", "eval", "random"))
-    seed = Param(0, "seed of the exploration noise", ge=0)
+    seed = Param(0, "seed of the exploration noise and of the random baseline's stream", ge=0)
     policy_file = Param("", "policy to start from (safetensors + JSON metadata)")
     follow_learner = Param(True, "take new weights from the learner as they arrive")
     use_estimate = Param(False, "propose for a step only once the estimator's estimate of it arrived")
@@ -100,7 +100,7 @@ class AgentNode(Node):
         return np.random.default_rng((self.seed, 1))
 
     def on_param_change(self, name: str, old: Any, new: Any) -> None:
-        if name == "mode" and new == "random":
+        if name == "seed" or (name == "mode" and new == "random"):
             self.random_rng = self.baseline_stream()  # each random evaluation starts the stream afresh
 
     # --- policies ---------------------------------------------------------------------------

@@ -48,7 +48,7 @@ class LearnerNode(Node):
         self.torch = torch
         # torch's first optimiser costs about a second of lazy imports: pay it here, before the node is announced,
         # rather than on the first transitions, where it takes the CPU from the env loop that feeds them
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
         self.sac: Any = None
         self.replay: Any = None
         self.transitions_seen = 0
