@@ -623,7 +623,10 @@ class Subscription:
             self._deliver(header, frames)
 
     def _on_reliable(self, dealer: zmq.Socket) -> None:
-        owed = self._credit_owed.get(dealer, 0)
+        # What is consumed but not yet credited lives in self._credit_owed throughout, never in a local: a callback
+        # can run the node's control traffic (a publisher's drain does), whose heartbeat pays back what is owed,
+        # and whose registry update can drop this very publisher (its DEALER is then closed, its entry gone).
+        owed = self._credit_owed
         got = 0
         while got < DRAIN_LIMIT:
             try:
@@ -635,31 +638,27 @@ class Subscription:
                 self.batches += 1
                 n = self._on_batch(frames)
                 got += n
-                owed += n
+                if dealer in owed:
+                    owed[dealer] += n
+            elif head == SYNC:  # the publisher asks what we consumed: everything before this frame
+                if self._grant(dealer, owed[dealer]):
+                    owed[dealer] = 0
             elif head in CONTROL:
-                if head == SYNC:  # the publisher asks what we consumed: everything before this frame
-                    if self._grant(dealer, owed):
-                        owed = 0
-                else:
-                    self._on_control(head, frames)
+                self._on_control(head, frames)
             else:
                 got += 1
-                owed += 1
+                owed[dealer] += 1
                 header = self._track_seq(frames)
                 if header is not None:
                     self._deliver(header, frames)
-            # a callback may have run the node's control traffic (a publisher's drain does), and a registry
-            # update there may have dropped this very publisher: its DEALER is then closed and owes nothing
             if dealer.closed or not _zget(dealer, _EVENTS) & _POLLIN:
                 break
         if got:
             self.received += got
             self._note_rate()
-        if dealer.closed:
-            return
-        if owed * 2 >= self.qos.depth and self._grant(dealer, owed):
-            owed = 0
-        self._credit_owed[dealer] = owed
+        n = owed.get(dealer)
+        if n is not None and not dealer.closed and n * 2 >= self.qos.depth and self._grant(dealer, n):
+            owed[dealer] = 0
 
     def grant_owed(self) -> None:
         """Pay back credit for what was consumed but not yet credited (the executor calls this when idle), so

@@ -100,6 +100,8 @@ class AgentNode(Node):
         return np.random.default_rng((self.seed, 1))
 
     def on_param_change(self, name: str, old: Any, new: Any) -> None:
+        if name == "seed":
+            self.rng = np.random.default_rng(new)
         if name == "seed" or (name == "mode" and new == "random"):
             self.random_rng = self.baseline_stream()  # each random evaluation starts the stream afresh
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from persist_rt.transport import readable
 from tests.runtime.conftest import DEADLINE_S, Graph, eventually
 
 
@@ -178,42 +182,89 @@ def test_a_long_node_name_still_gets_its_ipc_endpoints(monkeypatch: pytest.Monke
         node.close()
 
 
-def test_a_callback_that_drops_its_own_publisher_leaves_the_subscriber_running(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A callback can run the node's control traffic (an env draining its replay stream at a phase change does),
-    # and a registry update there can drop the publisher whose message is being delivered: its DEALER closes
-    # under the delivery loop, which must then stop touching it instead of taking the node down.
+# In-process edges over real TCP sockets, for what a callback can do to the subscription delivering to it: a callback
+# can run the node's control traffic (an env draining its replay stream at a phase change does), and with it a
+# heartbeat that pays back credit, or a registry update that drops the publisher being delivered from.
+
+
+def _pump(nodes: list[Any], until: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + DEADLINE_S
+    while not until() and time.monotonic() < deadline:
+        for node in nodes:
+            node.spin_once(0.005)
+    return until()
+
+
+@contextmanager
+def _listening(monkeypatch: pytest.MonkeyPatch, talkers: int, on_text: Callable[[Any], None]) -> Iterator[Any]:
+    """``talkers`` nodes with a reliable `chatter` publisher each, and a listener subscribed to all of them."""
     from persist_rt import Node
     from protocols import Text
 
     monkeypatch.setenv("PERSIST_SAME_HOST_IPC", "0")
-    talker, listener = Node("talker"), Node("listener")
-    received: list[str] = []
-
-    def on_text(msg: Text) -> None:
-        received.append(msg.data)
-        if len(received) == 1:
-            sub.update_publishers([])  # the registry's answer no longer lists the talker
-
+    nodes = [Node(f"talker{i}") for i in range(talkers)]
+    listener = Node("listener")
     try:
-        pub = talker.publisher("chatter", Text, reliable=True)
+        pubs = [node.publisher("chatter", Text, reliable=True) for node in nodes]
         sub = listener.subscribe("chatter", Text, on_text, qos="reliable")
-        sub.update_publishers([{"node": "talker", "schema": sub.schema, "reliable": True,
-                                "reliable_endpoint": talker.describe()["endpoints"]["reliable"]}])
-        deadline = time.monotonic() + DEADLINE_S
-        while not pub.matched() and time.monotonic() < deadline:  # the listener's hello reaches the talker
-            talker.spin_once(0.01)
-            listener.spin_once(0.01)
-        assert pub.matched() == ["listener"]
-        for i in range(5):  # several messages in flight, so the delivery loop goes on after the first
-            pub.publish(Text(data=f"m{i}"))
-        while not received and time.monotonic() < deadline:
-            talker.spin_once(0.01)
-            listener.spin_once(0.01)
-        for _ in range(20):  # the listener keeps spinning: nothing touches the closed socket again
-            talker.spin_once(0.005)
-            listener.spin_once(0.005)
-        assert received[0] == "m0" and sub.endpoints == {}
-        assert listener.stats()["counters"].get("callback_errors", 0) == 0
+        sub.update_publishers([{"node": node.name, "schema": sub.schema, "reliable": True,
+                                "reliable_endpoint": node.describe()["endpoints"]["reliable"]} for node in nodes])
+        assert _pump([*nodes, listener], lambda: all(pub.matched() == ["listener"] for pub in pubs))
+        yield SimpleNamespace(talkers=nodes, pubs=pubs, listener=listener, sub=sub, text=Text)
     finally:
         listener.close()
-        talker.close()
+        for node in nodes:
+            node.close()
+
+
+def test_a_callback_that_drops_its_own_publisher_leaves_the_subscriber_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[str] = []
+
+    def on_text(msg: Any) -> None:
+        received.append(msg.data)
+        edge.sub.update_publishers([])  # the registry's answer no longer lists the talker
+
+    with _listening(monkeypatch, 1, on_text) as edge:
+        for i in range(5):  # more in flight, so the delivery loop would go on after the first
+            edge.pubs[0].publish(edge.text(data=f"m{i}"))
+        nodes = [*edge.talkers, edge.listener]
+        assert _pump(nodes, lambda: received)
+        for _ in range(20):  # the listener keeps spinning, and nothing touches the closed socket again
+            for node in nodes:
+                node.spin_once(0.005)
+        assert received == ["m0"] and edge.sub.endpoints == {} and edge.sub.errors == 0
+
+
+def test_a_socket_let_go_by_an_earlier_handler_of_the_same_turn_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[str] = []
+
+    def on_text(msg: Any) -> None:
+        received.append(msg.data)
+        edge.sub.update_publishers([])  # both talkers gone: the other DEALER closes with a message waiting
+
+    with _listening(monkeypatch, 2, on_text) as edge:
+        for pub in edge.pubs:
+            pub.publish(edge.text(data=pub.node.name))
+        dealers = list(edge.sub.endpoints.values())
+        assert _pump(edge.talkers, lambda: all(readable(d) for d in dealers))  # one poll turn sees both
+        edge.listener.spin_once(0.0)
+        assert len(received) == 1 and edge.sub.endpoints == {} and edge.sub.errors == 0
+
+
+def test_credit_paid_back_inside_a_callback_is_paid_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[str] = []
+
+    def on_text(msg: Any) -> None:
+        received.append(msg.data)
+        edge.sub.grant_owed()  # what a heartbeat inside the callback's drain does
+
+    with _listening(monkeypatch, 1, on_text) as edge:
+        nodes = [*edge.talkers, edge.listener]
+        for i in range(40):  # one at a time: each delivery starts with credit still owed from the last
+            edge.pubs[0].publish(edge.text(data=f"m{i}"))
+            assert _pump(nodes, lambda n=i + 1: len(received) == n)
+        for _ in range(20):  # the last credits reach the talker
+            for node in nodes:
+                node.spin_once(0.005)
+        (peer,) = edge.pubs[0].peers.values()
+        assert peer.credit <= edge.sub.qos.depth  # the window: paid twice, credit would grow past it
