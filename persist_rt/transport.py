@@ -656,8 +656,8 @@ class Subscription:
         if got:
             self.received += got
             self._note_rate()
-        n = owed.get(dealer)
-        if n is not None and not dealer.closed and n * 2 >= self.qos.depth and self._grant(dealer, n):
+        n = owed.get(dealer)  # None: the publisher was dropped (disconnect closes its DEALER and forgets it)
+        if n is not None and n * 2 >= self.qos.depth and self._grant(dealer, n):
             owed[dealer] = 0
 
     def grant_owed(self) -> None:

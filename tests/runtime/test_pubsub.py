@@ -190,9 +190,14 @@ def test_a_long_node_name_still_gets_its_ipc_endpoints(monkeypatch: pytest.Monke
 def _pump(nodes: list[Any], until: Callable[[], Any]) -> Any:
     deadline = time.monotonic() + DEADLINE_S
     while not until() and time.monotonic() < deadline:
+        _spin(nodes, 1)
+    return until()
+
+
+def _spin(nodes: list[Any], turns: int) -> None:
+    for _ in range(turns):
         for node in nodes:
             node.spin_once(0.005)
-    return until()
 
 
 @contextmanager
@@ -229,9 +234,7 @@ def test_a_callback_that_drops_its_own_publisher_leaves_the_subscriber_running(m
             edge.pubs[0].publish(edge.text(data=f"m{i}"))
         nodes = [*edge.talkers, edge.listener]
         assert _pump(nodes, lambda: received)
-        for _ in range(20):  # the listener keeps spinning, and nothing touches the closed socket again
-            for node in nodes:
-                node.spin_once(0.005)
+        _spin(nodes, 20)  # the listener keeps spinning, and nothing touches the closed socket again
         assert received == ["m0"] and edge.sub.endpoints == {} and edge.sub.errors == 0
 
 
@@ -263,8 +266,6 @@ def test_credit_paid_back_inside_a_callback_is_paid_once(monkeypatch: pytest.Mon
         for i in range(40):  # one at a time: each delivery starts with credit still owed from the last
             edge.pubs[0].publish(edge.text(data=f"m{i}"))
             assert _pump(nodes, lambda n=i + 1: len(received) == n)
-        for _ in range(20):  # the last credits reach the talker
-            for node in nodes:
-                node.spin_once(0.005)
+        _spin(nodes, 20)  # the last credits reach the talker
         (peer,) = edge.pubs[0].peers.values()
         assert peer.credit <= edge.sub.qos.depth  # the window: paid twice, credit would grow past it
