@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +36,7 @@ from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout, rea
 from nodes.shield.backup import BackupConfig, Gatekeeper
 from nodes.shield.barriers import BarrierConfig, GridLifeBarriers
 from nodes.shield.fallback import FALLBACK_POLICIES, Fallback, FallbackPolicy
+from nodes.shield.fast_path import FastDecision, FastPath
 from nodes.shield.filters import (
     AmortisedConfig,
     AmortisedFilter,
@@ -51,7 +53,6 @@ from nodes.shield.filters import (
 )
 from nodes.shield.internal_model import InternalModel, KnownInternalModel
 from nodes.shield.ood import EnergyOOD
-from nodes.shield.pass_check import PassCheck
 from nodes.shield.qp import BarrierQP, QPConfig, box
 from nodes.shield.state import state_matrix
 
@@ -73,7 +74,7 @@ class ShieldConfig:
     deadlock_action_eps: float = 0.02
     deadlock_proposal_eps: float = 0.2
     pass_tolerance: float = 1e-6  # max |safe - proposed| still reported as a pass
-    pass_check: bool = True  # (QP filter, gatekeeper on) one compiled check first: steps where every proposal passes
+    fast_path: bool = True  # (QP filter, gatekeeper on) steps without degraded arenas in compiled calls (fast_path.py)
     barrier: BarrierConfig = field(default_factory=BarrierConfig)
     qp: QPConfig = field(default_factory=QPConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -108,8 +109,13 @@ class ShieldDecision:
     constraint: list[str | None]  # tightest barrier at the safe action
     margin_before: np.ndarray  # (B,) smallest slack at the proposal, barrier units (nan if not evaluated)
     margin_after: np.ndarray  # (B,) smallest slack at the safe action
-    reports: list[dict[str, Any]]
     proposed: np.ndarray  # (B, 2) the proposals as answered: clipped to the box, non-finite values as 0
+    step: int = -1  # the step decided (it goes into the reports)
+
+    @cached_property
+    def reports(self) -> list[dict[str, Any]]:
+        """Built on first use, so that a node can send the actions before it explains them."""
+        return intervention_reports(self, self.step, np.flatnonzero(self.mode != PASS), self.proposed)
 
 
 def intervention_reports(
@@ -175,10 +181,11 @@ class ShieldCore:
             self.barriers, BarrierQP(self.barriers.n_rows, self.cfg.qp), self.cfg.fallback, self.cfg.fallback_speed
         )
         self.gatekeeper = Gatekeeper(env_cfg, self.cfg.backup, self.layout) if self.cfg.backup.enabled else None
-        self.pass_check = None
-        if self.cfg.pass_check and self.cfg.filter == "qp" and self.gatekeeper is not None:
-            self.pass_check = PassCheck(self.barriers, self.gatekeeper, self.cfg.qp.verify_tolerance,
-                                        self.cfg.pass_tolerance)
+        self.fast_path = None
+        if self.cfg.fast_path and isinstance(self.filter, QPFilter) and self.gatekeeper is not None:
+            cfg = self.cfg
+            self.fast_path = FastPath(self.barriers, self.gatekeeper, self.filter.qp, cfg.pass_tolerance,
+                                      cfg.deadlock_action_eps, cfg.deadlock_proposal_eps, cfg.deadlock_steps)
         self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
         self.counts.update({f"mode.{m}": 0 for m in MODES}, deadlocks_detected=0, decisions=0)
         self.counts.update({"gatekeeper.backup": 0, "gatekeeper.uncertified": 0})
@@ -219,10 +226,12 @@ class ShieldCore:
             self._stuck = np.zeros(n, dtype=np.int64)
             self._hold = np.zeros(n, dtype=np.int64)
         fresh = isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s
-        if self.pass_check is not None and std is None and fresh and self.ood is None and not self._hold.any():
-            passed = self.pass_check.check(pos, h, prop)
-            if passed is not None:
-                return self._pass_all(prop, *passed)
+        filtered = None  # the filter's result, when the fast path got that far
+        if self.fast_path is not None and std is None and fresh and self.ood is None and not self._hold.any():
+            fast = self.fast_path.decide(pos, h, prop, self._stuck)
+            if isinstance(fast, FastDecision):
+                return self._fast_decision(step, prop, fast)
+            filtered = fast
         cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
         finite = np.isfinite(pos).all(1) & np.isfinite(h).all(1)
         if std is not None:
@@ -255,8 +264,10 @@ class ShieldCore:
             before, after = np.full(n, np.nan), np.full(n, np.nan)
             constraint = np.full(n, -1, dtype=np.int64)
         if active.size:
-            res = self.filter.filter(safe_pos[active], safe_h[active], prop[active]) if screened else \
-                self.filter.filter(safe_pos, safe_h, prop)  # fmt: skip
+            if screened:
+                res = self.filter.filter(safe_pos[active], safe_h[active], prop[active])
+            else:  # every arena filtered (the fast path's result comes only so)
+                res = self.filter.filter(safe_pos, safe_h, prop) if filtered is None else filtered
             if screened:
                 actions[active] = res.actions
                 before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
@@ -303,24 +314,29 @@ class ShieldCore:
             ],
             margin_before=before,
             margin_after=after,
-            reports=[],
             proposed=prop,
+            step=step,
         )
-        decision.reports = intervention_reports(decision, step, np.flatnonzero(mode != PASS), prop)
         return decision
 
-    def _pass_all(self, prop: np.ndarray, actions: np.ndarray, before: np.ndarray, after: np.ndarray,
-                  constraint: np.ndarray) -> ShieldDecision:
-        """The decision when every proposal passes unchanged: what the general path decides then, books included.
-        A passed action is not stopped-while-pushing (it equals a proposal), so no arena stays stuck."""
-        n = len(actions)
-        self._stuck[:] = 0
-        self.counts["mode.pass"] += n
+    def _fast_decision(self, step: int, prop: np.ndarray, fast: FastDecision) -> ShieldDecision:
+        """The fast path's decision, with the books the general path keeps."""
+        n = len(fast.actions)
+        self._stuck[:] = fast.stuck
+        if fast.backups:
+            self.counts["gatekeeper.backup"] += fast.backups
+            self.counts["gatekeeper.uncertified"] += fast.uncertified
+        filtered = int(fast.mode.sum())
+        self.counts["mode.filtered"] += filtered
+        self.counts["mode.pass"] += n - filtered
         self.counts["decisions"] += n
         names = self.barriers.names
-        return ShieldDecision(actions=actions, mode=np.zeros(n, dtype=np.int64), cause=[None] * n,
-                              constraint=[names[c] for c in constraint.tolist()], margin_before=before,
-                              margin_after=after, reports=[], proposed=prop)
+        constraint = [names[c] for c in fast.constraint.tolist()]
+        for arena in np.flatnonzero(fast.backup).tolist():
+            constraint[arena] = "backup"
+        return ShieldDecision(actions=fast.actions, mode=fast.mode, cause=[None] * n, constraint=constraint,
+                              margin_before=fast.margin_before, margin_after=fast.margin_after, proposed=prop,
+                              step=step)
 
     def _track_deadlock(self, active: np.ndarray, res: FilterResult, pushed: np.ndarray, cause: np.ndarray) -> None:
         """Count steps stopped at a boundary while the agent keeps pushing; after `deadlock_steps` of them
@@ -388,6 +404,14 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
             core.step(step, wire_pos[:batch], wire_internal[:batch], proposals[:batch] * 0.01, 0.0)
             core.step(step, pos[:batch], internal[:batch], proposals[:batch], 0.0, uncertainty=internal[:batch] / 10)
         core.step(2, pos, internal, proposals, float("inf"))  # stale: the fallback for every arena
+    # the fast path's kernels (the states above are too empty for it): comfortable internal states where gentle
+    # proposals pass and hard ones, near hazards and walls, are filtered
+    core = ShieldCore(env_cfg, ShieldConfig(filter="qp"))
+    comfortable = np.array([[0.9, 0.2, 0.9]])
+    for at in rng.uniform(0.0, env_cfg.arena_size, size=(64, 1, 2)):
+        for state in ((at, comfortable), (read_only(at), read_only(comfortable))):
+            core.step(3, *state, rng.uniform(-0.01, 0.01, size=(1, 2)), 0.0)
+            core.step(3, *state, rng.choice([-1.0, 1.0], size=(1, 2)), 0.0)
     rows = core.barriers.constraints(pos, internal)
     _features_batch(rows.A, rows.b, proposals)
     _polish_batch(rows.A, rows.b, proposals, proposals.astype(np.float32), 3, 1e-6)

@@ -98,17 +98,17 @@ class BarrierQP:
                 b_block[np.setdiff1d(np.flatnonzero(needs), idx)] = -np.inf
                 x, ok = self._solve_block(A, b_block, a_ref)
                 if not ok.all():  # left to the solver's tolerance: find the arena per arena
-                    x, ok = self._solve_per_arena(A, b, a_ref, idx)
+                    x, ok = self.solve_arenas(A, b, a_ref, idx)
                 else:
                     x, ok = x[idx], ok[idx]
             else:
-                x, ok = self._solve_per_arena(A, b, a_ref, idx)
+                x, ok = self.solve_arenas(A, b, a_ref, idx)
         slack, feasible = _finish(A, b, actions32, idx, x, ok, tol)
         return QPResult(actions=actions32, feasible=feasible, solved=needs, slack=slack, proposal_slack=proposal_slack)
 
     # ------------------------------------------------------------------------------------- per arena
 
-    def _solve_per_arena(
+    def solve_arenas(
         self, A: np.ndarray, b: np.ndarray, a_ref: np.ndarray, idx: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         while len(self._arena) < min(int(idx.max()) + 1, self.max_instances):

@@ -1,11 +1,16 @@
-"""The pass check decides exactly what the general path decides: same arrays, names, reports and books."""
+"""The fast path decides exactly what the general path decides: same arrays, names, reports and books."""
+
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
+from nodes.shield import fast_path
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.core import ShieldConfig, ShieldCore, ShieldDecision
+from nodes.shield.fast_path import FastDecision
+from nodes.shield.filters import FilterResult
 from tests.shield.conftest import on_hazard_edge, safe_states
 
 
@@ -17,11 +22,29 @@ def assert_same(a: ShieldDecision, b: ShieldDecision) -> None:
     assert (a.cause, a.constraint, a.reports) == (b.cause, b.constraint, b.reports)
 
 
-def pair(env_cfg: GridLifeConfig) -> tuple[ShieldCore, ShieldCore]:
-    fast = ShieldCore(env_cfg, ShieldConfig())
-    general = ShieldCore(env_cfg, ShieldConfig(pass_check=False))
-    assert fast.pass_check is not None and general.pass_check is None
+def pair(env_cfg: GridLifeConfig, **cfg: int) -> tuple[ShieldCore, ShieldCore]:
+    fast = ShieldCore(env_cfg, ShieldConfig(**cfg))
+    general = ShieldCore(env_cfg, ShieldConfig(fast_path=False, **cfg))
+    assert fast.fast_path is not None and general.fast_path is None
     return fast, general
+
+
+def outcomes(core: ShieldCore) -> Counter[str]:
+    """Counts what the core's fast path answers from now on: passed, filtered (a decision with a filtered arena),
+    handed over (the filter's result, for the general path) or general (not decided)."""
+    seen: Counter[str] = Counter()
+    decide = core.fast_path.decide  # type: ignore[union-attr]
+
+    def counting(*args: np.ndarray) -> FastDecision | FilterResult | None:
+        out = decide(*args)
+        if isinstance(out, FastDecision):
+            seen["filtered" if out.mode.any() or out.backup.any() else "passed"] += 1
+        else:
+            seen["handed over" if isinstance(out, FilterResult) else "general"] += 1
+        return out
+
+    core.fast_path.decide = counting  # type: ignore[method-assign, union-attr]
+    return seen
 
 
 @pytest.mark.parametrize("arenas", [1, 8])
@@ -29,6 +52,7 @@ def test_closed_loop_decisions_match_the_general_path(env_cfg: GridLifeConfig, a
     """A GridLife run driven by noisy proposals that often push into barriers: every step's decision, and the
     books after it (deadlock counters included), match; both paths are exercised."""
     fast, general = pair(env_cfg)
+    seen = outcomes(fast)
     env = GridLifeBatch(env_cfg, arenas)
     env.reset(3)
     rng = np.random.default_rng(3)
@@ -48,6 +72,7 @@ def test_closed_loop_decisions_match_the_general_path(env_cfg: GridLifeConfig, a
     assert fast.counts == general.counts
     np.testing.assert_array_equal(fast._stuck, general._stuck)
     assert 0 < passed_steps < 600
+    assert seen["passed"] > 0 and seen["filtered"] > 0, seen
 
 
 def test_states_across_the_viable_set_match(barriers: GridLifeBarriers, env_cfg: GridLifeConfig) -> None:
@@ -87,7 +112,7 @@ def test_a_passed_step_ends_a_stuck_streak(env_cfg: GridLifeConfig) -> None:
     resets it, on both paths, so four pushes, a pass, four pushes never reach `deadlock_steps` = 5."""
     cfg = {"deadlock_steps": 5, "deadlock_hold_steps": 3}
     fast = ShieldCore(env_cfg, ShieldConfig(**cfg))
-    general = ShieldCore(env_cfg, ShieldConfig(pass_check=False, **cfg))
+    general = ShieldCore(env_cfg, ShieldConfig(fast_path=False, **cfg))
     pos, push = on_hazard_edge(fast)
     comfort = np.array([[1.0, 0.0, 1.0]])
     for step, proposal in enumerate([push] * 4 + [-0.1 * push] + [push] * 4):
@@ -96,3 +121,45 @@ def test_a_passed_step_ends_a_stuck_streak(env_cfg: GridLifeConfig) -> None:
         assert d_fast.mode[0] == (0 if step == 4 else 1)
     assert fast.counts == general.counts and fast.counts["deadlocks_detected"] == 0
     np.testing.assert_array_equal(fast._stuck, [4])
+
+
+def test_a_deadlock_found_after_the_solve_is_decided_by_the_general_path(env_cfg: GridLifeConfig) -> None:
+    """Pushing into a hazard until the streak reaches `deadlock_steps`: the fast path hands its filter result
+    over, the general path detects the deadlock and holds the fallback, and both decide the same all along."""
+    fast, general = pair(env_cfg, deadlock_steps=4, deadlock_hold_steps=2)
+    seen = outcomes(fast)
+    pos, push = on_hazard_edge(fast)
+    comfort = np.array([[1.0, 0.0, 1.0]])
+    for step in range(9):
+        d_fast = fast.step(step, pos[None], comfort, push[None], 0.0)
+        assert_same(d_fast, general.step(step, pos[None], comfort, push[None], 0.0))
+    assert fast.counts == general.counts and fast.counts["deadlocks_detected"] == 2
+    np.testing.assert_array_equal(fast._stuck, general._stuck)
+    np.testing.assert_array_equal(fast._hold, general._hold)
+    # steps 0-2 and 5-7 filtered to a standstill; 3 and 8 reach the streak (handed over); 4 is held (not asked)
+    assert seen == Counter({"filtered": 6, "handed over": 2}), seen
+
+
+def test_an_infeasible_arena_sends_the_step_the_general_way(env_cfg: GridLifeConfig) -> None:
+    """Energy so low that no action keeps the energy row: the QP is infeasible, the fast path does not decide,
+    and the general path runs the fallback (cause `infeasible`) for that arena while the other one is filtered
+    or passed as usual."""
+    fast, general = pair(env_cfg)
+    seen = outcomes(fast)
+    pos = np.array([[5.0, 9.0], [5.0, 9.0]])
+    h = np.array([[1e-4, 0.2, 0.9], [0.9, 0.2, 0.9]])
+    proposals = np.array([[1.0, 0.0], [0.1, 0.0]])
+    d_fast = fast.step(0, pos, h, proposals, 0.0)
+    assert_same(d_fast, general.step(0, pos, h, proposals, 0.0))
+    assert d_fast.cause[0] == "infeasible" and d_fast.mode[0] == 2
+    assert fast.counts == general.counts
+    assert seen == Counter({"general": 1}), seen
+
+
+def test_a_new_core_leaves_no_fast_path_kernel_to_compile(env_cfg: GridLifeConfig) -> None:
+    """`compile_kernels` reaches every fast-path kernel, for states as computed and as decoded from the wire
+    (numba compiles read-only arrays apart), so that no live decision waits for a compile."""
+    ShieldCore(env_cfg, ShieldConfig())
+    assert len(fast_path._screen.signatures) >= 2
+    assert len(fast_path._conclude.signatures) >= 2
+    assert len(fast_path._margins.signatures) >= 1

@@ -1,0 +1,218 @@
+"""The shield's ordinary QP step: two compiled calls around the OSQP solves.
+
+With the QP filter and the gatekeeper on, most decisions need no degraded mode: every state is finite and
+fresh, and no estimate's uncertainty, OOD detector or deadlock hold is in play. `ShieldCore.step` then hands
+the step to `FastPath.decide`:
+
+1. `_screen` (one kernel): the barrier rows at every state and each proposal's row slack, as the float32
+   action the env executes. When every proposal meets every row and the gatekeeper certifies it, every arena
+   passes and the step is decided. An arena whose proposal breaks a row gets the exact two-variable
+   feasibility check; an infeasible one sends the whole step to the general path (its fallback).
+2. OSQP solves the arenas that need a projection (`BarrierQP.solve_arenas`, as the QP filter does).
+3. `_finish`, the QP filter's own float32 verification of the solutions, then `_conclude` (one kernel): the
+   filter's margins, the deadlock streaks, the gatekeeper's certificate for every action (and the backup where
+   it fails), and the modes. Should a solution fail verification or a streak reach `deadlock_steps`, the
+   filter's result goes to the general path, which decides the rest from it (no problem is solved twice, so
+   the warm starts stay in step).
+
+Both paths give the same decision, array for array, and the same books (tests/shield/test_fast_path.py).
+This one makes three kernel calls and the solves where the general path makes a few dozen numpy and kernel
+calls on arrays of a row or two, whose overheads dominate a small batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from nodes.shield.backup import Gatekeeper, _backup, certify_one
+from nodes.shield.barriers import GridLifeBarriers, rows_batch
+from nodes.shield.filters import FilterResult
+from nodes.shield.qp import BarrierQP, _feasible_one, _finish, row_slack_into
+
+PASSED, SOLVE, GENERAL, DONE = range(4)  # kernel outcomes
+
+
+@dataclass(frozen=True)
+class FastDecision:
+    """What the general path would decide for a step without degraded arenas."""
+
+    actions: np.ndarray  # (B, 2) float32, the gatekeeper's backup where it replaced the filter's action
+    mode: np.ndarray  # (B,) int64: 0 pass, 1 filtered
+    margin_before: np.ndarray  # (B,)
+    margin_after: np.ndarray  # (B,) nan where the backup replaced the action
+    constraint: np.ndarray  # (B,) int64 index into the barrier names
+    backup: np.ndarray  # (B,) bool
+    stuck: np.ndarray  # (B,) int64, the deadlock streaks after this step
+    backups: int  # arenas whose action the backup replaced
+    uncertified: int  # ... of which the backup itself could not be certified
+
+
+class FastPath:
+    """``decide(pos, h, proposals, stuck)`` -> a `FastDecision`; or a `FilterResult` for the general path to
+    take over from; or None when the general path must decide from the start. ``proposals`` are float64 in the
+    action box with no NaN (as `ShieldCore` cleans them); ``stuck`` are the deadlock streaks so far."""
+
+    def __init__(self, barriers: GridLifeBarriers, gatekeeper: Gatekeeper, qp: BarrierQP, pass_tolerance: float,
+                 deadlock_action_eps: float, deadlock_proposal_eps: float, deadlock_steps: int) -> None:
+        self.barrier_tables = barriers.kernel_tables
+        self.backup_tables = (gatekeeper.params, *gatekeeper.tables)
+        self.qp = qp
+        self.n_rows = barriers.n_rows
+        self.row_tightening = barriers.cfg.row_tightening
+        self.verify_tolerance = qp.cfg.verify_tolerance
+        self.pass_tolerance = pass_tolerance
+        self.horizon = gatekeeper.cfg.horizon
+        # the general path compares float32 squared norms with the squared eps cast to float32 (numpy's rule for
+        # a Python float against a float32 array), the float64 proposals' with the float64 one
+        self.action_eps2 = np.float32(deadlock_action_eps**2)
+        self.proposal_eps2 = float(deadlock_proposal_eps**2)
+        self.deadlock_steps = deadlock_steps
+        self.solves = qp.cfg.layout == "per_arena"  # a block layout solves its own way: only passes come here
+
+    def decide(self, pos: np.ndarray, h: np.ndarray, proposals: np.ndarray,
+               stuck: np.ndarray) -> FastDecision | FilterResult | None:
+        status, A, b, actions, slack, solve = _screen(
+            pos, h, proposals, self.n_rows, self.verify_tolerance, self.pass_tolerance, self.horizon,
+            *self.barrier_tables, *self.backup_tables)  # fmt: skip
+        n = len(actions)
+        if status == PASSED:
+            before, after, constraint = _margins(slack, self.row_tightening)
+            return FastDecision(actions=actions, mode=np.zeros(n, dtype=np.int64), margin_before=before,
+                                margin_after=after, constraint=constraint, backup=np.zeros(n, dtype=bool),
+                                stuck=np.zeros(n, dtype=np.int64), backups=0, uncertified=0)
+        if status == GENERAL or not self.solves:
+            return None
+        if solve.size:
+            x, ok = self.qp.solve_arenas(A, b, proposals, solve)
+        else:  # every row holds, yet an action is not its proposal (float32 rounding) or is uncertified
+            x, ok = np.zeros((0, 2)), np.zeros(0, dtype=bool)
+        slack_after, feasible = _finish(A, b, actions, solve, x, ok, self.verify_tolerance)  # as the QP filter does
+        status, gated, before, after, constraint, backup, mode, stuck_after, books = _conclude(
+            pos, h, proposals, actions, slack, slack_after, feasible, stuck, self.row_tightening, self.pass_tolerance,
+            self.action_eps2, self.proposal_eps2, self.deadlock_steps, self.horizon, *self.backup_tables)  # fmt: skip
+        if status == GENERAL:
+            return FilterResult(actions=actions, ok=feasible, constraint=constraint, margin_before=before,
+                                margin_after=after, disagreement=np.zeros(n, dtype=bool))
+        return FastDecision(actions=gated, mode=mode, margin_before=before, margin_after=after, constraint=constraint,
+                            backup=backup, stuck=stuck_after, backups=int(books[0]), uncertified=int(books[1]))
+
+
+@numba.njit(cache=True)
+def _margins_into(slack, tight, before, after, constraint):  # type: ignore[no-untyped-def]
+    """Margins against the untightened rows, as `QPFilter` takes them: the slack's minimum plus the tightening
+    (before), and the minimum of the slack plus the tightening, with its first row (after, constraint)."""
+    for k in range(slack.shape[0]):
+        lowest, best = slack[k, 0], 0
+        after[k] = slack[k, 0] + tight
+        for r in range(1, slack.shape[1]):
+            if slack[k, r] < lowest:
+                lowest = slack[k, r]
+            if slack[k, r] + tight < after[k]:
+                after[k], best = slack[k, r] + tight, r
+        before[k] = lowest + tight
+        constraint[k] = best
+
+
+@numba.njit(cache=True)
+def _margins(slack, tight):  # type: ignore[no-untyped-def]
+    n = slack.shape[0]
+    before, after, constraint = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
+    _margins_into(slack, tight, before, after, constraint)
+    return before, after, constraint
+
+
+@numba.njit(cache=True)
+def _screen(pos, h, prop, n_rows, tol, pass_tol, horizon, bP, centres, radii, reach, bounds,  # type: ignore[no-untyped-def]
+            gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+    """(status, A, b, actions, slack, solve): the rows, the proposals as float32 actions in the box and their
+    row slack. PASSED: every arena passes. SOLVE: the arenas in `solve` break a row, and each has a feasible
+    set. GENERAL: a state is not finite, or an arena's rows admit no action in the box."""
+    n = pos.shape[0]
+    A = np.zeros((n, n_rows, 2))
+    b = np.empty((n, n_rows))
+    actions = np.empty((n, 2), dtype=np.float32)
+    slack = np.empty((n, n_rows))
+    solve = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        if not (math.isfinite(pos[k, 0]) and math.isfinite(pos[k, 1]) and math.isfinite(h[k, 0])
+                and math.isfinite(h[k, 1]) and math.isfinite(h[k, 2])):
+            return GENERAL, A, b, actions, slack, solve[:0].copy()
+    values = np.empty((n, n_rows))
+    rows_batch(pos, h, A, b, values, bP, centres, radii, reach, bounds)
+    passes = True
+    count = 0
+    for k in range(n):
+        for j in range(2):
+            actions[k, j] = min(max(prop[k, j], -1.0), 1.0)  # the box, then float32: as the QP filter screens
+            if abs(np.float64(actions[k, j]) - prop[k, j]) > pass_tol:
+                passes = False
+        if not row_slack_into(A[k], b[k], np.float64(actions[k, 0]), np.float64(actions[k, 1]), slack[k], tol):
+            passes = False
+            if not _feasible_one(A[k], b[k], tol):
+                return GENERAL, A, b, actions, slack, solve[:0].copy()
+            solve[count] = k
+            count += 1
+    if passes:
+        for k in range(n):
+            ok, _ = certify_one(pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2], actions[k, 0], actions[k, 1],
+                                horizon, True, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
+            if not ok:
+                passes = False
+                break
+    return (PASSED if passes else SOLVE), A, b, actions, slack, solve[:count].copy()
+
+
+@numba.njit(cache=True)
+def _conclude(pos, h, prop, actions, proposal_slack, slack, feasible, stuck, tight, pass_tol,  # type: ignore[no-untyped-def]
+              action_eps2, proposal_eps2, deadlock_steps, horizon,
+              gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+    """What `ShieldCore` makes of the QP filter's verified actions: margins, deadlock streaks, the gatekeeper
+    (on a copy of the actions), modes. Status GENERAL when an arena has no verified action or a streak reaches
+    `deadlock_steps` (the margins are then the filter's, for its result), else DONE. ``books``: backups and
+    uncertified backups."""
+    n = pos.shape[0]
+    before, after, constraint = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
+    _margins_into(slack, tight, before, after, constraint)
+    for k in range(n):  # before: at the proposal (minimum, then the tightening)
+        lowest = proposal_slack[k, 0]
+        for r in range(1, proposal_slack.shape[1]):
+            lowest = min(lowest, proposal_slack[k, r])
+        before[k] = lowest + tight
+    gated = actions.copy()
+    backup = np.zeros(n, dtype=np.bool_)
+    mode = np.zeros(n, dtype=np.int64)
+    stuck_after = np.zeros(n, dtype=np.int64)
+    books = np.zeros(2, dtype=np.int64)
+    if not feasible.all():
+        return GENERAL, gated, before, after, constraint, backup, mode, stuck_after, books
+    stopped = np.zeros(n, dtype=np.bool_)
+    for k in range(n):
+        stopped[k] = actions[k, 0] * actions[k, 0] + actions[k, 1] * actions[k, 1] < action_eps2  # in float32
+    if stopped.any():
+        hit = False
+        for k in range(n):
+            pushing = prop[k, 0] * prop[k, 0] + prop[k, 1] * prop[k, 1] > proposal_eps2
+            stuck_after[k] = stuck[k] + 1 if stopped[k] and pushing else 0
+            hit = hit or stuck_after[k] >= deadlock_steps
+        if hit:
+            return GENERAL, gated, before, after, constraint, backup, mode, stuck_after, books
+    for k in range(n):
+        px, py, e, t, i = pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2]
+        certified, _ = certify_one(px, py, e, t, i, gated[k, 0], gated[k, 1], horizon, True,
+                                   gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
+        if not certified:
+            gated[k, 0], gated[k, 1] = _backup(px, py, e, t, i, gP, sc, sr, sk, geo, heading, hops, hubs)
+            backup[k] = True
+            after[k] = np.nan
+            books[0] += 1
+            safe, _ = certify_one(px, py, e, t, i, gated[k, 0], gated[k, 1], horizon, True,
+                                  gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
+            if not safe:
+                books[1] += 1
+        gap = max(abs(np.float64(gated[k, 0]) - prop[k, 0]), abs(np.float64(gated[k, 1]) - prop[k, 1]))
+        mode[k] = 1 if gap > pass_tol else 0
+    return DONE, gated, before, after, constraint, backup, mode, stuck_after, books
