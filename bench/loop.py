@@ -6,10 +6,12 @@ loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summa
 only, start-up excluded). Same-host edges ride IPC, as in any launch; `graph_1_tcp` is the 1-arena graph
 with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice; both are the
 median of `--repeats-1` launches, alternating (`graph_1_runs` lists them all). `inproc_N`: the
-same env + numpy actor + ShieldCore computations in this process with no transport, the limit the graph
-can approach. "The same" includes the episodes: the launch file's env trains with `train_cap` (250), and
-the shield's work depends on it (its rollouts are longer from fresh start states), so the in-process env
-restarts episodes at that cap too.
+same env + policy + ShieldCore computations in this process with no transport, the limit the graph can
+approach. "The same" includes the proposals and the episodes. The graph's learner never sends weights, so
+its agent proposes uniform random actions, as a SAC agent does before its first update; the in-process loop
+draws them too (the shield's work depends on them: about 30% of random proposals are filtered and 10% meet
+an infeasible QP). The launch file's env trains with `train_cap` (250), and the shield's work depends on it
+too (its rollouts are longer from fresh start states), so the in-process env restarts episodes at that cap.
 
 Where a 1-arena graph step goes, measured in the same run (bench/loop_floor.py): `transport_only_1` is the
 same lockstep topology and messages (env/obs to agent and shield, action/proposed, action/safe) through
@@ -18,7 +20,7 @@ with no work. `raw_zmq_1` is that topology in plain pyzmq (three processes block
 PUB/SUB and PUSH/PULL over the same transport as the nodes, messages of the same sizes): ZeroMQ's own
 floor from Python.
 `per_step_us` gives each 1-arena figure as microseconds per step, so that graph_1 - transport_only_1 is
-roughly the work (env step, actor, shield QP, bookkeeping) and transport_only_1 - raw_zmq_1 is PERSIST's
+roughly the work (env step, proposal, shield QP, bookkeeping) and transport_only_1 - raw_zmq_1 is PERSIST's
 runtime above ZeroMQ. `floor_runs` counts each floor's observations re-sent after its 1 s deadline: a
 floor figure is clean only with `resends_timed` 0. Prints one JSON line.
 
@@ -48,8 +50,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.loop_floor import FloorConfig, raw_zmq_steps_per_s, transport_only_steps_per_s  # noqa: E402
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig  # noqa: E402
-from nodes.sac.inference import NumpyActor  # noqa: E402
-from nodes.sac.sac import SAC, SACConfig  # noqa: E402
 from nodes.shield.core import ShieldConfig, ShieldCore  # noqa: E402
 
 ARENAS = (1, 64)
@@ -90,25 +90,23 @@ def train_cap() -> int:
 
 
 def inproc_steps_per_s(arenas: int, seconds: float, seed: int = 0) -> float:
-    """obs -> act -> shield -> env.step in one loop, as the graph's training phase does it, with no transport."""
+    """propose -> shield -> env.step in one loop, as the graph's training phase does it, with no transport."""
     env_cfg = GridLifeConfig()
     env = GridLifeBatch(replace(env_cfg, episode_cap=train_cap()), arenas)
-    sac = SAC(env.obs_dim, 2, SACConfig(hidden=(128, 128), device="cpu", seed=seed))
-    actor = NumpyActor(sac.policy())
     shield = ShieldCore(env_cfg, ShieldConfig(filter="qp", fallback="seek_station"))
     rng = np.random.default_rng(seed)
-    obs = env.reset(seed)
+    env.reset(seed)
 
-    def one_step(t: int) -> np.ndarray:
-        proposed = actor.act(obs, deterministic=False, rng=rng)
+    def one_step(t: int) -> None:
+        proposed = rng.uniform(-1.0, 1.0, size=(arenas, 2)).astype(np.float32)  # as the agent without weights
         decision = shield.step(t, env.positions, env.internal, proposed, input_age_s=0.0)
-        return env.step(decision.actions).obs
+        env.step(decision.actions)
 
     for t in range(20):  # warm-up: OSQP set-up, first allocations
-        obs = one_step(t)
+        one_step(t)
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        obs = one_step(20 + steps)
+        one_step(20 + steps)
         steps += 1
     return steps * arenas / (time.perf_counter() - t0)
 
