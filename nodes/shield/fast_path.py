@@ -7,13 +7,14 @@ the step to `FastPath.decide`:
 1. `_screen` (one kernel): the barrier rows at every state and each proposal's row slack, as the float32
    action the env executes. When every proposal meets every row and the gatekeeper certifies it, every arena
    passes and the step is decided. An arena whose proposal breaks a row gets the exact two-variable
-   feasibility check; an infeasible one sends the whole step to the general path (its fallback).
-2. OSQP solves the arenas that need a projection (`BarrierQP.solve_arenas`, as the QP filter does).
+   feasibility check.
+2. OSQP solves the feasible arenas that need a projection (`BarrierQP.solve_arenas`, as the QP filter does).
 3. `_finish`, the QP filter's own float32 verification of the solutions, then `_conclude` (one kernel): the
    filter's margins, the deadlock streaks, the gatekeeper's certificate for every action (and the backup where
-   it fails), and the modes. Should a solution fail verification or a streak reach `deadlock_steps`, the
-   filter's result goes to the general path, which decides the rest from it (no problem is solved twice, so
-   the warm starts stay in step).
+   it fails), and the modes. Should an arena be infeasible, a solution fail verification or a streak reach
+   `deadlock_steps`, the filter's result goes to the general path, which decides the rest from it (the
+   fallback for arenas without a verified action; no problem is solved twice, so the warm starts stay in
+   step).
 
 Both paths give the same decision, array for array, and the same books (tests/shield/test_fast_path.py).
 This one makes three kernel calls and the solves where the general path makes a few dozen numpy and kernel
@@ -129,8 +130,8 @@ def _margins(slack, tight):  # type: ignore[no-untyped-def]
 def _screen(pos, h, prop, n_rows, tol, pass_tol, horizon, bP, centres, radii, reach, bounds,  # type: ignore[no-untyped-def]
             gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
     """(status, A, b, actions, slack, solve): the rows, the proposals as float32 actions in the box and their
-    row slack. PASSED: every arena passes. SOLVE: the arenas in `solve` break a row, and each has a feasible
-    set. GENERAL: a state is not finite, or an arena's rows admit no action in the box."""
+    row slack. PASSED: every arena passes. SOLVE: some arena breaks a row; `solve` lists those with a feasible
+    set. GENERAL: a state is not finite."""
     n = pos.shape[0]
     A = np.zeros((n, n_rows, 2))
     b = np.empty((n, n_rows))
@@ -152,10 +153,9 @@ def _screen(pos, h, prop, n_rows, tol, pass_tol, horizon, bP, centres, radii, re
                 passes = False
         if not row_slack_into(A[k], b[k], np.float64(actions[k, 0]), np.float64(actions[k, 1]), slack[k], tol):
             passes = False
-            if not _feasible_one(A[k], b[k], tol):
-                return GENERAL, A, b, actions, slack, solve[:0].copy()
-            solve[count] = k
-            count += 1
+            if _feasible_one(A[k], b[k], tol):  # an infeasible arena is left unsolved, as the QP filter leaves it
+                solve[count] = k
+                count += 1
     if passes:
         for k in range(n):
             ok, _ = certify_one(pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2], actions[k, 0], actions[k, 1],

@@ -140,10 +140,10 @@ def test_a_deadlock_found_after_the_solve_is_decided_by_the_general_path(env_cfg
     assert seen == Counter({"filtered": 6, "handed over": 2}), seen
 
 
-def test_an_infeasible_arena_sends_the_step_the_general_way(env_cfg: GridLifeConfig) -> None:
-    """Energy so low that no action keeps the energy row: the QP is infeasible, the fast path does not decide,
-    and the general path runs the fallback (cause `infeasible`) for that arena while the other one is filtered
-    or passed as usual."""
+def test_an_infeasible_arena_is_decided_by_the_general_path(env_cfg: GridLifeConfig) -> None:
+    """Energy so low that no action keeps the energy row: the QP is infeasible, the fast path hands the filter's
+    result over, and the general path runs the fallback (cause `infeasible`) for that arena while the other one
+    is passed as usual."""
     fast, general = pair(env_cfg)
     seen = outcomes(fast)
     pos = np.array([[5.0, 9.0], [5.0, 9.0]])
@@ -153,7 +153,7 @@ def test_an_infeasible_arena_sends_the_step_the_general_way(env_cfg: GridLifeCon
     assert_same(d_fast, general.step(0, pos, h, proposals, 0.0))
     assert d_fast.cause[0] == "infeasible" and d_fast.mode[0] == 2
     assert fast.counts == general.counts
-    assert seen == Counter({"general": 1}), seen
+    assert seen == Counter({"handed over": 1}), seen
 
 
 def test_a_new_core_leaves_no_fast_path_kernel_to_compile(env_cfg: GridLifeConfig) -> None:
