@@ -1,4 +1,4 @@
-"""The shield's ordinary QP step: two compiled calls around the OSQP solves.
+"""The shield's ordinary QP step: three compiled calls around the OSQP solves.
 
 With the QP filter and the gatekeeper on, most decisions need no degraded mode: every state is finite and
 fresh, and no estimate's uncertainty, OOD detector or deadlock hold is in play. `ShieldCore.step` then hands
