@@ -9,9 +9,10 @@ median of `--repeats-1` launches, alternating (`graph_1_runs` lists them all). `
 same env + policy + ShieldCore computations in this process with no transport, the limit the graph can
 approach. "The same" includes the proposals and the episodes. The graph's learner never sends weights, so
 its agent proposes uniform random actions, as a SAC agent does before its first update; the in-process loop
-draws them too (the shield's work depends on them: about 30% of random proposals are filtered and 10% meet
-an infeasible QP). The launch file's env trains with `train_cap` (250), and the shield's work depends on it
-too (its rollouts are longer from fresh start states), so the in-process env restarts episodes at that cap.
+draws them too (the shield's work depends on them: about a quarter of random proposals are filtered, and a
+tenth meet an infeasible QP and get the fallback). The launch file's env trains with `train_cap` (250), and
+the shield's work depends on it too (its rollouts are longer from fresh start states), so the in-process env
+restarts episodes at that cap.
 
 Where a 1-arena graph step goes, measured in the same run (bench/loop_floor.py): `transport_only_1` is the
 same lockstep topology and messages (env/obs to agent and shield, action/proposed, action/safe) through

@@ -24,6 +24,7 @@ Deadlock detection: the safe action has norm below `deadlock_action_eps` while t
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -226,12 +227,12 @@ class ShieldCore:
             self._stuck = np.zeros(n, dtype=np.int64)
             self._hold = np.zeros(n, dtype=np.int64)
         fresh = isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s
-        filtered = None  # the filter's result, when the fast path got that far
+        handed_over = None  # the filter's result, when the fast path got that far
         if self.fast_path is not None and std is None and fresh and self.ood is None and not self._hold.any():
             fast = self.fast_path.decide(pos, h, prop, self._stuck)
             if isinstance(fast, FastDecision):
                 return self._fast_decision(step, prop, fast)
-            filtered = fast
+            handed_over = fast
         cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
         finite = np.isfinite(pos).all(1) & np.isfinite(h).all(1)
         if std is not None:
@@ -266,8 +267,8 @@ class ShieldCore:
         if active.size:
             if screened:
                 res = self.filter.filter(safe_pos[active], safe_h[active], prop[active])
-            else:  # every arena filtered (the fast path's result comes only so)
-                res = self.filter.filter(safe_pos, safe_h, prop) if filtered is None else filtered
+            else:  # every arena filtered (a result handed over comes only so)
+                res = self.filter.filter(safe_pos, safe_h, prop) if handed_over is None else handed_over
             if screened:
                 actions[active] = res.actions
                 before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
@@ -404,14 +405,15 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
             core.step(step, wire_pos[:batch], wire_internal[:batch], proposals[:batch] * 0.01, 0.0)
             core.step(step, pos[:batch], internal[:batch], proposals[:batch], 0.0, uncertainty=internal[:batch] / 10)
         core.step(2, pos, internal, proposals, float("inf"))  # stale: the fallback for every arena
-    # the fast path's kernels (the states above are too empty for it): comfortable internal states where gentle
-    # proposals pass and hard ones, near hazards and walls, are filtered
+    # the fast path's outcomes from comfortable internal states, where gentle proposals pass and hard ones near
+    # hazards and walls are filtered; positions and internal states writable, read-only (from the wire), or one
+    # of each (a node that fills in a missing estimate)
     core = ShieldCore(env_cfg, ShieldConfig(filter="qp"))
     comfortable = np.array([[0.9, 0.2, 0.9]])
-    for at in rng.uniform(0.0, env_cfg.arena_size, size=(64, 1, 2)):
-        for state in ((at, comfortable), (read_only(at), read_only(comfortable))):
-            core.step(3, *state, rng.uniform(-0.01, 0.01, size=(1, 2)), 0.0)
-            core.step(3, *state, rng.choice([-1.0, 1.0], size=(1, 2)), 0.0)
+    for at in rng.uniform(0.0, env_cfg.arena_size, size=(16, 1, 2)):
+        for p, h in itertools.product((at, read_only(at)), (comfortable, read_only(comfortable))):
+            core.step(3, p, h, rng.uniform(-0.01, 0.01, size=(1, 2)), 0.0)
+            core.step(3, p, h, rng.choice([-1.0, 1.0], size=(1, 2)), 0.0)
     rows = core.barriers.constraints(pos, internal)
     _features_batch(rows.A, rows.b, proposals)
     _polish_batch(rows.A, rows.b, proposals, proposals.astype(np.float32), 3, 1e-6)

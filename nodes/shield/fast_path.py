@@ -1,4 +1,4 @@
-"""The shield's ordinary QP step: three compiled calls around the OSQP solves.
+"""The shield's ordinary QP step: a few compiled calls around the OSQP solves.
 
 With the QP filter and the gatekeeper on, most decisions need no degraded mode: every state is finite and
 fresh, and no estimate's uncertainty, OOD detector or deadlock hold is in play. `ShieldCore.step` then hands
@@ -17,8 +17,8 @@ the step to `FastPath.decide`:
    step).
 
 Both paths give the same decision, array for array, and the same books (tests/shield/test_fast_path.py).
-This one makes three kernel calls and the solves where the general path makes a few dozen numpy and kernel
-calls on arrays of a row or two, whose overheads dominate a small batch.
+This one makes three or four kernel calls and the solves where the general path makes a few dozen numpy and
+kernel calls on arrays of a row or two, whose overheads dominate a small batch.
 """
 
 from __future__ import annotations
@@ -63,38 +63,41 @@ class FastPath:
         self.backup_tables = (gatekeeper.params, *gatekeeper.tables)
         self.qp = qp
         self.n_rows = barriers.n_rows
-        self.row_tightening = barriers.cfg.row_tightening
-        self.verify_tolerance = qp.cfg.verify_tolerance
-        self.pass_tolerance = pass_tolerance
-        self.horizon = gatekeeper.cfg.horizon
+        # floats whatever the configs hold, so that the kernels' signatures never change with them
+        self.row_tightening = float(barriers.cfg.row_tightening)
+        self.verify_tolerance = float(qp.cfg.verify_tolerance)
+        self.pass_tolerance = float(pass_tolerance)
+        self.horizon = int(gatekeeper.cfg.horizon)
         # the general path compares float32 squared norms with the squared eps cast to float32 (numpy's rule for
         # a Python float against a float32 array), the float64 proposals' with the float64 one
         self.action_eps2 = np.float32(deadlock_action_eps**2)
         self.proposal_eps2 = float(deadlock_proposal_eps**2)
-        self.deadlock_steps = deadlock_steps
-        self.solves = qp.cfg.layout == "per_arena"  # a block layout solves its own way: only passes come here
+        self.deadlock_steps = int(deadlock_steps)
+        self.per_arena = qp.cfg.layout == "per_arena"  # a block layout solves its own way: only passes come here
 
     def decide(self, pos: np.ndarray, h: np.ndarray, proposals: np.ndarray,
                stuck: np.ndarray) -> FastDecision | FilterResult | None:
-        status, A, b, actions, slack, solve = _screen(
-            pos, h, proposals, self.n_rows, self.verify_tolerance, self.pass_tolerance, self.horizon,
-            *self.barrier_tables, *self.backup_tables)  # fmt: skip
+        pos, h = np.ascontiguousarray(pos), np.ascontiguousarray(h)  # the layout the kernels are compiled for
+        status, A, b, actions, proposal_slack, solve = _screen(
+            pos, h, proposals, self.n_rows, self.verify_tolerance, self.pass_tolerance, self.action_eps2,
+            self.proposal_eps2, self.horizon, *self.barrier_tables, *self.backup_tables)  # fmt: skip
         n = len(actions)
         if status == PASSED:
-            before, after, constraint = _margins(slack, self.row_tightening)
+            before, after, constraint = _margins(proposal_slack, self.row_tightening)
             return FastDecision(actions=actions, mode=np.zeros(n, dtype=np.int64), margin_before=before,
                                 margin_after=after, constraint=constraint, backup=np.zeros(n, dtype=bool),
                                 stuck=np.zeros(n, dtype=np.int64), backups=0, uncertified=0)
-        if status == GENERAL or not self.solves:
+        if status == GENERAL or not self.per_arena:
             return None
         if solve.size:
             x, ok = self.qp.solve_arenas(A, b, proposals, solve)
-        else:  # every row holds, yet an action is not its proposal (float32 rounding) or is uncertified
+        else:  # every row holds, yet an action is not its proposal, is uncertified or stands still while pushing
             x, ok = np.zeros((0, 2)), np.zeros(0, dtype=bool)
-        slack_after, feasible = _finish(A, b, actions, solve, x, ok, self.verify_tolerance)  # as the QP filter does
+        slack, feasible = _finish(A, b, actions, solve, x, ok, self.verify_tolerance)  # as the QP filter does
         status, gated, before, after, constraint, backup, mode, stuck_after, books = _conclude(
-            pos, h, proposals, actions, slack, slack_after, feasible, stuck, self.row_tightening, self.pass_tolerance,
-            self.action_eps2, self.proposal_eps2, self.deadlock_steps, self.horizon, *self.backup_tables)  # fmt: skip
+            pos, h, proposals, actions, proposal_slack, slack, feasible, stuck, self.row_tightening,
+            self.pass_tolerance, self.action_eps2, self.proposal_eps2, self.deadlock_steps, self.horizon,
+            *self.backup_tables)  # fmt: skip
         if status == GENERAL:
             return FilterResult(actions=actions, ok=feasible, constraint=constraint, margin_before=before,
                                 margin_after=after, disagreement=np.zeros(n, dtype=bool))
@@ -127,11 +130,12 @@ def _margins(slack, tight):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _screen(pos, h, prop, n_rows, tol, pass_tol, horizon, bP, centres, radii, reach, bounds,  # type: ignore[no-untyped-def]
-            gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+def _screen(pos, h, prop, n_rows, tol, pass_tol, action_eps2, proposal_eps2, horizon,  # type: ignore[no-untyped-def]
+            bP, centres, radii, reach, bounds, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
     """(status, A, b, actions, slack, solve): the rows, the proposals as float32 actions in the box and their
-    row slack. PASSED: every arena passes. SOLVE: some arena breaks a row; `solve` lists those with a feasible
-    set. GENERAL: a state is not finite."""
+    row slack. PASSED: every arena passes (and none stands still while pushing, which would extend a deadlock
+    streak). SOLVE: some arena does not; `solve` lists those that break a row and have a feasible set.
+    GENERAL: a state is not finite."""
     n = pos.shape[0]
     A = np.zeros((n, n_rows, 2))
     b = np.empty((n, n_rows))
@@ -151,6 +155,10 @@ def _screen(pos, h, prop, n_rows, tol, pass_tol, horizon, bP, centres, radii, re
             actions[k, j] = min(max(prop[k, j], -1.0), 1.0)  # the box, then float32: as the QP filter screens
             if abs(np.float64(actions[k, j]) - prop[k, j]) > pass_tol:
                 passes = False
+        # with the deadlock eps a hair apart, a pushing proposal can round to a standstill (float32, as _conclude)
+        if (actions[k, 0] * actions[k, 0] + actions[k, 1] * actions[k, 1] < action_eps2
+                and prop[k, 0] * prop[k, 0] + prop[k, 1] * prop[k, 1] > proposal_eps2):
+            passes = False
         if not row_slack_into(A[k], b[k], np.float64(actions[k, 0]), np.float64(actions[k, 1]), slack[k], tol):
             passes = False
             if _feasible_one(A[k], b[k], tol):  # an infeasible arena is left unsolved, as the QP filter leaves it

@@ -111,6 +111,8 @@ class BarrierQP:
     def solve_arenas(
         self, A: np.ndarray, b: np.ndarray, a_ref: np.ndarray, idx: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        """(x (k, 2), solved (k,)) for the arenas idx (non-empty, each with a feasible set), each on its own
+        warm-started problem."""
         while len(self._arena) < min(int(idx.max()) + 1, self.max_instances):
             self._arena.append(self._setup(1))
         x = np.zeros((len(idx), 2))

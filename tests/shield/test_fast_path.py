@@ -1,17 +1,22 @@
 """The fast path decides exactly what the general path decides: same arrays, names, reports and books."""
 
+import json
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
-from nodes.shield import fast_path
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.core import ShieldConfig, ShieldCore, ShieldDecision
 from nodes.shield.fast_path import FastDecision
 from nodes.shield.filters import FilterResult
 from tests.shield.conftest import on_hazard_edge, safe_states
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def assert_same(a: ShieldDecision, b: ShieldDecision) -> None:
@@ -22,7 +27,7 @@ def assert_same(a: ShieldDecision, b: ShieldDecision) -> None:
     assert (a.cause, a.constraint, a.reports) == (b.cause, b.constraint, b.reports)
 
 
-def pair(env_cfg: GridLifeConfig, **cfg: int) -> tuple[ShieldCore, ShieldCore]:
+def pair(env_cfg: GridLifeConfig, **cfg: float) -> tuple[ShieldCore, ShieldCore]:
     fast = ShieldCore(env_cfg, ShieldConfig(**cfg))
     general = ShieldCore(env_cfg, ShieldConfig(fast_path=False, **cfg))
     assert fast.fast_path is not None and general.fast_path is None
@@ -93,8 +98,8 @@ def test_states_across_the_viable_set_match(barriers: GridLifeBarriers, env_cfg:
 
 
 def test_inputs_it_does_not_judge_go_the_general_way(env_cfg: GridLifeConfig) -> None:
-    """A NaN state, a stale input or an estimate's uncertainty are degraded-mode cases: the pass check is not
-    asked, and the decision names the cause."""
+    """A NaN state, a stale input or an estimate's uncertainty are degraded-mode cases: the fast path leaves them
+    to the general path (a NaN state it declines, the others it is not asked), and the decision names the cause."""
     fast, general = pair(env_cfg)
     pos = np.array([[5.0, 9.0], [np.nan, 1.0]])
     h = np.array([[0.9, 0.2, 0.9], [0.9, 0.2, 0.9]])
@@ -156,10 +161,37 @@ def test_an_infeasible_arena_is_decided_by_the_general_path(env_cfg: GridLifeCon
     assert seen == Counter({"handed over": 1}), seen
 
 
-def test_a_new_core_leaves_no_fast_path_kernel_to_compile(env_cfg: GridLifeConfig) -> None:
-    """`compile_kernels` reaches every fast-path kernel, for states as computed and as decoded from the wire
-    (numba compiles read-only arrays apart), so that no live decision waits for a compile."""
-    ShieldCore(env_cfg, ShieldConfig())
-    assert len(fast_path._screen.signatures) >= 2
-    assert len(fast_path._conclude.signatures) >= 2
-    assert len(fast_path._margins.signatures) >= 1
+def test_a_new_core_leaves_no_fast_path_kernel_to_compile() -> None:
+    """`compile_kernels` reaches every fast-path kernel for states as computed, as decoded from the wire (numba
+    compiles read-only arrays apart) and mixed, so that no live decision waits for a compile. In a fresh process:
+    here the tests above have compiled them already."""
+    script = """
+import json
+from nodes.env.gridlife import GridLifeConfig
+from nodes.shield import fast_path
+from nodes.shield.core import ShieldConfig, ShieldCore
+ShieldCore(GridLifeConfig(), ShieldConfig())
+print(json.dumps({name: [[str(t) for t in sig[:2]] for sig in getattr(fast_path, name).signatures]
+                  for name in ("_screen", "_conclude", "_margins")}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    signatures = json.loads(out.stdout.splitlines()[-1])
+    plain, wire = "array(float64, 2d, C)", "readonly array(float64, 2d, C)"
+    layouts = {(p, h) for p in (plain, wire) for h in (plain, wire)}
+    for name in ("_screen", "_conclude"):
+        assert layouts <= {tuple(sig) for sig in signatures[name]}, (name, signatures[name])
+    assert signatures["_margins"], signatures
+
+
+def test_a_proposal_that_rounds_to_a_standstill_counts_towards_a_deadlock(env_cfg: GridLifeConfig) -> None:
+    """With the two deadlock eps a hair apart, a proposal just above the proposal eps can round (as float32) to
+    an action below the action eps: it passes unchanged, yet stands still while pushing. Both paths count the
+    streak and find the deadlock."""
+    fast, general = pair(env_cfg, deadlock_steps=3, deadlock_hold_steps=2, deadlock_action_eps=0.2,
+                         deadlock_proposal_eps=0.2 * (1 + 1e-12))
+    proposal = np.array([[0.19826089482949788, 0.026317650618504163]])
+    pos, h = np.array([[5.0, 9.0]]), np.array([[0.9, 0.2, 0.9]])
+    for step in range(3):
+        assert_same(fast.step(step, pos, h, proposal, 0.0), general.step(step, pos, h, proposal, 0.0))
+    assert fast.counts == general.counts and fast.counts["deadlocks_detected"] == 1
