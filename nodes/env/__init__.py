@@ -1,1 +1,5 @@
 """Environment node kinds: GridLife (the reference arena), the homeostat and the Gymnasium adapter."""
+
+from nodes.kernel_cache import check_package_kernels
+
+check_package_kernels()  # before any of the package's numba kernels loads from the on-disk cache
