@@ -6,8 +6,9 @@
     for report in decision.reports: ...   # plain dicts, one per intervention (mode != "pass")
 
 Order of checks per arena, the first that applies decides:
-1. ``bad_input``: non-finite position, internal state or uncertainty -> fallback (a non-finite proposal
-   is treated as a zero proposal and filtered);
+1. ``bad_input``: non-finite position, internal state or uncertainty, or a state no arena can be in (a position
+   more than an arena width outside the arena, an internal variable outside [-1, 2]) -> fallback (a non-finite
+   proposal is treated as a zero proposal and filtered);
 2. ``stale``: `input_age_s` past `input_deadline_s` -> fallback for every arena;
 3. ``ood``: the OOD detector (if given) flags the state -> fallback;
 4. ``deadlock``: the arena is in its post-deadlock hold -> fallback;
@@ -182,11 +183,14 @@ class ShieldCore:
             self.barriers, BarrierQP(self.barriers.n_rows, self.cfg.qp), self.cfg.fallback, self.cfg.fallback_speed
         )
         self.gatekeeper = Gatekeeper(env_cfg, self.cfg.backup, self.layout) if self.cfg.backup.enabled else None
+        size = env_cfg.arena_size
+        self.plausible = (np.array([-size, -size, -1.0, -1.0, -1.0]), np.array([2 * size, 2 * size, 2.0, 2.0, 2.0]))
         self.fast_path = None
         if self.cfg.fast_path and isinstance(self.filter, QPFilter) and self.gatekeeper is not None:
             cfg = self.cfg
             self.fast_path = FastPath(self.barriers, self.gatekeeper, self.filter.qp, cfg.pass_tolerance,
-                                      cfg.deadlock_action_eps, cfg.deadlock_proposal_eps, cfg.deadlock_steps)
+                                      cfg.deadlock_action_eps, cfg.deadlock_proposal_eps, cfg.deadlock_steps,
+                                      self.plausible)
         self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
         self.counts.update({f"mode.{m}": 0 for m in MODES}, deadlocks_detected=0, decisions=0)
         self.counts.update({"gatekeeper.backup": 0, "gatekeeper.uncertified": 0})
@@ -234,12 +238,13 @@ class ShieldCore:
                 return self._fast_decision(step, prop, fast)
             handed_over = fast
         cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
-        finite = np.isfinite(pos).all(1) & np.isfinite(h).all(1)
+        low, high = self.plausible  # (NaN fails these comparisons too)
+        usable = ((pos >= low[:2]) & (pos <= high[:2])).all(1) & ((h >= low[2:]) & (h <= high[2:])).all(1)
         if std is not None:
-            finite &= np.isfinite(std).all(1)
-        bad = ~finite
+            usable &= np.isfinite(std).all(1)
+        bad = ~usable
         safe_pos, safe_h = pos, h
-        screened = n == 0 or not finite.all()  # some arena already has a cause before the filter runs
+        screened = n == 0 or not usable.all()  # some arena already has a cause before the filter runs
         if screened:
             cause[bad] = CAUSES.index("bad_input")
             safe_pos = np.where(bad[:, None], 0.0, pos)

@@ -23,7 +23,6 @@ kernel calls on arrays of a row or two, whose overheads dominate a small batch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numba
@@ -58,7 +57,8 @@ class FastPath:
     action box with no NaN (as `ShieldCore` cleans them); ``stuck`` are the deadlock streaks so far."""
 
     def __init__(self, barriers: GridLifeBarriers, gatekeeper: Gatekeeper, qp: BarrierQP, pass_tolerance: float,
-                 deadlock_action_eps: float, deadlock_proposal_eps: float, deadlock_steps: int) -> None:
+                 deadlock_action_eps: float, deadlock_proposal_eps: float, deadlock_steps: int,
+                 plausible: tuple[np.ndarray, np.ndarray]) -> None:
         self.barrier_tables = barriers.kernel_tables
         self.backup_tables = (gatekeeper.params, *gatekeeper.tables)
         self.qp = qp
@@ -74,13 +74,14 @@ class FastPath:
         self.proposal_eps2 = float(deadlock_proposal_eps**2)
         self.deadlock_steps = int(deadlock_steps)
         self.per_arena = qp.cfg.layout == "per_arena"  # a block layout solves its own way: only passes come here
+        self.low, self.high = (np.ascontiguousarray(bound, dtype=np.float64) for bound in plausible)  # (x, y, E, T, I)
 
     def decide(self, pos: np.ndarray, h: np.ndarray, proposals: np.ndarray,
                stuck: np.ndarray) -> FastDecision | FilterResult | None:
         pos, h = np.ascontiguousarray(pos), np.ascontiguousarray(h)  # the layout the kernels are compiled for
         status, A, b, actions, proposal_slack, solve = _screen(
-            pos, h, proposals, self.n_rows, self.verify_tolerance, self.pass_tolerance, self.action_eps2,
-            self.proposal_eps2, self.horizon, *self.barrier_tables, *self.backup_tables)  # fmt: skip
+            pos, h, proposals, self.low, self.high, self.n_rows, self.verify_tolerance, self.pass_tolerance,
+            self.action_eps2, self.proposal_eps2, self.horizon, *self.barrier_tables, *self.backup_tables)  # fmt: skip
         n = len(actions)
         if status == PASSED:
             before, after, constraint = _margins(proposal_slack, self.row_tightening)
@@ -130,12 +131,12 @@ def _margins(slack, tight):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _screen(pos, h, prop, n_rows, tol, pass_tol, action_eps2, proposal_eps2, horizon,  # type: ignore[no-untyped-def]
-            bP, centres, radii, reach, bounds, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+def _screen(pos, h, prop, low, high, n_rows, tol, pass_tol, action_eps2, proposal_eps2,  # type: ignore[no-untyped-def]
+            horizon, bP, centres, radii, reach, bounds, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
     """(status, A, b, actions, slack, solve): the rows, the proposals as float32 actions in the box and their
     row slack. PASSED: every arena passes (and none stands still while pushing, which would extend a deadlock
     streak). SOLVE: some arena does not; `solve` lists those that break a row and have a feasible set.
-    GENERAL: a state is not finite."""
+    GENERAL: a state lies outside [low, high] (x, y, E, T, I), or is not finite."""
     n = pos.shape[0]
     A = np.zeros((n, n_rows, 2))
     b = np.empty((n, n_rows))
@@ -143,9 +144,10 @@ def _screen(pos, h, prop, n_rows, tol, pass_tol, action_eps2, proposal_eps2, hor
     slack = np.empty((n, n_rows))
     solve = np.empty(n, dtype=np.int64)
     for k in range(n):
-        if not (math.isfinite(pos[k, 0]) and math.isfinite(pos[k, 1]) and math.isfinite(h[k, 0])
-                and math.isfinite(h[k, 1]) and math.isfinite(h[k, 2])):
-            return GENERAL, A, b, actions, slack, solve[:0].copy()
+        for j in range(5):  # NaN fails the comparison too
+            value = pos[k, j] if j < 2 else h[k, j - 2]
+            if not low[j] <= value <= high[j]:
+                return GENERAL, A, b, actions, slack, solve[:0].copy()
     values = np.empty((n, n_rows))
     rows_batch(pos, h, A, b, values, bP, centres, radii, reach, bounds)
     passes = True

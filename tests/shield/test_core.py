@@ -98,6 +98,18 @@ def test_bad_input_stands_still(env_cfg: GridLifeConfig) -> None:
         core.step(1, np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)), 0.0)
 
 
+def test_a_state_no_arena_can_be_in_is_bad_input(env_cfg: GridLifeConfig) -> None:
+    """Finite but absurd states (a position far outside the arena, an internal variable far outside [0, 1]) would
+    overflow the barrier rows: they are bad input, and the arena stands still."""
+    core = ShieldCore(env_cfg, ShieldConfig())
+    size = env_cfg.arena_size
+    pos = np.array([[1e200, 5.0], [5.0, -1.5 * size], [5.0, 9.0], [5.0, 9.0], [5.0, 9.0]])
+    h = np.array([COMFORT, COMFORT, [1e308, 0.2, 0.9], [0.9, -3.0, 0.9], COMFORT])
+    d = core.step(0, pos, h, np.full((5, 2), 0.5), 0.0)
+    assert d.cause == ["bad_input"] * 4 + [None]
+    assert np.all(d.actions[:4] == 0) and core.counts["degraded.bad_input"] == 4
+
+
 def test_every_cause_is_counted_and_reports_are_json(env_cfg: GridLifeConfig) -> None:
     core = ShieldCore(env_cfg, ShieldConfig())
     pos, push = on_hazard_edge(core)

@@ -98,18 +98,20 @@ def test_states_across_the_viable_set_match(barriers: GridLifeBarriers, env_cfg:
 
 
 def test_inputs_it_does_not_judge_go_the_general_way(env_cfg: GridLifeConfig) -> None:
-    """A NaN state, a stale input or an estimate's uncertainty are degraded-mode cases: the fast path leaves them
-    to the general path (a NaN state it declines, the others it is not asked), and the decision names the cause."""
+    """A NaN or absurd state, a stale input or an estimate's uncertainty are degraded-mode cases: the fast path
+    leaves them to the general path (a bad state it declines, the others it is not asked), and the decision names
+    the cause."""
     fast, general = pair(env_cfg)
     pos = np.array([[5.0, 9.0], [np.nan, 1.0]])
     h = np.array([[0.9, 0.2, 0.9], [0.9, 0.2, 0.9]])
     proposals = np.zeros((2, 2))
-    for args in ((pos, h, proposals, 0.0), (pos[:1], h[:1], proposals[:1], 5.0)):
+    absurd = (np.array([[5.0, 9.0], [1e200, 1.0]]), np.array([[0.9, 0.2, 0.9], [0.9, 0.2, -1e308]]), proposals, 0.0)
+    for args in ((pos, h, proposals, 0.0), (pos[:1], h[:1], proposals[:1], 5.0), absurd):
         assert_same(fast.step(0, *args), general.step(0, *args))
     std = np.full((1, 3), 0.01)
     d_fast = fast.step(1, pos[:1], h[:1], proposals[:1], 0.0, uncertainty=std)
     assert_same(d_fast, general.step(1, pos[:1], h[:1], proposals[:1], 0.0, uncertainty=std))
-    assert fast.counts == general.counts and fast.counts["degraded.bad_input"] == 1
+    assert fast.counts == general.counts and fast.counts["degraded.bad_input"] == 2
 
 
 def test_a_passed_step_ends_a_stuck_streak(env_cfg: GridLifeConfig) -> None:
