@@ -28,12 +28,13 @@ def test_the_cache_is_dropped_exactly_when_a_kernel_source_changes(tmp_path: Pat
     plain.write_text("VALUE = 1\n")
     write_cache(tmp_path)
 
-    assert drop_stale_kernels(tmp_path) and cached_kernels(tmp_path) == []  # no stamp yet: a cache of unknown sources goes
+    # no stamp yet: a cache of unknown sources goes
+    assert drop_stale_kernels(tmp_path) and cached_kernels(tmp_path) == []
     assert (tmp_path / "__pycache__" / STAMP).read_text() == kernel_sources_digest(tmp_path)
 
-    write_cache(tmp_path)
-    assert not drop_stale_kernels(tmp_path) and len(cached_kernels(tmp_path)) == 4  # nothing changed: the cache stays
-    plain.write_text("VALUE = 2\n")
-    assert not drop_stale_kernels(tmp_path) and len(cached_kernels(tmp_path)) == 4  # a file without kernels changed: it stays
-    callee.write_text("import numba\nSCALE = 2.0\n")
-    assert drop_stale_kernels(tmp_path) and cached_kernels(tmp_path) == []  # another file's kernel changed: every kernel goes
+    write_cache(tmp_path)  # nothing changed: the cache stays
+    assert not drop_stale_kernels(tmp_path) and len(cached_kernels(tmp_path)) == 4
+    plain.write_text("VALUE = 2\n")  # a file without kernels changed: it stays
+    assert not drop_stale_kernels(tmp_path) and len(cached_kernels(tmp_path)) == 4
+    callee.write_text("import numba\nSCALE = 2.0\n")  # another file's kernel changed: every kernel goes
+    assert drop_stale_kernels(tmp_path) and cached_kernels(tmp_path) == []
