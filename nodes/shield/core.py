@@ -403,8 +403,8 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
     internal = np.linspace(0.01, 0.99, 3 * n).reshape(n, 3)  # nearly empty to full: infeasible rows included
     proposals = rng.uniform(-1.0, 1.0, size=(n, 2))
     wire_pos, wire_internal = read_only(pos), read_only(internal)  # as decoded from a message: numba's own types
-    for name in ("qp", "search"):
-        core = ShieldCore(env_cfg, ShieldConfig(filter=name))  # type: ignore[arg-type]
+    cores = {name: ShieldCore(env_cfg, ShieldConfig(filter=name)) for name in ("qp", "search")}  # type: ignore[arg-type]
+    for core in cores.values():
         for step, batch in enumerate((n, 1)):
             core.step(step, pos[:batch], internal[:batch], proposals[:batch], 0.0)
             core.step(step, wire_pos[:batch], wire_internal[:batch], proposals[:batch] * 0.01, 0.0)
@@ -413,7 +413,7 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
     # the fast path's outcomes from comfortable internal states, where gentle proposals pass and hard ones near
     # hazards and walls are filtered; positions and internal states writable, read-only (from the wire), or one
     # of each (a node that fills in a missing estimate)
-    core = ShieldCore(env_cfg, ShieldConfig(filter="qp"))
+    core = cores["qp"]
     comfortable = np.array([[0.9, 0.2, 0.9]])
     for at in rng.uniform(0.0, env_cfg.arena_size, size=(16, 1, 2)):
         for p, h in itertools.product((at, read_only(at)), (comfortable, read_only(comfortable))):

@@ -74,7 +74,7 @@ class FastPath:
         self.proposal_eps2 = float(deadlock_proposal_eps**2)
         self.deadlock_steps = int(deadlock_steps)
         self.per_arena = qp.cfg.layout == "per_arena"  # a block layout solves its own way: only passes come here
-        self.low, self.high = (np.ascontiguousarray(bound, dtype=np.float64) for bound in plausible)  # (x, y, E, T, I)
+        self.low, self.high = plausible  # float64 bounds of (x, y, E, T, I)
 
     def decide(self, pos: np.ndarray, h: np.ndarray, proposals: np.ndarray,
                stuck: np.ndarray) -> FastDecision | FilterResult | None:
@@ -107,26 +107,27 @@ class FastPath:
 
 
 @numba.njit(cache=True)
-def _margins_into(slack, tight, before, after, constraint):  # type: ignore[no-untyped-def]
-    """Margins against the untightened rows, as `QPFilter` takes them: the slack's minimum plus the tightening
-    (before), and the minimum of the slack plus the tightening, with its first row (after, constraint)."""
-    for k in range(slack.shape[0]):
-        lowest, best = slack[k, 0], 0
-        after[k] = slack[k, 0] + tight
-        for r in range(1, slack.shape[1]):
-            if slack[k, r] < lowest:
-                lowest = slack[k, r]
-            if slack[k, r] + tight < after[k]:
-                after[k], best = slack[k, r] + tight, r
+def _margins_into(before_slack, after_slack, tight, before, after, constraint):  # type: ignore[no-untyped-def]
+    """Margins against the untightened rows, as `QPFilter` takes them: the proposal's slack minimum plus the
+    tightening (before); the minimum of the action's slack plus the tightening, and its first row (after,
+    constraint)."""
+    for k in range(after_slack.shape[0]):
+        lowest = before_slack[k, 0]
+        after[k], best = after_slack[k, 0] + tight, 0
+        for r in range(1, after_slack.shape[1]):
+            lowest = min(lowest, before_slack[k, r])
+            if after_slack[k, r] + tight < after[k]:
+                after[k], best = after_slack[k, r] + tight, r
         before[k] = lowest + tight
         constraint[k] = best
 
 
 @numba.njit(cache=True)
 def _margins(slack, tight):  # type: ignore[no-untyped-def]
+    """The margins of a step whose actions are its proposals."""
     n = slack.shape[0]
     before, after, constraint = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
-    _margins_into(slack, tight, before, after, constraint)
+    _margins_into(slack, slack, tight, before, after, constraint)
     return before, after, constraint
 
 
@@ -186,12 +187,7 @@ def _conclude(pos, h, prop, actions, proposal_slack, slack, feasible, stuck, tig
     uncertified backups."""
     n = pos.shape[0]
     before, after, constraint = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
-    _margins_into(slack, tight, before, after, constraint)
-    for k in range(n):  # before: at the proposal (minimum, then the tightening)
-        lowest = proposal_slack[k, 0]
-        for r in range(1, proposal_slack.shape[1]):
-            lowest = min(lowest, proposal_slack[k, r])
-        before[k] = lowest + tight
+    _margins_into(proposal_slack, slack, tight, before, after, constraint)
     gated = actions.copy()
     backup = np.zeros(n, dtype=np.bool_)
     mode = np.zeros(n, dtype=np.int64)
