@@ -61,6 +61,21 @@ _header_decoder = msgspec.msgpack.Decoder(Header)
 
 
 _PREFIXES = tuple(struct.Struct(f"<BB{n}Q") for n in range(MAX_NDIM + 1))
+# (dtype code, ndim) -> (dtype, shape struct, offset of the data or frame index): one lookup per decoded array
+_ARRAY_HEADS = {(code, ndim): (dtype, _SHAPES[ndim], 2 + 8 * ndim)
+                for code, dtype in enumerate(DTYPES) for ndim in range(MAX_NDIM + 1)}
+
+
+def _bad_array_head(data: memoryview) -> str:
+    if len(data) < 2:
+        return "truncated array header"
+    if data[0] >= len(DTYPES):
+        return f"unknown array dtype code {data[0]}"
+    return f"array has {data[1]} dimensions, at most {MAX_NDIM}"
+
+
+def _size_mismatch(got: int, shape: tuple[int, ...], dtype: np.dtype, needed: int) -> str:
+    return f"array data is {got} bytes, shape {shape} of {dtype.name} needs {needed}"
 
 
 def _array_prefix(arr: np.ndarray) -> bytes:
@@ -150,33 +165,29 @@ class Codec:
     # --- decode ------------------------------------------------------------------------------
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:
-        if code not in (EXT_INLINE, EXT_FRAME) or len(data) < 2:
+        if code != EXT_INLINE and code != EXT_FRAME:
             raise ValueError(f"unknown ext type {code}")
-        dtype_code, ndim = data[0], data[1]
-        if dtype_code >= len(DTYPES):
-            raise ValueError(f"unknown array dtype code {dtype_code}")
-        if ndim > MAX_NDIM:
-            raise ValueError(f"array has {ndim} dimensions, at most {MAX_NDIM}")
-        body = 2 + 8 * ndim
+        try:
+            dtype, shape_of, body = _ARRAY_HEADS[data[0], data[1]]
+        except (KeyError, IndexError):
+            raise ValueError(_bad_array_head(data)) from None
         if len(data) < body:
             raise ValueError("truncated array header")
-        shape = _SHAPES[ndim].unpack_from(data, 2)
-        dtype = DTYPES[dtype_code]
+        shape = shape_of.unpack_from(data, 2)
+        nbytes = math.prod(shape) * dtype.itemsize
         if code == EXT_INLINE:
-            raw = data[body:]
-        else:
-            if len(data) != body + 4:
-                raise ValueError("malformed out-of-band array reference")
-            index = _U32.unpack_from(data, body)[0]
-            if index + 3 >= len(self._in_frames):
-                raise ValueError(f"array refers to frame {index + 3}, message has {len(self._in_frames)}")
-            raw = _byte_view(self._in_frames[index + 3])
-        count = shape[0] if ndim == 1 else math.prod(shape)
-        if count * dtype.itemsize != raw.nbytes:
-            raise ValueError(f"array data is {raw.nbytes} bytes, shape {shape} of {dtype.name} needs "
-                             f"{count * dtype.itemsize}")
-        arr = np.frombuffer(raw, dtype=dtype, count=count)
-        return arr if ndim == 1 else arr.reshape(shape)
+            if len(data) - body != nbytes:
+                raise ValueError(_size_mismatch(len(data) - body, shape, dtype, nbytes))
+            return np.ndarray(shape, dtype, data, body)  # one call: a view of the payload, no copy
+        if len(data) != body + 4:
+            raise ValueError("malformed out-of-band array reference")
+        index = _U32.unpack_from(data, body)[0]
+        if index + 3 >= len(self._in_frames):
+            raise ValueError(f"array refers to frame {index + 3}, message has {len(self._in_frames)}")
+        raw = _byte_view(self._in_frames[index + 3])
+        if raw.nbytes != nbytes:
+            raise ValueError(_size_mismatch(raw.nbytes, shape, dtype, nbytes))
+        return np.ndarray(shape, dtype, raw)
 
     @staticmethod
     def _dec_hook(t: type, obj: Any) -> Any:

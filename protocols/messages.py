@@ -93,7 +93,7 @@ class SafeAction(Message):
         if self.proposed is not None:
             check_array(self.proposed, "proposed", dtype=F32, ndim=2, rows=n, cols=self.actions.shape[1])
         check_array(self.mode, "mode", dtype="uint8", ndim=1, rows=n)
-        if (self.mode > MODE_FALLBACK).any():
+        if self.mode.max(initial=0) > MODE_FALLBACK:
             raise FieldError("mode", f"values must be 0..{MODE_FALLBACK}")
         check_len(self.constraint, "constraint", n)
         check_array(self.margin_before, "margin_before", dtype=F32, ndim=1, rows=n, finite=False)

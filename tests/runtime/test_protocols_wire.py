@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import struct
+
 import msgpack
 import msgspec
 import numpy as np
 import pytest
 
 import protocols
-from persist_rt.codec import EXT_FRAME, EXT_INLINE, Codec
+from persist_rt.codec import EXT_FRAME, EXT_INLINE, Codec, DecodeError
 from protocols import SCHEMAS
 from tests.runtime import wire
 
@@ -104,3 +107,55 @@ def test_json_schema_covers_every_schema() -> None:
         assert set(entry["properties"]) == set(cls.__struct_fields__)
     obs = by_schema["persist.Observation"]["properties"]["obs"]
     assert obs["x-msgpack-ext"] == [1, 2]
+
+
+def _proposal_frames(actions: msgspec.msgpack.Ext, *extra: bytes) -> list[bytes]:
+    """A ProposedAction on the wire whose `actions` field is the given ext value."""
+    header = Codec.encode_header(protocols.ProposedAction, seq=1, sender="test")
+    payload = msgspec.msgpack.encode({"step": 1, "actions": actions, "policy_version": 0})
+    return [b"action/proposed", header, payload, *extra]
+
+
+def _array_ext(code: int, dtype_code: int, shape: tuple[int, ...], body: bytes) -> msgspec.msgpack.Ext:
+    return msgspec.msgpack.Ext(code, bytes([dtype_code, len(shape)]) + struct.pack(f"<{len(shape)}Q", *shape) + body)
+
+
+F32_CODE = 10  # persist_rt.codec.DTYPES
+
+
+@pytest.mark.parametrize(("ext", "frames", "reason"), [
+    (msgspec.msgpack.Ext(7, b"\x0a\x02"), (), "unknown ext type 7"),
+    (msgspec.msgpack.Ext(EXT_INLINE, b"\x0a"), (), "truncated array header"),
+    (_array_ext(EXT_INLINE, 99, (1, 2), bytes(8)), (), "unknown array dtype code 99"),
+    (msgspec.msgpack.Ext(EXT_INLINE, bytes([F32_CODE, 9]) + bytes(72)), (), "9 dimensions, at most 8"),
+    (msgspec.msgpack.Ext(EXT_INLINE, bytes([F32_CODE, 2]) + bytes(8)), (), "truncated array header"),
+    (_array_ext(EXT_INLINE, F32_CODE, (1, 2), bytes(12)), (), "array data is 12 bytes, shape (1, 2) of float32 needs 8"),
+    (_array_ext(EXT_FRAME, F32_CODE, (1, 2), bytes(2)), (), "malformed out-of-band array reference"),
+    (_array_ext(EXT_FRAME, F32_CODE, (1, 2), struct.pack("<I", 1)), (bytes(8),), "refers to frame 4"),
+    (_array_ext(EXT_FRAME, F32_CODE, (1, 2), struct.pack("<I", 0)), (bytes(4),), "array data is 4 bytes"),
+])  # fmt: skip
+def test_a_malformed_array_is_refused_naming_the_payload(ext: msgspec.msgpack.Ext, frames: tuple[bytes, ...],
+                                                         reason: str) -> None:
+    with pytest.raises(DecodeError, match=re.escape(reason)) as caught:
+        Codec().decode(_proposal_frames(ext, *frames), protocols.ProposedAction)
+    assert caught.value.field == "payload"
+
+
+def test_arrays_decode_as_read_only_views_in_and_out_of_band() -> None:
+    inline = _array_ext(EXT_INLINE, F32_CODE, (1, 2), np.array([[1.5, -2.0]], f32).tobytes())
+    frame = np.array([[3.0, 4.0]], f32)
+    out_of_band = _array_ext(EXT_FRAME, F32_CODE, (1, 2), struct.pack("<I", 0))
+    for ext, extra, expected in ((inline, (), [[1.5, -2.0]]), (out_of_band, (frame.tobytes(),), [[3.0, 4.0]])):
+        msg = Codec().decode(_proposal_frames(ext, *extra), protocols.ProposedAction)
+        assert msg.actions.tolist() == expected and msg.actions.shape == (1, 2) and not msg.actions.flags.writeable
+
+
+@pytest.mark.parametrize("rows", [1, 64])  # a sum proves small arrays finite, numpy checks large ones
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_refused_in_small_and_large_arrays(rows: int, bad: float) -> None:
+    actions = np.zeros((rows, 2), f32)
+    actions[-1, 1] = bad
+    with pytest.raises(protocols.FieldError, match=r"field `actions`: contains NaN or inf"):
+        protocols.ProposedAction(step=1, actions=actions)
+    huge = np.full((rows, 2), 3e38, f32)  # finite values whose sum overflows
+    assert protocols.ProposedAction(step=1, actions=huge).actions is huge
