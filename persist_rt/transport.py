@@ -43,8 +43,7 @@ MAX_WINDOW = 1 << 16  # credit a subscriber may hold; a larger request is clampe
 BATCH_MAX_MESSAGES = 1024
 COALESCE_LINGER_S = 0.02  # the longest a coalescing publisher holds a message back for its batch
 BATCH_MAX_BYTES = 1 << 20
-_NOBLOCK, _SNDMORE, _RCVMORE, _EVENTS, _POLLIN = (int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVMORE),
-                                                   int(zmq.EVENTS), int(zmq.POLLIN))
+_NOBLOCK, _SNDMORE, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.EVENTS), int(zmq.POLLIN)
 # pyzmq's Python-level wrappers cost more than the call itself for small frames: go to the backend directly
 _zsend, _zrecv, _zget = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 _EHOSTUNREACH = int(zmq.EHOSTUNREACH)
@@ -422,10 +421,14 @@ class Publisher:
 
 def recv_frames(sock: zmq.Socket) -> list[Any]:
     """One multipart message, non-blocking. Topic, header and payload come as bytes (copying small frames
-    is cheaper than wrapping them); out-of-band array frames stay zmq.Frames, so they decode without a copy."""
-    frames: list[Any] = [_zrecv(sock, _NOBLOCK)]
-    while _zget(sock, _RCVMORE):
-        frames.append(_zrecv(sock, 0, len(frames) < 3))
+    is cheaper than wrapping them); out-of-band array frames stay zmq.Frames, so they decode without a copy.
+    Each frame is received as a zmq.Frame for its `more` flag: asking the socket for RCVMORE instead costs
+    pyzmq an option lookup per frame, more than the receive itself."""
+    frame = _zrecv(sock, _NOBLOCK, False)
+    frames: list[Any] = [frame.bytes]
+    while frame.more:
+        frame = _zrecv(sock, 0, False)
+        frames.append(frame.bytes if len(frames) < 3 else frame)
     return frames
 
 
