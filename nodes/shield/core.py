@@ -188,7 +188,7 @@ class ShieldCore:
         self.fast_path = None
         if self.cfg.fast_path and isinstance(self.filter, QPFilter) and self.gatekeeper is not None:
             cfg = self.cfg
-            self.fast_path = FastPath(self.barriers, self.gatekeeper, self.filter.qp, cfg.pass_tolerance,
+            self.fast_path = FastPath(self.barriers, self.gatekeeper, self.filter.qp, self.fallback, cfg.pass_tolerance,
                                       cfg.deadlock_action_eps, cfg.deadlock_proposal_eps, cfg.deadlock_steps,
                                       self.plausible)
         self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
@@ -329,18 +329,23 @@ class ShieldCore:
         """The fast path's decision, with the books the general path keeps."""
         n = len(fast.actions)
         self._stuck[:] = fast.stuck
-        if fast.backups:
-            self.counts["gatekeeper.backup"] += fast.backups
-            self.counts["gatekeeper.uncertified"] += fast.uncertified
-        filtered = int(fast.mode.sum())
+        filtered, fallbacks, backups, uncertified = fast.books.tolist()
+        if backups:
+            self.counts["gatekeeper.backup"] += backups
+            self.counts["gatekeeper.uncertified"] += uncertified
         self.counts["mode.filtered"] += filtered
-        self.counts["mode.pass"] += n - filtered
+        self.counts["mode.fallback"] += fallbacks
+        self.counts["mode.pass"] += n - filtered - fallbacks
         self.counts["decisions"] += n
+        cause: list[str | None] = [None] * n
+        for arena in fast.infeasible.tolist():
+            cause[arena] = "infeasible"
+            self.counts["degraded.infeasible"] += 1
         names = self.barriers.names
         constraint = [names[c] for c in fast.constraint.tolist()]
         for arena in np.flatnonzero(fast.backup).tolist():
             constraint[arena] = "backup"
-        return ShieldDecision(actions=fast.actions, mode=fast.mode, cause=[None] * n, constraint=constraint,
+        return ShieldDecision(actions=fast.actions, mode=fast.mode, cause=cause, constraint=constraint,
                               margin_before=fast.margin_before, margin_after=fast.margin_after, proposed=prop,
                               step=step)
 

@@ -18,7 +18,7 @@ from typing import Literal
 import numba
 import numpy as np
 
-from nodes.shield.barriers import INTERNAL_STATION, GridLifeBarriers
+from nodes.shield.barriers import INTERNAL_STATION, BarrierRows, GridLifeBarriers
 from nodes.shield.qp import BarrierQP, row_slack
 
 FallbackPolicy = Literal["seek_station", "stop"]
@@ -41,6 +41,7 @@ class Fallback:
         self.obstacles = np.ascontiguousarray(np.concatenate([lay.hazard_centres, lay.hot_centres]).reshape(-1, 2))
         self.obstacle_radii = np.concatenate([lay.hazard_radii + 0.3, barriers.hot_reach]).astype(np.float64)
         self.keep_out_qp = BarrierQP(barriers.n_position_rows + len(lay.hot_radii), qp.cfg)
+        self._hot_centres = np.ascontiguousarray(lay.hot_centres, dtype=np.float64).reshape(-1, 2)
         self._target: dict[int, int] = {}  # arena -> station kind being sought (index into INTERNAL_STATION)
         # stations of every kind in one table (centres, deep radii, kind index) for the compiled heading
         per_kind = [(barriers.stations[k][0], barriers.deep_radius[k]) for k in INTERNAL_STATION]
@@ -50,9 +51,9 @@ class Fallback:
         self._deep_discs = [[(float(x), float(y), float(r)) for (x, y), r in zip(c, rad, strict=True)]
                             for c, rad in per_kind]  # fmt: skip
 
-    def _needs(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> np.ndarray:
-        """Station kind per arena: the remembered target, or the kind of the smallest internal barrier."""
-        values = self.barriers.values(pos, internal)[:, -3:]
+    def _needs(self, values: np.ndarray, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> np.ndarray:
+        """Station kind per arena: the remembered target, or the kind of the smallest internal barrier (`values`:
+        the energy, temperature and integrity barriers' values, (B, 3))."""
         need = np.argmin(values, axis=1)
         for row, arena in enumerate(arenas.tolist()):
             kind = self._target.get(arena)
@@ -66,9 +67,12 @@ class Fallback:
         level = (h[0] >= RESTORED[0], h[1] <= RESTORED[1], h[2] >= RESTORED[2])[kind]
         return level and any(math.hypot(p[0] - x, p[1] - y) <= r for x, y, r in self._deep_discs[kind])
 
-    def heading(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray) -> np.ndarray:
-        """The unfiltered seek_station action (B, 2) for the given arena indices."""
-        need = self._needs(pos, internal, arenas)  # 0 energy, 1 temperature, 2 integrity
+    def heading(self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray,
+                rows: BarrierRows | None = None) -> np.ndarray:
+        """The unfiltered seek_station action (B, 2) for the given arena indices (`rows`: the barrier rows at these
+        states, if at hand, for their values)."""
+        values = (self.barriers.values(pos, internal) if rows is None else rows.values)[:, -3:]
+        need = self._needs(values, pos, internal, arenas)  # 0 energy, 1 temperature, 2 integrity
         centres, deep, kinds = self._stations
         return _seek_batch(np.ascontiguousarray(pos, dtype=np.float64), need, centres, deep, kinds, self.obstacles,
                            self.obstacle_radii, self.speed, self.barriers.step_len)  # fmt: skip
@@ -86,7 +90,7 @@ class Fallback:
         if self.policy == "stop":
             actions = np.zeros((len(pos), 2), dtype=np.float32)
             return actions, -rows.b
-        target = self.heading(pos, internal, np.asarray(arenas))
+        target = self.heading(pos, internal, np.asarray(arenas), rows)
         actions = np.zeros((len(pos), 2), dtype=np.float32)
         slack = -rows.b
         feasible = np.zeros(len(pos), dtype=bool)
@@ -96,22 +100,39 @@ class Fallback:
             actions[try_rows], slack[try_rows], feasible[try_rows] = res.actions, res.slack, res.feasible
         rest = np.flatnonzero(~feasible)
         if rest.size:  # the internal rows cannot all hold: position rows and hot-zone keep-out rows
-            A, b = self._keep_out_rows(pos[rest], rows.A[rest], rows.b[rest])
+            A_rest, b_rest = rows.A[rest], rows.b[rest]
+            A, b = self.keep_out_rows(pos[rest], A_rest, b_rest)
             sub = self.keep_out_qp.solve(A, b, target[rest])
             actions[rest] = np.where(sub.feasible[:, None], sub.actions, 0.0)
-            slack[rest] = row_slack(rows.A[rest], rows.b[rest], actions[rest])
+            slack[rest] = row_slack(A_rest, b_rest, actions[rest])
         return actions.astype(np.float32), slack
 
-    def _keep_out_rows(self, pos: np.ndarray, A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def keep_out_rows(self, pos: np.ndarray, A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Position rows of the barriers plus a tangent half-plane per hot zone (decay gamma_position)."""
-        lay, k = self.barriers.layout, self.barriers.n_position_rows
-        rel = pos[:, None, :] - lay.hot_centres
-        dist = np.linalg.norm(rel, axis=-1)
-        normal = rel / np.maximum(dist, 1e-9)[..., None]
-        gap = dist - lay.hot_radii
-        A_hot = self.barriers.step_len * normal
-        b_hot = -self.barriers.cfg.gamma_position * gap + self.barriers.cfg.row_tightening
-        return np.concatenate([A[:, :k], A_hot], axis=1), np.concatenate([b[:, :k], b_hot], axis=1)
+        lay, cfg = self.barriers.layout, self.barriers.cfg
+        return _keep_out_rows(np.ascontiguousarray(pos, dtype=np.float64), A, b, self.barriers.n_position_rows,
+                              self._hot_centres, lay.hot_radii, self.barriers.step_len, cfg.gamma_position,
+                              cfg.row_tightening)  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _keep_out_rows(pos, A, b, n_position, hot_centres, hot_radii, step_len, gamma, tightening):  # type: ignore[no-untyped-def]
+    """Rows (B, P + H, 2) and (B, P + H): the first P (position) rows of A, b, then per hot zone the half-plane
+    step_len * n.a >= -gamma * (|p - c| - r) + tightening, n the unit normal from the zone's centre."""
+    n, hot = pos.shape[0], hot_radii.shape[0]
+    A_out = np.empty((n, n_position + hot, 2))
+    b_out = np.empty((n, n_position + hot))
+    for k in range(n):
+        for r in range(n_position):
+            A_out[k, r, 0], A_out[k, r, 1], b_out[k, r] = A[k, r, 0], A[k, r, 1], b[k, r]
+        for z in range(hot):
+            dx, dy = pos[k, 0] - hot_centres[z, 0], pos[k, 1] - hot_centres[z, 1]
+            dist = math.sqrt(dx * dx + dy * dy)
+            scale = max(dist, 1e-9)
+            A_out[k, n_position + z, 0] = step_len * (dx / scale)
+            A_out[k, n_position + z, 1] = step_len * (dy / scale)
+            b_out[k, n_position + z] = -gamma * (dist - hot_radii[z]) + tightening
+    return A_out, b_out
 
 
 @numba.njit(cache=True)

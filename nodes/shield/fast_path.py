@@ -1,28 +1,31 @@
 """The shield's ordinary QP step: a few compiled calls around the OSQP solves.
 
-With the QP filter and the gatekeeper on, most decisions need no degraded mode: every state is finite and
-fresh, and no estimate's uncertainty, OOD detector or deadlock hold is in play. `ShieldCore.step` then hands
-the step to `FastPath.decide`:
+With the QP filter and the gatekeeper on, most decisions need no degraded mode but the QP's own: every state is
+finite and fresh, and no estimate's uncertainty, OOD detector or deadlock hold is in play. `ShieldCore.step`
+then hands the step to `FastPath.decide`:
 
 1. `_screen` (one kernel): the barrier rows at every state and each proposal's row slack, as the float32
    action the env executes. When every proposal meets every row and the gatekeeper certifies it, every arena
    passes and the step is decided. An arena whose proposal breaks a row gets the exact two-variable
    feasibility check.
 2. OSQP solves the feasible arenas that need a projection (`BarrierQP.solve_arenas`, as the QP filter does).
-3. `_finish`, the QP filter's own float32 verification of the solutions, then `_conclude` (one kernel): the
-   filter's margins, the deadlock streaks, the gatekeeper's certificate for every action (and the backup where
-   it fails), and the modes. Should an arena be infeasible, a solution fail verification or a streak reach
-   `deadlock_steps`, the filter's result goes to the general path, which decides the rest from it (the
-   fallback for arenas without a verified action; no problem is solved twice, so the warm starts stay in
-   step).
+3. `_finish`, the QP filter's own float32 verification of the solutions, then `_settle` (one kernel): the
+   filter's margins and the deadlock streaks. A streak that reaches `deadlock_steps` hands the filter's result
+   to the general path, which decides the rest from it (no problem is solved twice, so the warm starts stay
+   in step).
+4. An arena without a verified action (an infeasible QP, or a solution that fails verification) gets the
+   declared fallback, the same `Fallback.act` call the general path makes for cause `infeasible`.
+5. `_conclude` (one kernel): the fallback's margins, the gatekeeper's certificate for every action (and the
+   backup where it fails), and the modes.
 
 Both paths give the same decision, array for array, and the same books (tests/shield/test_fast_path.py).
-This one makes three or four kernel calls and the solves where the general path makes a few dozen numpy and
+This one makes a handful of kernel calls and the solves where the general path makes a few dozen numpy and
 kernel calls on arrays of a row or two, whose overheads dominate a small batch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -30,25 +33,27 @@ import numpy as np
 
 from nodes.shield.backup import Gatekeeper, _backup, certify_one
 from nodes.shield.barriers import GridLifeBarriers, rows_batch
+from nodes.shield.fallback import Fallback
 from nodes.shield.filters import FilterResult
 from nodes.shield.qp import BarrierQP, _feasible_one, _finish, row_slack_into
 
-PASSED, SOLVE, GENERAL, DONE = range(4)  # kernel outcomes
+PASSED, SOLVE, GENERAL = range(3)  # outcomes of `_screen`
+PASS, FILTERED, FALLBACK = range(3)  # modes, as in core.MODES
 
 
 @dataclass(frozen=True)
 class FastDecision:
-    """What the general path would decide for a step without degraded arenas."""
+    """What the general path would decide for a step whose only degraded arenas are the QP's (cause `infeasible`)."""
 
     actions: np.ndarray  # (B, 2) float32, the gatekeeper's backup where it replaced the filter's action
-    mode: np.ndarray  # (B,) int64: 0 pass, 1 filtered
+    mode: np.ndarray  # (B,) int64: 0 pass, 1 filtered, 2 fallback
     margin_before: np.ndarray  # (B,)
     margin_after: np.ndarray  # (B,) nan where the backup replaced the action
     constraint: np.ndarray  # (B,) int64 index into the barrier names
     backup: np.ndarray  # (B,) bool
     stuck: np.ndarray  # (B,) int64, the deadlock streaks after this step
-    backups: int  # arenas whose action the backup replaced
-    uncertified: int  # ... of which the backup itself could not be certified
+    infeasible: np.ndarray  # (k,) int64: the arenas without a verified action, which got the fallback
+    books: np.ndarray  # (4,) int64: arenas filtered, arenas on the fallback, backups, uncertified backups
 
 
 class FastPath:
@@ -56,12 +61,13 @@ class FastPath:
     take over from; or None when the general path must decide from the start. ``proposals`` are float64 in the
     action box with no NaN (as `ShieldCore` cleans them); ``stuck`` are the deadlock streaks so far."""
 
-    def __init__(self, barriers: GridLifeBarriers, gatekeeper: Gatekeeper, qp: BarrierQP, pass_tolerance: float,
-                 deadlock_action_eps: float, deadlock_proposal_eps: float, deadlock_steps: int,
+    def __init__(self, barriers: GridLifeBarriers, gatekeeper: Gatekeeper, qp: BarrierQP, fallback: Fallback,
+                 pass_tolerance: float, deadlock_action_eps: float, deadlock_proposal_eps: float, deadlock_steps: int,
                  plausible: tuple[np.ndarray, np.ndarray]) -> None:
         self.barrier_tables = barriers.kernel_tables
         self.backup_tables = (gatekeeper.params, *gatekeeper.tables)
         self.qp = qp
+        self.fallback = fallback
         self.n_rows = barriers.n_rows
         # floats whatever the configs hold, so that the kernels' signatures never change with them
         self.row_tightening = float(barriers.cfg.row_tightening)
@@ -84,10 +90,11 @@ class FastPath:
             self.action_eps2, self.proposal_eps2, self.horizon, *self.barrier_tables, *self.backup_tables)  # fmt: skip
         n = len(actions)
         if status == PASSED:
-            before, after, constraint = _margins(proposal_slack, self.row_tightening)
+            before, after, constraint = _margins(proposal_slack, proposal_slack, self.row_tightening)
             return FastDecision(actions=actions, mode=np.zeros(n, dtype=np.int64), margin_before=before,
                                 margin_after=after, constraint=constraint, backup=np.zeros(n, dtype=bool),
-                                stuck=np.zeros(n, dtype=np.int64), backups=0, uncertified=0)
+                                stuck=np.zeros(n, dtype=np.int64), infeasible=np.zeros(0, dtype=np.int64),
+                                books=np.zeros(4, dtype=np.int64))
         if status == GENERAL or not self.per_arena:
             return None
         if solve.size:
@@ -95,15 +102,23 @@ class FastPath:
         else:  # every row holds, yet an action is not its proposal, is uncertified or stands still while pushing
             x, ok = np.zeros((0, 2)), np.zeros(0, dtype=bool)
         slack, feasible = _finish(A, b, actions, solve, x, ok, self.verify_tolerance)  # as the QP filter does
-        status, gated, before, after, constraint, backup, mode, stuck_after, books = _conclude(
-            pos, h, proposals, actions, proposal_slack, slack, feasible, stuck, self.row_tightening,
-            self.pass_tolerance, self.action_eps2, self.proposal_eps2, self.deadlock_steps, self.horizon,
-            *self.backup_tables)  # fmt: skip
-        if status == GENERAL:
+        before, after, constraint, stuck_after, deadlock = _settle(
+            actions, proposals, proposal_slack, slack, feasible, stuck, self.row_tightening, self.action_eps2,
+            self.proposal_eps2, self.deadlock_steps)  # fmt: skip
+        if deadlock:
             return FilterResult(actions=actions, ok=feasible, constraint=constraint, margin_before=before,
                                 margin_after=after, disagreement=np.zeros(n, dtype=bool))
+        infeasible = np.flatnonzero(~feasible)
+        fallback_slack = np.zeros((0, self.n_rows))
+        if infeasible.size:  # the declared fallback, as the general path runs it for cause `infeasible`
+            fallback_actions, fallback_slack = self.fallback.act(
+                pos[infeasible], h[infeasible], infeasible, np.ones(infeasible.size, dtype=bool))
+            actions[infeasible] = fallback_actions
+        gated, backup, mode, books = _conclude(
+            pos, h, proposals, actions, after, constraint, infeasible, fallback_slack, self.pass_tolerance,
+            self.horizon, *self.backup_tables)  # fmt: skip
         return FastDecision(actions=gated, mode=mode, margin_before=before, margin_after=after, constraint=constraint,
-                            backup=backup, stuck=stuck_after, backups=int(books[0]), uncertified=int(books[1]))
+                            backup=backup, stuck=stuck_after, infeasible=infeasible, books=books)
 
 
 @numba.njit(cache=True)
@@ -123,11 +138,11 @@ def _margins_into(before_slack, after_slack, tight, before, after, constraint): 
 
 
 @numba.njit(cache=True)
-def _margins(slack, tight):  # type: ignore[no-untyped-def]
-    """The margins of a step whose actions are its proposals."""
-    n = slack.shape[0]
+def _margins(before_slack, after_slack, tight):  # type: ignore[no-untyped-def]
+    """`_margins_into` into new arrays: (before, after, constraint)."""
+    n = after_slack.shape[0]
     before, after, constraint = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
-    _margins_into(slack, slack, tight, before, after, constraint)
+    _margins_into(before_slack, after_slack, tight, before, after, constraint)
     return before, after, constraint
 
 
@@ -178,34 +193,44 @@ def _screen(pos, h, prop, low, high, n_rows, tol, pass_tol, action_eps2, proposa
 
 
 @numba.njit(cache=True)
-def _conclude(pos, h, prop, actions, proposal_slack, slack, feasible, stuck, tight, pass_tol,  # type: ignore[no-untyped-def]
-              action_eps2, proposal_eps2, deadlock_steps, horizon,
-              gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
-    """What `ShieldCore` makes of the QP filter's verified actions: margins, deadlock streaks, the gatekeeper
-    (on a copy of the actions), modes. Status GENERAL when an arena has no verified action or a streak reaches
-    `deadlock_steps` (the margins are then the filter's, for its result), else DONE. ``books``: backups and
-    uncertified backups."""
+def _settle(actions, prop, proposal_slack, slack, feasible, stuck, tight, action_eps2,  # type: ignore[no-untyped-def]
+            proposal_eps2, deadlock_steps):
+    """The QP filter's margins of its verified actions, and the deadlock streaks after them: an arena that stands
+    still (float32) while its proposal pushes extends its streak, any other starts afresh, and so does one without
+    a verified action (as `ShieldCore` counts). (before, after, constraint, streaks, whether one reached
+    `deadlock_steps`)."""
+    n = actions.shape[0]
+    before, after, constraint = _margins(proposal_slack, slack, tight)
+    stuck_after = np.zeros(n, dtype=np.int64)
+    hit = False
+    for k in range(n):
+        stopped = actions[k, 0] * actions[k, 0] + actions[k, 1] * actions[k, 1] < action_eps2  # in float32
+        pushing = prop[k, 0] * prop[k, 0] + prop[k, 1] * prop[k, 1] > proposal_eps2
+        if stopped and pushing and feasible[k]:
+            stuck_after[k] = stuck[k] + 1
+            hit = hit or stuck_after[k] >= deadlock_steps
+    return before, after, constraint, stuck_after, hit
+
+
+@numba.njit(cache=True)
+def _conclude(pos, h, prop, actions, after, constraint, infeasible, fallback_slack, pass_tol,  # type: ignore[no-untyped-def]
+              horizon, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+    """What `ShieldCore` makes of the actions (the filter's, the fallback's in the arenas `infeasible`): the
+    fallback's margin (its smallest finite row slack) and row into `after` and `constraint`, the gatekeeper (on
+    a copy of the actions), modes. (gated, backup, mode, books: filtered, fallback, backups, uncertified)."""
     n = pos.shape[0]
-    before, after, constraint = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
-    _margins_into(proposal_slack, slack, tight, before, after, constraint)
     gated = actions.copy()
     backup = np.zeros(n, dtype=np.bool_)
     mode = np.zeros(n, dtype=np.int64)
-    stuck_after = np.zeros(n, dtype=np.int64)
-    books = np.zeros(2, dtype=np.int64)
-    if not feasible.all():
-        return GENERAL, gated, before, after, constraint, backup, mode, stuck_after, books
-    stopped = np.zeros(n, dtype=np.bool_)
-    for k in range(n):
-        stopped[k] = actions[k, 0] * actions[k, 0] + actions[k, 1] * actions[k, 1] < action_eps2  # in float32
-    if stopped.any():
-        hit = False
-        for k in range(n):
-            pushing = prop[k, 0] * prop[k, 0] + prop[k, 1] * prop[k, 1] > proposal_eps2
-            stuck_after[k] = stuck[k] + 1 if stopped[k] and pushing else 0
-            hit = hit or stuck_after[k] >= deadlock_steps
-        if hit:
-            return GENERAL, gated, before, after, constraint, backup, mode, stuck_after, books
+    books = np.zeros(4, dtype=np.int64)
+    for j in range(infeasible.shape[0]):
+        k = infeasible[j]
+        after[k], constraint[k] = np.inf, 0  # np.argmin's answer for a row of inf
+        for r in range(fallback_slack.shape[1]):
+            value = fallback_slack[j, r]
+            if math.isfinite(value) and value < after[k]:
+                after[k], constraint[k] = value, r
+        mode[k] = FALLBACK
     for k in range(n):
         px, py, e, t, i = pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2]
         certified, _ = certify_one(px, py, e, t, i, gated[k, 0], gated[k, 1], horizon, True,
@@ -214,11 +239,16 @@ def _conclude(pos, h, prop, actions, proposal_slack, slack, feasible, stuck, tig
             gated[k, 0], gated[k, 1] = _backup(px, py, e, t, i, gP, sc, sr, sk, geo, heading, hops, hubs)
             backup[k] = True
             after[k] = np.nan
-            books[0] += 1
+            books[2] += 1
             safe, _ = certify_one(px, py, e, t, i, gated[k, 0], gated[k, 1], horizon, True,
                                   gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
             if not safe:
-                books[1] += 1
-        gap = max(abs(np.float64(gated[k, 0]) - prop[k, 0]), abs(np.float64(gated[k, 1]) - prop[k, 1]))
-        mode[k] = 1 if gap > pass_tol else 0
-    return DONE, gated, before, after, constraint, backup, mode, stuck_after, books
+                books[3] += 1
+        if mode[k] != FALLBACK:
+            gap = max(abs(np.float64(gated[k, 0]) - prop[k, 0]), abs(np.float64(gated[k, 1]) - prop[k, 1]))
+            mode[k] = FILTERED if gap > pass_tol else PASS
+        if mode[k] == FILTERED:
+            books[0] += 1
+        elif mode[k] == FALLBACK:
+            books[1] += 1
+    return gated, backup, mode, books

@@ -81,6 +81,28 @@ def test_infeasible_qp_goes_to_fallback(env_cfg: GridLifeConfig) -> None:
     assert not np.allclose(d.actions[0], [1.0, 0.0])
 
 
+def test_keep_out_rows_are_the_position_rows_and_a_tangent_half_plane_per_hot_zone(env_cfg: GridLifeConfig) -> None:
+    """The fallback's rows when the internal rows cannot all hold, against their definition written in numpy: the
+    barriers' position rows, then n.a * step >= -gamma_position * (|p - c| - r) + tightening per hot zone, n the
+    unit normal from the zone's centre (a zero row at the centre itself); equal bit for bit."""
+    core = ShieldCore(env_cfg, ShieldConfig())
+    barriers, layout = core.barriers, core.barriers.layout
+    rng = np.random.default_rng(5)
+    pos = rng.uniform(-1.0, env_cfg.arena_size + 1.0, size=(500, 2))
+    pos[0] = layout.hot_centres[0]
+    rows = barriers.constraints(pos, rng.uniform(0.0, 1.0, size=(500, 3)))
+    A, b = core.fallback.keep_out_rows(pos, rows.A, rows.b)
+    k = barriers.n_position_rows
+    rel = pos[:, None, :] - layout.hot_centres
+    dist = np.linalg.norm(rel, axis=-1)
+    normal = rel / np.maximum(dist, 1e-9)[..., None]
+    np.testing.assert_array_equal(A, np.concatenate([rows.A[:, :k], barriers.step_len * normal], axis=1))
+    gap = dist - layout.hot_radii
+    b_hot = -barriers.cfg.gamma_position * gap + barriers.cfg.row_tightening
+    np.testing.assert_array_equal(b, np.concatenate([rows.b[:, :k], b_hot], axis=1))
+    assert A.shape == (500, k + len(layout.hot_radii), 2) and not A[0, k].any()
+
+
 def test_model_disagreement_goes_to_fallback(env_cfg: GridLifeConfig) -> None:
     cfg = ShieldConfig(filter="ensemble")
     core = ShieldCore(env_cfg, cfg, viability_models=[constant_net(1.0), constant_net(-1.0)])

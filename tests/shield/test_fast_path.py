@@ -36,14 +36,16 @@ def pair(env_cfg: GridLifeConfig, **cfg: float) -> tuple[ShieldCore, ShieldCore]
 
 def outcomes(core: ShieldCore) -> Counter[str]:
     """Counts what the core's fast path answers from now on: passed, filtered (a decision with a filtered arena),
-    handed over (the filter's result, for the general path) or general (not decided)."""
+    fallback (a decision with an infeasible arena), handed over (the filter's result, for the general path) or
+    general (not decided)."""
     seen: Counter[str] = Counter()
     decide = core.fast_path.decide  # type: ignore[union-attr]
 
     def counting(*args: np.ndarray) -> FastDecision | FilterResult | None:
         out = decide(*args)
         if isinstance(out, FastDecision):
-            seen["filtered" if out.mode.any() or out.backup.any() else "passed"] += 1
+            seen["fallback" if out.infeasible.size else "filtered" if out.mode.any() or out.backup.any() else
+                 "passed"] += 1
         else:
             seen["handed over" if isinstance(out, FilterResult) else "general"] += 1
         return out
@@ -77,7 +79,7 @@ def test_closed_loop_decisions_match_the_general_path(env_cfg: GridLifeConfig, a
     assert fast.counts == general.counts
     np.testing.assert_array_equal(fast._stuck, general._stuck)
     assert 0 < passed_steps < 600
-    assert seen["passed"] > 0 and seen["filtered"] > 0, seen
+    assert seen["passed"] > 0 and seen["filtered"] > 0 and seen["fallback"] > 0, seen
 
 
 def test_states_across_the_viable_set_match(barriers: GridLifeBarriers, env_cfg: GridLifeConfig) -> None:
@@ -147,20 +149,44 @@ def test_a_deadlock_found_after_the_solve_is_decided_by_the_general_path(env_cfg
     assert seen == Counter({"filtered": 6, "handed over": 2}), seen
 
 
-def test_an_infeasible_arena_is_decided_by_the_general_path(env_cfg: GridLifeConfig) -> None:
-    """Energy so low that no action keeps the energy row: the QP is infeasible, the fast path hands the filter's
-    result over, and the general path runs the fallback (cause `infeasible`) for that arena while the other one
-    is passed as usual."""
+def test_an_infeasible_arena_gets_the_fallback_on_the_fast_path(env_cfg: GridLifeConfig) -> None:
+    """Energy so low that no action keeps the energy row: the QP is infeasible, and the fast path runs the declared
+    fallback (cause `infeasible`) for that arena, as the general path does, while the other one is passed as usual;
+    the fallback's memory of the station it seeks stays in step over the following steps."""
     fast, general = pair(env_cfg)
     seen = outcomes(fast)
     pos = np.array([[5.0, 9.0], [5.0, 9.0]])
     h = np.array([[1e-4, 0.2, 0.9], [0.9, 0.2, 0.9]])
     proposals = np.array([[1.0, 0.0], [0.1, 0.0]])
-    d_fast = fast.step(0, pos, h, proposals, 0.0)
-    assert_same(d_fast, general.step(0, pos, h, proposals, 0.0))
-    assert d_fast.cause[0] == "infeasible" and d_fast.mode[0] == 2
-    assert fast.counts == general.counts
-    assert seen == Counter({"handed over": 1}), seen
+    for step in range(3):
+        d_fast = fast.step(step, pos, h, proposals, 0.0)
+        assert_same(d_fast, general.step(step, pos, h, proposals, 0.0))
+        assert d_fast.cause == ["infeasible", None] and d_fast.mode.tolist() == [2, 0]
+    assert fast.counts == general.counts and fast.counts["degraded.infeasible"] == 3
+    assert fast.fallback._target == general.fallback._target == {0: 0}
+    assert seen == Counter({"fallback": 3}), seen
+
+
+def test_an_infeasible_arena_beside_a_deadlock_is_decided_by_the_general_path(env_cfg: GridLifeConfig) -> None:
+    """One arena infeasible, the other pushing into a hazard until its streak reaches `deadlock_steps`: the step
+    that reaches it goes to the general path before any fallback runs, so each arena's fallback runs once per step
+    and both paths decide the same all along."""
+    fast, general = pair(env_cfg, deadlock_steps=3, deadlock_hold_steps=1)
+    seen = outcomes(fast)
+    edge, push = on_hazard_edge(fast)
+    pos = np.array([[5.0, 9.0], edge])
+    h = np.array([[1e-4, 0.2, 0.9], [1.0, 0.0, 1.0]])
+    proposals = np.array([[1.0, 0.0], push])
+    for step in range(4):
+        d_fast = fast.step(step, pos, h, proposals, 0.0)
+        assert_same(d_fast, general.step(step, pos, h, proposals, 0.0))
+    assert fast.counts == general.counts and fast.counts["deadlocks_detected"] == 1
+    assert fast.fallback._target == general.fallback._target
+    np.testing.assert_array_equal(fast._stuck, general._stuck)
+    np.testing.assert_array_equal(fast._hold, general._hold)
+    # steps 0, 1 and 3: the fallback beside a standstill; step 2 reaches the streak (handed over), and its one-step
+    # hold is that step's fallback
+    assert seen == Counter({"fallback": 3, "handed over": 1}), seen
 
 
 def test_a_new_core_leaves_no_fast_path_kernel_to_compile() -> None:
