@@ -49,7 +49,7 @@ def tables(layout: GridLifeLayout) -> tuple[np.ndarray, ...]:
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def inside(x, y, centres, radii, kinds, kind, strict):  # type: ignore[no-untyped-def]
     """1.0 if (x, y) lies in a disc of this kind (kind < 0: any disc): |p - c| - r <= 0 (< 0 if strict)."""
     for k in range(radii.shape[0]):
@@ -63,7 +63,7 @@ def inside(x, y, centres, radii, kinds, kind, strict):  # type: ignore[no-untype
     return 0.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def internal_next(nx, ny, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
     """h' = (E', T', I') from h, the NEW position p' = (nx, ny) and the action."""
     work = 0.5 * (ax * ax + ay * ay)
@@ -80,7 +80,7 @@ def internal_next(nx, ny, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr):  # ty
     return e2, t2, i2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def transition(px, py, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
     """One step: p' = clip(p + dt vmax a, 0, L), then h'. Actions as float64 (float32 values are exact)."""
     s = P[E_DT] * P[E_VMAX]
@@ -173,7 +173,7 @@ def step_batch(pos, h, actions, tokens, token_radius, P, sc, sr, sk, hc, hr, zc,
     return pos_next, h_next, hits, hazard
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def hazard_margin(px, py, P, hc, hr):  # type: ignore[no-untyped-def]
     """min_k |p - c_k| - r_k; L * FAR without hazards (larger than any distance in the arena), so it stays finite."""
     margin = P[E_L] * FAR

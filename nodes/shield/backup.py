@@ -242,7 +242,7 @@ def geodesic_headings(
 # -------------------------------------------------------------------------------------------- kernels
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _env_step(px, py, e, t, i, ax32, ay32, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
     """The env's own transition (nodes/env/kernels.py) and whether the next state is viable (every margin
     above P_MARGIN)."""
@@ -252,7 +252,7 @@ def _env_step(px, py, e, t, i, ax32, ay32, P, sc, sr, sk, hc, hr, zc, zr):  # ty
     return nx, ny, e2, t2, i2, viable
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _at_station(px, py, P, sc, sr, sk, kind):  # type: ignore[no-untyped-def]
     for k in range(sr.shape[0]):
         if sk[k] == kind:
@@ -263,7 +263,7 @@ def _at_station(px, py, P, sc, sr, sk, kind):  # type: ignore[no-untyped-def]
     return False
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _in_terminal(px, py, e, t, i, P, sc, sr, sk):  # type: ignore[no-untyped-def]
     """S: resting in a refuel or cool station with every variable on the good side of its 'go' level."""
     if not (e >= P[P_E_GO] and t <= P[P_T_GO] and i >= P[P_I_GO]):
@@ -271,7 +271,7 @@ def _in_terminal(px, py, e, t, i, P, sc, sr, sk):  # type: ignore[no-untyped-def
     return _at_station(px, py, P, sc, sr, sk, REFUEL) or _at_station(px, py, P, sc, sr, sk, COOL)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _nearest(kind, ix, iy, sk, geo):  # type: ignore[no-untyped-def]
     """The station of this kind with the shortest weighted path from node (ix, iy)."""
     best = -1
