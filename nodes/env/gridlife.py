@@ -345,9 +345,9 @@ def is_dead(margin: Mapping[str, np.ndarray]) -> np.ndarray:
     return (margin["energy"] <= 0) | (margin["temperature"] <= 0) | (margin["integrity"] <= 0)
 
 
-def is_violation(margin: Mapping[str, np.ndarray]) -> np.ndarray:
-    """A state breaks viability when it is dead or inside a hazard disc."""
-    return is_dead(margin) | (margin["hazard"] < 0)
+def is_violation(margin: Mapping[str, np.ndarray], dead: np.ndarray | None = None) -> np.ndarray:
+    """A state breaks viability when it is dead (`is_dead`, unless given) or inside a hazard disc."""
+    return (is_dead(margin) if dead is None else dead) | (margin["hazard"] < 0)
 
 
 # ------------------------------------------------------------------------------------- observation
@@ -535,7 +535,7 @@ class GridLifeBatch:
             homeo_reward=homeo_reward,
             terminated=terminated,
             truncated=truncated,
-            violation=is_violation(margin),
+            violation=is_violation(margin, dead=terminated),
             margins=margin,
             episode_steps=episode_steps,
         )

@@ -280,7 +280,7 @@ class EnvNode(Node):
         n = self.arenas
         actions = np.array(actions, dtype=np.float32)
         from_fallback = np.full(n, source == "fallback")
-        invalid = ~(np.isfinite(actions).all(axis=1) & (np.abs(actions) <= 1.0).all(axis=1))
+        invalid = ~(np.abs(actions) <= 1.0).all(axis=1)  # NaN and inf fail the comparison too
         if invalid.any():
             self.count("invalid_actions", int(invalid.sum()))
             self.log.warning("invalid_action_replaced", arenas=np.flatnonzero(invalid).tolist()[:8], step=self.step_id)
