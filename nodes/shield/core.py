@@ -343,8 +343,9 @@ class ShieldCore:
             self.counts["degraded.infeasible"] += 1
         names = self.barriers.names
         constraint = [names[c] for c in fast.constraint.tolist()]
-        for arena in np.flatnonzero(fast.backup).tolist():
-            constraint[arena] = "backup"
+        if backups:
+            for arena in np.flatnonzero(fast.backup).tolist():
+                constraint[arena] = "backup"
         return ShieldDecision(actions=fast.actions, mode=fast.mode, cause=cause, constraint=constraint,
                               margin_before=fast.margin_before, margin_after=fast.margin_after, proposed=prop,
                               step=step)
