@@ -187,7 +187,9 @@ class Codec:
         raw = _byte_view(self._in_frames[index + 3])
         if raw.nbytes != nbytes:
             raise ValueError(_size_mismatch(raw.nbytes, shape, dtype, nbytes))
-        return np.ndarray(shape, dtype, raw)
+        arr = np.ndarray(shape, dtype, raw)
+        arr.flags.writeable = False  # a received zmq.Frame's buffer is writable; a decoded array never is
+        return arr
 
     @staticmethod
     def _dec_hook(t: type, obj: Any) -> Any:

@@ -85,10 +85,11 @@ def check_array(
 
 
 def _all_finite(value: np.ndarray) -> bool:
-    if value.size <= 32:  # a message's small arrays: a Python sum is several times cheaper than np.isfinite
-        # NaN and inf carry through a sum, so a finite sum proves every value finite (an overflow is checked below)
-        if math.isfinite(sum(value.ravel().tolist())):
-            return True
+    """For a message's small arrays a Python sum is several times cheaper than np.isfinite: NaN and inf carry
+    through a sum, so a finite sum proves every value finite (an overflowing one goes to the exact check). Plain
+    arrays only: subclasses such as masked arrays list their values in their own ways."""
+    if value.size <= 32 and type(value) is np.ndarray and math.isfinite(sum(value.ravel().tolist())):
+        return True
     return bool(np.isfinite(value).all())
 
 

@@ -35,13 +35,17 @@ class Fallback:
         self.barriers = barriers
         self.qp = qp
         self.policy = policy
-        self.speed = speed
+        self.speed = float(speed)  # floats whatever the config holds, so that the kernels' signatures never change
         lay = barriers.layout
         # discs to steer around: hazards with a clearance, hot zones with their heat band
         self.obstacles = np.ascontiguousarray(np.concatenate([lay.hazard_centres, lay.hot_centres]).reshape(-1, 2))
         self.obstacle_radii = np.concatenate([lay.hazard_radii + 0.3, barriers.hot_reach]).astype(np.float64)
         self.keep_out_qp = BarrierQP(barriers.n_position_rows + len(lay.hot_radii), qp.cfg)
+        # the keep-out kernel's tables and settings, as float64 whatever the layout and config hold
         self._hot_centres = np.ascontiguousarray(lay.hot_centres, dtype=np.float64).reshape(-1, 2)
+        self._hot_radii = np.ascontiguousarray(lay.hot_radii, dtype=np.float64)
+        self._keep_out_settings = (float(barriers.step_len), float(barriers.cfg.gamma_position),
+                                   float(barriers.cfg.row_tightening))
         self._target: dict[int, int] = {}  # arena -> station kind being sought (index into INTERNAL_STATION)
         # stations of every kind in one table (centres, deep radii, kind index) for the compiled heading
         per_kind = [(barriers.stations[k][0], barriers.deep_radius[k]) for k in INTERNAL_STATION]
@@ -101,18 +105,17 @@ class Fallback:
         rest = np.flatnonzero(~feasible)
         if rest.size:  # the internal rows cannot all hold: position rows and hot-zone keep-out rows
             A_rest, b_rest = rows.A[rest], rows.b[rest]
-            A, b = self.keep_out_rows(pos[rest], A_rest, b_rest)
+            A, b = self._keep_out_rows(pos[rest], A_rest, b_rest)
             sub = self.keep_out_qp.solve(A, b, target[rest])
             actions[rest] = np.where(sub.feasible[:, None], sub.actions, 0.0)
             slack[rest] = row_slack(A_rest, b_rest, actions[rest])
         return actions.astype(np.float32), slack
 
-    def keep_out_rows(self, pos: np.ndarray, A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Position rows of the barriers plus a tangent half-plane per hot zone (decay gamma_position)."""
-        lay, cfg = self.barriers.layout, self.barriers.cfg
+    def _keep_out_rows(self, pos: np.ndarray, A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Position rows of the barriers plus a tangent half-plane per hot zone (decay gamma_position), for rows
+        A (B, R, 2), b (B, R) from `GridLifeBarriers.constraints`."""
         return _keep_out_rows(np.ascontiguousarray(pos, dtype=np.float64), A, b, self.barriers.n_position_rows,
-                              self._hot_centres, lay.hot_radii, self.barriers.step_len, cfg.gamma_position,
-                              cfg.row_tightening)  # fmt: skip
+                              self._hot_centres, self._hot_radii, *self._keep_out_settings)
 
 
 @numba.njit(cache=True)

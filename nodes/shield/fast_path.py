@@ -173,7 +173,7 @@ def _screen(pos, h, prop, low, high, n_rows, tol, pass_tol, action_eps2, proposa
             actions[k, j] = min(max(prop[k, j], -1.0), 1.0)  # the box, then float32: as the QP filter screens
             if abs(np.float64(actions[k, j]) - prop[k, j]) > pass_tol:
                 passes = False
-        # with the deadlock eps a hair apart, a pushing proposal can round to a standstill (float32, as _conclude)
+        # with the deadlock eps a hair apart, a pushing proposal can round to a standstill (float32, as _settle)
         if (actions[k, 0] * actions[k, 0] + actions[k, 1] * actions[k, 1] < action_eps2
                 and prop[k, 0] * prop[k, 0] + prop[k, 1] * prop[k, 1] > proposal_eps2):
             passes = False

@@ -9,9 +9,11 @@ import msgpack
 import msgspec
 import numpy as np
 import pytest
+import zmq
 
 import protocols
 from persist_rt.codec import EXT_FRAME, EXT_INLINE, Codec, DecodeError
+from persist_rt.transport import recv_frames, send_frames
 from protocols import SCHEMAS
 from tests.runtime import wire
 
@@ -142,12 +144,28 @@ def test_a_malformed_array_is_refused_naming_the_payload(ext: msgspec.msgpack.Ex
 
 
 def test_arrays_decode_as_read_only_views_in_and_out_of_band() -> None:
-    inline = _array_ext(EXT_INLINE, F32_CODE, (1, 2), np.array([[1.5, -2.0]], f32).tobytes())
-    frame = np.array([[3.0, 4.0]], f32)
-    out_of_band = _array_ext(EXT_FRAME, F32_CODE, (1, 2), struct.pack("<I", 0))
-    for ext, extra, expected in ((inline, (), [[1.5, -2.0]]), (out_of_band, (frame.tobytes(),), [[3.0, 4.0]])):
-        msg = Codec().decode(_proposal_frames(ext, *extra), protocols.ProposedAction)
-        assert msg.actions.tolist() == expected and msg.actions.shape == (1, 2) and not msg.actions.flags.writeable
+    """Through a real socket: an inline array is a view of the payload frame, an out-of-band one a view of its
+    own zmq.Frame (whose buffer pyzmq hands out writable); neither may be written."""
+    weights = EXAMPLES["persist.PolicyWeights"]
+    codec = Codec()
+    ctx = zmq.Context.instance()
+    tx, rx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        tx.bind("inproc://test-read-only-arrays")
+        rx.connect("inproc://test-read-only-arrays")
+        send_frames(tx, codec.encode_frames(b"policy/weights", Codec.encode_header(type(weights), 1, "test"), weights))
+        assert rx.poll(5000)
+        frames = recv_frames(rx)
+    finally:
+        tx.close(0)
+        rx.close(0)
+    assert len(frames) == 4 and isinstance(frames[3], zmq.Frame)  # w travels out of band, b inline
+    msg = codec.decode(frames, type(weights))
+    for name in ("w", "b"):
+        np.testing.assert_array_equal(msg.tensors[name], weights.tensors[name])
+        assert not msg.tensors[name].flags.writeable, name
+        with pytest.raises(ValueError, match="read-only"):
+            msg.tensors[name][0] = 1.0
 
 
 @pytest.mark.parametrize("rows", [1, 64])  # a sum proves small arrays finite, numpy checks large ones

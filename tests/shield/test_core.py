@@ -91,7 +91,7 @@ def test_keep_out_rows_are_the_position_rows_and_a_tangent_half_plane_per_hot_zo
     pos = rng.uniform(-1.0, env_cfg.arena_size + 1.0, size=(500, 2))
     pos[0] = layout.hot_centres[0]
     rows = barriers.constraints(pos, rng.uniform(0.0, 1.0, size=(500, 3)))
-    A, b = core.fallback.keep_out_rows(pos, rows.A, rows.b)
+    A, b = core.fallback._keep_out_rows(pos, rows.A, rows.b)
     k = barriers.n_position_rows
     rel = pos[:, None, :] - layout.hot_centres
     dist = np.linalg.norm(rel, axis=-1)

@@ -200,7 +200,7 @@ from nodes.shield import fast_path
 from nodes.shield.core import ShieldConfig, ShieldCore
 ShieldCore(GridLifeConfig(), ShieldConfig())
 print(json.dumps({name: [[str(t) for t in sig[:2]] for sig in getattr(fast_path, name).signatures]
-                  for name in ("_screen", "_conclude", "_margins")}))
+                  for name in ("_screen", "_conclude", "_settle")}))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -209,7 +209,56 @@ print(json.dumps({name: [[str(t) for t in sig[:2]] for sig in getattr(fast_path,
     layouts = {(p, h) for p in (plain, wire) for h in (plain, wire)}
     for name in ("_screen", "_conclude"):
         assert layouts <= {tuple(sig) for sig in signatures[name]}, (name, signatures[name])
-    assert signatures["_margins"], signatures
+    assert signatures["_settle"], signatures
+
+
+def test_live_decisions_compile_no_kernel() -> None:
+    """After a core is built, a closed loop that takes the fast path's outcomes (passes, filters, backups, the
+    fallback of an infeasible arena) on states from the wire, with settings written as integers, adds no signature
+    to any of the shield's kernels or the env kernels they share. In a fresh process."""
+    script = """
+import json
+import numba
+import numpy as np
+from nodes.env import kernels
+from nodes.env.gridlife import GridLifeBatch, GridLifeConfig, read_only
+from nodes.shield import backup, barriers, core, fallback, fast_path, qp
+from nodes.shield.barriers import BarrierConfig
+from nodes.shield.core import ShieldConfig, ShieldCore
+
+modules = (kernels, backup, barriers, core, fallback, fast_path, qp)
+def signatures():
+    return {f"{m.__name__}.{name}": len(f.signatures) for m in modules for name, f in vars(m).items()
+            if isinstance(f, numba.core.registry.CPUDispatcher)}
+cfg = ShieldConfig(deadlock_steps=3, deadlock_hold_steps=1, fallback_speed=1,
+                   barrier=BarrierConfig(gamma_position=1, row_tightening=0))
+shield = ShieldCore(GridLifeConfig(), cfg)
+envs = {arenas: GridLifeBatch(GridLifeConfig(), arenas) for arenas in (1, 3)}
+for arenas, env in envs.items():  # the env's own kernels compile here, not in a decision
+    env.reset(arenas)
+    env.step(np.zeros((arenas, 2)))
+before = signatures()
+outcomes = set()
+for arenas, env in envs.items():
+    rng = np.random.default_rng(arenas)
+    for step in range(300):
+        d = shield.step(step, read_only(env.positions.copy()), read_only(env.internal.copy()),
+                        rng.uniform(-1.0, 1.0, size=(arenas, 2)).astype(np.float32), 0.0)
+        outcomes.update(d.cause + d.constraint)
+        env.step(d.actions)
+starved = read_only(np.array([[1e-4, 0.2, 0.9]]))
+for step in range(3):
+    d = shield.step(1000 + step, read_only(np.array([[5.0, 9.0]])), starved, np.array([[1.0, 0.0]]), 0.0)
+    outcomes.update(d.cause)
+after = signatures()
+print(json.dumps({"new": {k: after[k] - before[k] for k in after if after[k] != before.get(k)},
+                  "outcomes": sorted(o for o in outcomes if o)}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["new"] == {}, result["new"]
+    assert {"infeasible", "backup"} <= set(result["outcomes"]), result["outcomes"]
 
 
 def test_a_proposal_that_rounds_to_a_standstill_counts_towards_a_deadlock(env_cfg: GridLifeConfig) -> None:
