@@ -44,7 +44,8 @@ class Fallback:
         # the keep-out kernel's tables and settings, as float64 whatever the layout and config hold
         self._hot_centres = np.ascontiguousarray(lay.hot_centres, dtype=np.float64).reshape(-1, 2)
         self._hot_radii = np.ascontiguousarray(lay.hot_radii, dtype=np.float64)
-        self._keep_out_settings = (float(barriers.step_len), float(barriers.cfg.gamma_position),
+        self._step_len = float(barriers.step_len)
+        self._keep_out_settings = (self._step_len, float(barriers.cfg.gamma_position),
                                    float(barriers.cfg.row_tightening))
         self._target: dict[int, int] = {}  # arena -> station kind being sought (index into INTERNAL_STATION)
         # stations of every kind in one table (centres, deep radii, kind index) for the compiled heading
@@ -79,7 +80,7 @@ class Fallback:
         need = self._needs(values, pos, internal, arenas)  # 0 energy, 1 temperature, 2 integrity
         centres, deep, kinds = self._stations
         return _seek_batch(np.ascontiguousarray(pos, dtype=np.float64), need, centres, deep, kinds, self.obstacles,
-                           self.obstacle_radii, self.speed, self.barriers.step_len)  # fmt: skip
+                           self.obstacle_radii, self.speed, self._step_len)  # fmt: skip
 
     def act(
         self, pos: np.ndarray, internal: np.ndarray, arenas: np.ndarray, infeasible: np.ndarray | None = None
