@@ -37,7 +37,7 @@ import numpy as np
 from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout, read_only
 from nodes.shield.backup import BackupConfig, Gatekeeper
 from nodes.shield.barriers import BarrierConfig, GridLifeBarriers
-from nodes.shield.fallback import FALLBACK_POLICIES, Fallback, FallbackPolicy
+from nodes.shield.fallback import FALLBACK_POLICIES, Fallback, FallbackPolicy, fallback_margins
 from nodes.shield.fast_path import FastDecision, FastPath
 from nodes.shield.filters import (
     AmortisedConfig,
@@ -293,9 +293,7 @@ class ShieldCore:
             infeasible = (cause[degraded] == CAUSES.index("infeasible")) if self.cfg.filter == "qp" else None
             fb_actions, fb_slack = self.fallback.act(safe_pos[degraded], safe_h[degraded], degraded, infeasible)
             actions[degraded] = fb_actions
-            finite_slack = np.where(np.isfinite(fb_slack), fb_slack, np.inf)
-            after[degraded] = finite_slack.min(axis=1)
-            constraint[degraded] = np.argmin(finite_slack, axis=1)
+            after[degraded], constraint[degraded] = fallback_margins(fb_slack)
             for c in cause[degraded].tolist():
                 self.counts[f"degraded.{CAUSES[c]}"] += 1
         backup = np.zeros(n, dtype=bool)

@@ -119,6 +119,13 @@ class Fallback:
                               self._hot_centres, self._hot_radii, *self._keep_out_settings)
 
 
+def fallback_margins(slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The margin of each fallback action (its smallest finite row slack; inf if none is finite) and that row,
+    for the row slack (B, R) `Fallback.act` returns."""
+    finite = np.where(np.isfinite(slack), slack, np.inf)
+    return finite.min(axis=1), np.argmin(finite, axis=1)
+
+
 @numba.njit(cache=True)
 def _keep_out_rows(pos, A, b, n_position, hot_centres, hot_radii, step_len, gamma, tightening):  # type: ignore[no-untyped-def]
     """Rows (B, P + H, 2) and (B, P + H): the first P (position) rows of A, b, then per hot zone the half-plane

@@ -15,8 +15,8 @@ then hands the step to `FastPath.decide`:
    in step).
 4. An arena without a verified action (an infeasible QP, or a solution that fails verification) gets the
    declared fallback, the same `Fallback.act` call the general path makes for cause `infeasible`.
-5. `_conclude` (one kernel): the fallback's margins, the gatekeeper's certificate for every action (and the
-   backup where it fails), and the modes.
+5. `_conclude` (one kernel): the gatekeeper's certificate for every action (and the backup where it fails),
+   and the modes.
 
 Both paths give the same decision, array for array, and the same books (tests/shield/test_fast_path.py).
 This one makes a handful of kernel calls and the solves where the general path makes a few dozen numpy and
@@ -25,7 +25,6 @@ kernel calls on arrays of a row or two, whose overheads dominate a small batch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numba
@@ -33,7 +32,7 @@ import numpy as np
 
 from nodes.shield.backup import Gatekeeper, _backup, certify_one
 from nodes.shield.barriers import GridLifeBarriers, rows_batch
-from nodes.shield.fallback import Fallback
+from nodes.shield.fallback import Fallback, fallback_margins
 from nodes.shield.filters import FilterResult
 from nodes.shield.qp import BarrierQP, _feasible_one, _finish, row_slack_into
 
@@ -109,14 +108,14 @@ class FastPath:
             return FilterResult(actions=actions, ok=feasible, constraint=constraint, margin_before=before,
                                 margin_after=after, disagreement=np.zeros(n, dtype=bool))
         infeasible = np.flatnonzero(~feasible)
-        fallback_slack = np.zeros((0, self.n_rows))
         if infeasible.size:  # the declared fallback, as the general path runs it for cause `infeasible`
             fallback_actions, fallback_slack = self.fallback.act(
                 pos[infeasible], h[infeasible], infeasible, np.ones(infeasible.size, dtype=bool))
             actions[infeasible] = fallback_actions
+            after[infeasible], constraint[infeasible] = fallback_margins(fallback_slack)
         gated, backup, mode, books = _conclude(
-            pos, h, proposals, actions, after, constraint, infeasible, fallback_slack, self.pass_tolerance,
-            self.horizon, *self.backup_tables)  # fmt: skip
+            pos, h, proposals, actions, after, infeasible, self.pass_tolerance, self.horizon,
+            *self.backup_tables)  # fmt: skip
         return FastDecision(actions=gated, mode=mode, margin_before=before, margin_after=after, constraint=constraint,
                             backup=backup, stuck=stuck_after, infeasible=infeasible, books=books)
 
@@ -213,24 +212,18 @@ def _settle(actions, prop, proposal_slack, slack, feasible, stuck, tight, action
 
 
 @numba.njit(cache=True)
-def _conclude(pos, h, prop, actions, after, constraint, infeasible, fallback_slack, pass_tol,  # type: ignore[no-untyped-def]
-              horizon, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+def _conclude(pos, h, prop, actions, after, infeasible, pass_tol, horizon,  # type: ignore[no-untyped-def]
+              gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
     """What `ShieldCore` makes of the actions (the filter's, the fallback's in the arenas `infeasible`): the
-    fallback's margin (its smallest finite row slack) and row into `after` and `constraint`, the gatekeeper (on
-    a copy of the actions), modes. (gated, backup, mode, books: filtered, fallback, backups, uncertified)."""
+    gatekeeper (on a copy of the actions; `after` becomes nan where the backup replaces one), modes. (gated,
+    backup, mode, books: filtered, fallback, backups, uncertified)."""
     n = pos.shape[0]
     gated = actions.copy()
     backup = np.zeros(n, dtype=np.bool_)
     mode = np.zeros(n, dtype=np.int64)
     books = np.zeros(4, dtype=np.int64)
     for j in range(infeasible.shape[0]):
-        k = infeasible[j]
-        after[k], constraint[k] = np.inf, 0  # np.argmin's answer for a row of inf
-        for r in range(fallback_slack.shape[1]):
-            value = fallback_slack[j, r]
-            if math.isfinite(value) and value < after[k]:
-                after[k], constraint[k] = value, r
-        mode[k] = FALLBACK
+        mode[infeasible[j]] = FALLBACK
     for k in range(n):
         px, py, e, t, i = pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2]
         certified, _ = certify_one(px, py, e, t, i, gated[k, 0], gated[k, 1], horizon, True,
