@@ -4,8 +4,10 @@
 loop, learner present but never updating (huge `learning_starts`), so the figure measures the transport
 loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summary.json (training phase
 only, start-up excluded). Same-host edges ride IPC, as in any launch; `graph_1_tcp` is the 1-arena graph
-with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice; both are the
-median of `--repeats-1` launches, alternating (`graph_1_runs` lists them all). `inproc_N`: the
+with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice;
+`graph_1_no_busy_poll` is the 1-arena graph with `--arg busy_poll_us=0` (every node sleeps in its poll at
+once), the baseline of the launch file's idle strategy (docs/launch.md). Each is the median of `--repeats-1`
+launches, alternating (`graph_1_runs` lists them all). `inproc_N`: the
 same env + policy + ShieldCore computations in this process with no transport, the limit the graph can
 approach. "The same" includes the proposals and the episodes. The graph's learner never sends weights, so
 its agent proposes uniform random actions, as a SAC agent does before its first update; the in-process loop
@@ -17,13 +19,14 @@ restarts episodes at that cap.
 Where a 1-arena graph step goes, measured in the same run (bench/loop_floor.py): `transport_only_1` is the
 same lockstep topology and messages (env/obs to agent and shield, action/proposed, action/safe) through
 PERSIST's runtime, three `persist_rt.Node` processes whose callbacks only answer: transport and node runtime
-with no work. `raw_zmq_1` is that topology in plain pyzmq (three processes blocking in `zmq.Poller`,
+with no work. `raw_zmq_1` is that topology in plain pyzmq (three processes waiting in `zmq.Poller`,
 PUB/SUB and PUSH/PULL over the same transport as the nodes, messages of the same sizes): ZeroMQ's own
 floor from Python.
 `per_step_us` gives each 1-arena figure as microseconds per step, so that graph_1 - transport_only_1 is
 roughly the work (env step, proposal, shield QP, bookkeeping) and transport_only_1 - raw_zmq_1 is PERSIST's
-runtime above ZeroMQ. `floor_runs` counts each floor's observations re-sent after its 1 s deadline: a
-floor figure is clean only with `resends_timed` 0. Prints one JSON line.
+runtime above ZeroMQ. Both floors use the launch file's idle strategy (`busy_poll_us`: per role, as the
+launch file gives the env, agent and shield nodes). `floor_runs` counts each floor's observations re-sent
+after its 1 s deadline: a floor figure is clean only with `resends_timed` 0. Prints one JSON line.
 
     .venv/bin/python bench/loop.py [--steps-1 5000] [--repeats-1 3] [--steps-64 200000] [--inproc-seconds 4]
                                    [--floor-steps 5000]
@@ -49,19 +52,26 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.loop_floor import FloorConfig, raw_zmq_steps_per_s, transport_only_steps_per_s  # noqa: E402
+from bench.loop_floor import (  # noqa: E402
+    FloorConfig,
+    launch_busy_poll_us,
+    raw_zmq_steps_per_s,
+    transport_only_steps_per_s,
+)
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig  # noqa: E402
 from nodes.shield.core import ShieldConfig, ShieldCore  # noqa: E402
 
 ARENAS = (1, 64)
-PER_STEP_FIGURES = ("graph_1", "graph_1_tcp", "transport_only_1", "raw_zmq_1", "inproc_1")
+PER_STEP_FIGURES = ("graph_1", "graph_1_tcp", "graph_1_no_busy_poll", "transport_only_1", "raw_zmq_1", "inproc_1")
+VARIANTS_1 = {"ipc": {}, "tcp": {"same_host_ipc": False}, "no_busy_poll": {"busy_poll": False}}  # 1-arena launches
 PERSIST = (sys.executable, "-m", "persist_rt.cli")  # the CLI of the interpreter running this bench
 LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
 TARGET_GRAPH_1 = 1500.0  # steps/s at 1 arena
 TARGET_GRAPH_64_FRACTION = 0.5  # of the in-process figure at 64 arenas
 
 
-def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: bool = True) -> dict[str, Any]:
+def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: bool = True,
+                      busy_poll: bool = True) -> dict[str, Any]:
     """One launch of the real graph; the env's training-phase throughput from its summary.json."""
     env = {**os.environ, "PERSIST_SAME_HOST_IPC": "1" if same_host_ipc else "0"}
     with tempfile.TemporaryDirectory(prefix="persist-bench-loop-") as tmp:
@@ -70,6 +80,7 @@ def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: 
             *PERSIST, "launch", str(LAUNCH_FILE),
             "--arg", f"steps={steps}", "--arg", f"arenas={arenas}", "--arg", "eval_episodes=0",
             "--set", "learner.learning_starts=100000000", "--run-dir", str(run_dir),
+            *(() if busy_poll else ("--arg", "busy_poll_us=0")),
         ]  # fmt: skip
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
         summary_path = run_dir / "summary.json"
@@ -124,7 +135,8 @@ def main() -> None:
     parser.add_argument("--inproc-seconds", type=float, default=4.0, help="measuring time per in-process loop")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per graph run")
     parser.add_argument("--repeats-1", type=int, default=3,
-                        help="1-arena launches over IPC and over TCP each, alternating; each figure is their median")
+                        help="1-arena launches of each variant (IPC, TCP, no busy polling), alternating; "
+                             "each figure is their median")
     parser.add_argument("--floor-steps", type=int, default=FloorConfig.steps,
                         help="timed steps of each 1-arena floor (transport_only_1, raw_zmq_1)")
     args = parser.parse_args()
@@ -134,19 +146,19 @@ def main() -> None:
     if args.inproc_seconds <= 0:
         parser.error("--inproc-seconds: must be > 0")
 
-    # a 1-arena launch measures a few seconds, so the machine's drift shows: alternate IPC and TCP launches
+    # a 1-arena launch measures a few seconds, so the machine's drift shows: alternate the variants' launches
     # and take each one's median
-    runs_1: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    runs_1: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS_1}
     for _ in range(args.repeats_1):
-        for ipc in (True, False):
-            runs_1[ipc].append(graph_steps_per_s(1, args.steps_1, args.timeout, same_host_ipc=ipc))
-    graph = {1: _median_run(runs_1[True]), 64: graph_steps_per_s(64, args.steps_64, args.timeout)}
-    graph_1_tcp = _median_run(runs_1[False])
-    floor_cfg = FloorConfig(steps=args.floor_steps)
+        for name, variant in VARIANTS_1.items():
+            runs_1[name].append(graph_steps_per_s(1, args.steps_1, args.timeout, **variant))
+    graph = {1: _median_run(runs_1["ipc"]), 64: graph_steps_per_s(64, args.steps_64, args.timeout)}
+    floor_cfg = FloorConfig(steps=args.floor_steps, busy_poll_us=launch_busy_poll_us())
     floors = {"transport_only_1": transport_only_steps_per_s(floor_cfg), "raw_zmq_1": raw_zmq_steps_per_s(floor_cfg)}
     inproc = {n: inproc_steps_per_s(n, args.inproc_seconds) for n in ARENAS}
     exact = {f"graph_{n}": graph[n]["steps_per_s"] for n in ARENAS}
-    exact["graph_1_tcp"] = graph_1_tcp["steps_per_s"]
+    for name in ("tcp", "no_busy_poll"):
+        exact[f"graph_1_{name}"] = _median_run(runs_1[name])["steps_per_s"]
     exact.update({f"inproc_{n}": inproc[n] for n in ARENAS})
     exact.update({name: floor["steps_per_s"] for name, floor in floors.items()})
     steps_per_s = {name: round(value, 1) for name, value in exact.items()}
@@ -160,8 +172,8 @@ def main() -> None:
             "graph_64_ge_half_inproc_64": graph[64]["steps_per_s"] >= TARGET_GRAPH_64_FRACTION * inproc[64],
         },
         "graph_runs": {f"graph_{n}": {k: v for k, v in graph[n].items() if k != "steps_per_s"} for n in ARENAS},
-        "graph_1_runs": {"ipc": [round(r["steps_per_s"], 1) for r in runs_1[True]],
-                         "tcp": [round(r["steps_per_s"], 1) for r in runs_1[False]]},
+        "graph_1_runs": {name: [round(r["steps_per_s"], 1) for r in runs] for name, runs in runs_1.items()},
+        "busy_poll_us": floor_cfg.busy_poll_us,
         "floor_runs": {name: {k: v for k, v in floor.items() if k != "steps_per_s"} for name, floor in floors.items()},
         "shield_filter": "qp",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

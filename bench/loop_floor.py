@@ -6,9 +6,13 @@ a graph step is transport:
 * ``transport_only``: three ``persist_rt.Node`` processes with the graph's messages, reliable publishers and
   LOCKSTEP subscriptions (what the env, agent and shield nodes use), callbacks that only answer.
   The cost of PERSIST's transport and node runtime per step.
-* ``raw_zmq``: the same three processes in plain pyzmq, each blocking in ``zmq.Poller``: env PUB obs to the
+* ``raw_zmq``: the same three processes in plain pyzmq, each waiting in ``zmq.Poller``: env PUB obs to the
   agent's and the shield's SUB, agent PUSH proposal to the shield's PULL, shield PUSH safe action to the
   env's PULL; three frames per message of the graph's sizes. ZeroMQ's own floor for this graph in Python.
+
+Both floors take the graph's idle strategy: each process polls without sleeping for up to its role's
+``busy_poll_us`` before it sleeps in the poll (0: sleeps at once), by default what launch/single_agent.yaml
+gives the env, agent and shield nodes.
 
 Each env times a fixed number of steps after a warm-up in its own process. A step whose answer does not
 come within ``resend_s`` (the env's deadline) sends its observation again; such re-sends are counted, and a
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,8 @@ from bench.transport import _spawn, _stop, _with_registry  # noqa: E402
 from nodes.env.gridlife import INTERNAL_NAMES, GridLifeConfig, obs_names  # noqa: E402
 from persist_rt import Node, Param  # noqa: E402
 from persist_rt.codec import Codec, HeaderPacker  # noqa: E402
+from persist_rt.launch import load_launch  # noqa: E402
+from persist_rt.node import MAX_BUSY_POLL_S  # noqa: E402
 from persist_rt.qos import LOCKSTEP  # noqa: E402
 from persist_rt.transport import ipc_domain  # noqa: E402
 from protocols import Observation, ProposedAction, SafeAction  # noqa: E402
@@ -48,6 +54,8 @@ from protocols.base import Message  # noqa: E402
 
 THIS = str(Path(__file__).resolve())
 ENV, AGENT, SHIELD = "env", "agent", "shield"  # node names: the env starts once both others read env/obs
+ROLES = (ENV, AGENT, SHIELD)
+LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
 OBS_TOPIC, PROPOSED_TOPIC, SAFE_TOPIC = "env/obs", "action/proposed", "action/safe"
 OBS_DIM, INTERNAL_DIM, ACT_DIM = len(obs_names(GridLifeConfig())), len(INTERNAL_NAMES), 2
 STEP_BYTES = 8  # raw floor: the step rides in the first bytes of the header frame
@@ -59,6 +67,7 @@ class FloorConfig:
     warmup: int = 500  # untimed steps first: connections settle, first allocations
     resend_s: float = 1.0  # re-send a step's observation after this long without its safe action
     timeout_s: float = 120.0  # whole run of one floor, start-up included
+    busy_poll_us: dict[str, float] = field(default_factory=dict)  # role -> µs of polling before sleeping; absent: 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -69,6 +78,14 @@ class FloorConfig:
             raise ValueError(f"resend_s: must be > 0, got {self.resend_s}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s: must be > 0, got {self.timeout_s}")
+        for role, us in self.busy_poll_us.items():
+            if role not in ROLES:
+                raise ValueError(f"busy_poll_us: no role {role!r} (roles: {', '.join(ROLES)})")
+            if not 0 <= us <= MAX_BUSY_POLL_S * 1e6:
+                raise ValueError(f"busy_poll_us.{role}: must be within [0, {MAX_BUSY_POLL_S * 1e6:g}], got {us}")
+
+    def busy_poll_arg(self, role: str) -> tuple[str, str]:
+        return "--busy-poll-us", repr(float(self.busy_poll_us.get(role, 0.0)))
 
 
 def _zeros(*shape: int) -> np.ndarray:
@@ -218,7 +235,8 @@ def transport_only_steps_per_s(cfg: FloorConfig) -> dict[str, Any]:
         try:
             for cls, name in ((FloorShield, SHIELD), (FloorAgent, AGENT), (FloorEnv, ENV)):
                 procs.append(_spawn("-m", "persist_rt.run", "--kind", f"{THIS}:{cls.__name__}", "--name", name,
-                                    "--registry", registry, "--params", params if cls is FloorEnv else "{}"))
+                                    "--registry", registry, "--params", params if cls is FloorEnv else "{}",
+                                    *cfg.busy_poll_arg(name)))
             return _Lines(procs[-1], "transport-only env node").next_json(cfg.timeout_s)
         finally:
             _stop_all(procs)
@@ -269,7 +287,19 @@ def _connect(ctx: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:
     return sock
 
 
-def role_raw_env(steps: int, warmup: int, resend_s: float, timeout_s: float) -> None:
+def _poll(poller: zmq.Poller, timeout_ms: float | None, busy_poll_s: float) -> list[tuple[zmq.Socket, int]]:
+    """``poller.poll(timeout_ms)`` with the nodes' idle strategy: up to ``busy_poll_s`` of polling without
+    sleeping (yielding the CPU between polls) first."""
+    if busy_poll_s > 0:
+        until = time.monotonic() + busy_poll_s
+        while not (ready := poller.poll(0)) and time.monotonic() < until:
+            os.sched_yield()
+        if ready:
+            return ready
+    return poller.poll(timeout_ms)
+
+
+def role_raw_env(steps: int, warmup: int, resend_s: float, timeout_s: float, busy_poll_s: float) -> None:
     ctx = zmq.Context()
     obs, obs_ep = _bind(ctx, zmq.XPUB)  # a PUB that tells us when subscribers arrive
     obs.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -292,7 +322,7 @@ def role_raw_env(steps: int, warmup: int, resend_s: float, timeout_s: float) -> 
             t0 = time.perf_counter()
         obs.send_multipart(message.frames(step))
         while True:
-            if not poller.poll(resend_ms):
+            if not _poll(poller, resend_ms, busy_poll_s):
                 resends["timed" if step >= warmup else "warmup"] += 1
                 obs.send_multipart(message.frames(step))
                 continue
@@ -305,7 +335,7 @@ def role_raw_env(steps: int, warmup: int, resend_s: float, timeout_s: float) -> 
                       "stale_answers": stale}), flush=True)
 
 
-def role_raw_agent(obs_ep: str, proposed_ep: str) -> None:
+def role_raw_agent(busy_poll_s: float, obs_ep: str, proposed_ep: str) -> None:
     ctx = zmq.Context()
     obs = _connect(ctx, zmq.SUB, obs_ep)
     obs.setsockopt(zmq.SUBSCRIBE, OBS_TOPIC.encode())
@@ -314,11 +344,11 @@ def role_raw_agent(obs_ep: str, proposed_ep: str) -> None:
     poller = zmq.Poller()
     poller.register(obs, zmq.POLLIN)
     while True:
-        poller.poll()
+        _poll(poller, None, busy_poll_s)
         out.send_multipart(message.frames(_step_of(obs.recv_multipart())))
 
 
-def role_raw_shield(obs_ep: str, safe_ep: str) -> None:
+def role_raw_shield(busy_poll_s: float, obs_ep: str, safe_ep: str) -> None:
     ctx = zmq.Context()
     proposed, proposed_ep = _bind(ctx, zmq.PULL)
     print(json.dumps({"proposed": proposed_ep}), flush=True)
@@ -330,10 +360,20 @@ def role_raw_shield(obs_ep: str, safe_ep: str) -> None:
     poller.register(obs, zmq.POLLIN)
     poller.register(proposed, zmq.POLLIN)
     while True:
-        for sock, _ in poller.poll():
+        for sock, _ in _poll(poller, None, busy_poll_s):
             frames = sock.recv_multipart()  # an observation is only read: the shield's state
             if sock is proposed:
                 out.send_multipart(message.frames(_step_of(frames)))
+
+
+def _role_busy_poll(cfg: FloorConfig, role: str) -> tuple[str, str]:
+    return "--role-busy-poll-us", cfg.busy_poll_arg(role)[1]
+
+
+def launch_busy_poll_us() -> dict[str, float]:
+    """What launch/single_agent.yaml, with its defaults, gives the env, agent and shield nodes."""
+    spec = load_launch(LAUNCH_FILE)
+    return {role: spec.node(role).busy_poll_us for role in ROLES}
 
 
 def raw_zmq_steps_per_s(cfg: FloorConfig) -> dict[str, Any]:
@@ -341,16 +381,30 @@ def raw_zmq_steps_per_s(cfg: FloorConfig) -> dict[str, Any]:
     procs: list[subprocess.Popen] = []
     try:
         env = _spawn(THIS, "--role", "raw-env", "--steps", str(cfg.steps), "--warmup", str(cfg.warmup),
-                     "--resend-s", str(cfg.resend_s), "--timeout", str(cfg.timeout_s))
+                     "--resend-s", str(cfg.resend_s), "--timeout", str(cfg.timeout_s), *_role_busy_poll(cfg, ENV))
         procs.append(env)
         env_lines = _Lines(env, "raw env")
         env_eps = env_lines.next_json(cfg.timeout_s)
-        procs.append(_spawn(THIS, "--role", "raw-shield", env_eps["obs"], env_eps["safe"]))
+        procs.append(_spawn(THIS, "--role", "raw-shield", *_role_busy_poll(cfg, SHIELD),
+                            env_eps["obs"], env_eps["safe"]))
         proposed_ep = _Lines(procs[-1], "raw shield").next_json(cfg.timeout_s)["proposed"]
-        procs.append(_spawn(THIS, "--role", "raw-agent", env_eps["obs"], proposed_ep))
+        procs.append(_spawn(THIS, "--role", "raw-agent", *_role_busy_poll(cfg, AGENT), env_eps["obs"], proposed_ep))
         return env_lines.next_json(cfg.timeout_s)
     finally:
         _stop_all(procs)
+
+
+def _role_values(pairs: list[str]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for pair in pairs:
+        role, sep, text = pair.partition("=")
+        try:
+            values[role] = float(text)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--busy-poll-us: expected ROLE=MICROSECONDS, got {pair!r}")
+    return values
 
 
 def main() -> None:
@@ -359,22 +413,30 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=FloorConfig.warmup, help="untimed steps before")
     parser.add_argument("--resend-s", type=float, default=FloorConfig.resend_s, help="env deadline before a re-send")
     parser.add_argument("--timeout", type=float, default=FloorConfig.timeout_s, help="seconds allowed per floor")
+    parser.add_argument("--busy-poll-us", action="append", metavar="ROLE=US", default=None,
+                        help="µs the role's process polls without sleeping before it sleeps (repeatable; "
+                             "default: the launch file's env, agent and shield nodes')")
+    parser.add_argument("--role-busy-poll-us", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--role", choices=["raw-env", "raw-agent", "raw-shield"], help=argparse.SUPPRESS)
     parser.add_argument("endpoints", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
-        cfg = FloorConfig(steps=args.steps, warmup=args.warmup, resend_s=args.resend_s, timeout_s=args.timeout)
+        busy_poll_us = launch_busy_poll_us() if args.busy_poll_us is None else _role_values(args.busy_poll_us)
+        cfg = FloorConfig(steps=args.steps, warmup=args.warmup, resend_s=args.resend_s, timeout_s=args.timeout,
+                          busy_poll_us=busy_poll_us)
     except ValueError as exc:
         parser.error(str(exc))
+    busy_poll_s = args.role_busy_poll_us * 1e-6  # a role process: its own
     if args.role == "raw-env":
-        role_raw_env(cfg.steps, cfg.warmup, cfg.resend_s, cfg.timeout_s)
+        role_raw_env(cfg.steps, cfg.warmup, cfg.resend_s, cfg.timeout_s, busy_poll_s)
     elif args.role == "raw-agent":
-        role_raw_agent(*args.endpoints)
+        role_raw_agent(busy_poll_s, *args.endpoints)
     elif args.role == "raw-shield":
-        role_raw_shield(*args.endpoints)
+        role_raw_shield(busy_poll_s, *args.endpoints)
     else:
         floors = {"transport_only_1": transport_only_steps_per_s(cfg), "raw_zmq_1": raw_zmq_steps_per_s(cfg)}
-        print(json.dumps({"steps_per_s": {k: round(v["steps_per_s"], 1) for k, v in floors.items()},
+        print(json.dumps({"busy_poll_us": cfg.busy_poll_us,
+                          "steps_per_s": {k: round(v["steps_per_s"], 1) for k, v in floors.items()},
                           "per_step_us": {k: round(1e6 / v["steps_per_s"], 1) for k, v in floors.items()},
                           "runs": {k: {f: x for f, x in v.items() if f != "steps_per_s"} for k, v in floors.items()}}))
 

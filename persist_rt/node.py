@@ -14,6 +14,11 @@ The runtime does the plumbing: one single-threaded executor polls every socket w
 ``zmq.Poller`` (blocking pyzmq: about half the round trip of ``zmq.asyncio`` here), runs due timers,
 answers services and keeps the registry lease. Callbacks and timers run only while ACTIVE.
 
+Idle strategy: by default the executor sleeps in the poll until a socket is ready. With ``busy_poll_s`` > 0 it
+first polls without sleeping for up to that long, yielding the CPU between polls, and only then sleeps: a
+message that arrives soon is taken without waking a sleeping process (and, in a VM, a halted virtual CPU).
+That is for nodes of a lockstep loop, where every step waits on a hop; it costs CPU time that others could use.
+
 Data sockets bind TCP, and on Linux also an abstract-namespace IPC endpoint: a subscriber on the same
 host (same kernel boot and network namespace) connects over IPC, cheaper per message than loopback TCP;
 any other over TCP. ``PERSIST_SAME_HOST_IPC=0`` keeps a node on TCP (to capture traffic, or to compare).
@@ -52,6 +57,8 @@ from protocols.base import Message
 
 M = TypeVar("M", bound=Message)
 
+MAX_BUSY_POLL_S = 0.01  # longer busy polling buys no latency, only burns CPU: sleep instead
+
 METRICS_TOPIC = "/metrics"
 PARAM_EVENTS_TOPIC = "/parameter_events"
 BUILTIN_TOPICS = (METRICS_TOPIC, PARAM_EVENTS_TOPIC)
@@ -79,7 +86,11 @@ class Node:
         host: str = "127.0.0.1",
         transport: str = "tcp",
         autostart: bool = True,
+        busy_poll_s: float = 0.0,
     ) -> None:
+        if not 0.0 <= busy_poll_s <= MAX_BUSY_POLL_S:
+            raise ValueError(f"busy_poll_s: must be within [0, {MAX_BUSY_POLL_S:g}] seconds, got {busy_poll_s!r}")
+        self.busy_poll_s = float(busy_poll_s)
         self.name = name or type(self).__name__.lower()
         self.kind = self.kind or type(self).__name__
         self.namespace = namespace.strip("/")
@@ -327,8 +338,7 @@ class Node:
         for pub in self._coalescing:
             if pub.held_since is not None:
                 wait = min(wait, max(0.0, pub.held_since + COALESCE_LINGER_S - now))
-        # whole milliseconds, rounded up: zmq truncates, and a 0 ms poll before each timer tick is a busy loop
-        for sock, _ in self._poller.poll(math.ceil(wait * 1000.0)):
+        for sock, _ in self._ready(wait):
             handler = self._handlers.get(sock)  # None: an earlier handler of this turn let the socket go
             if handler is not None:
                 handler()
@@ -350,6 +360,21 @@ class Node:
         if now >= self._next_metrics and self.state == State.ACTIVE:
             self._next_metrics = now + self.metrics_period_s
             self.publish_metrics()
+
+    def _ready(self, wait_s: float) -> list[tuple[zmq.Socket, int]]:
+        """Sockets ready within ``wait_s``: busy polling first for up to ``busy_poll_s``, then sleeping."""
+        if (spin_s := min(wait_s, self.busy_poll_s)) > 0.0:
+            start = time.monotonic()
+            until = start + spin_s
+            while not (ready := self._poller.poll(0)) and time.monotonic() < until:
+                os.sched_yield()  # the I/O threads bringing the message may need this CPU
+            if ready:
+                self.count("busy_poll.hits")
+                return ready
+            self.count("busy_poll.misses")  # the budget ran out: hits / misses tells whether it is worth its CPU
+            wait_s = max(0.0, wait_s - (time.monotonic() - start))
+        # whole milliseconds, rounded up: zmq truncates, and a 0 ms poll before each timer tick is a busy loop
+        return self._poller.poll(math.ceil(wait_s * 1000.0))
 
     def close(self) -> None:
         if self.state != State.FINALIZED:

@@ -18,6 +18,7 @@ Every error is a LaunchError naming the file, the line, the field and the reason
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,12 +30,13 @@ from persist_rt.launch.errors import LaunchError
 from persist_rt.launch.paramtable import ParamTable, param_table
 from persist_rt.launch.spec import LaunchSpec, NodeSpec, RespawnPolicy
 from persist_rt.launch.yaml_lines import line_of, load_yaml, parse_scalar
+from persist_rt.node import MAX_BUSY_POLL_S
 from persist_rt.params import ParamError
 from persist_rt.qos import QoS
 
 TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes"}
 NODE_KEYS = {"name", "kind", "enabled", "params", "namespace", "remaps", "qos", "env", "respawn", "depends_on",
-             "required", "start_timeout", "fallback"}
+             "required", "start_timeout", "fallback", "busy_poll_us"}
 INCLUDE_KEYS = {"include", "args", "namespace"}
 GROUP_KEYS = {"namespace", "env", "nodes"}
 ARG_KEYS = {"default", "doc", "choices"}
@@ -349,6 +351,8 @@ def _node(entry: dict[str, Any], where: str, scope: _Scope) -> NodeSpec | None:
         depends_on=[_join(scope.namespace, d) if not d.startswith("/") else d.lstrip("/") for d in depends],
         required=required,
         start_timeout_s=_number(path, entry, f"{at}.start_timeout", entry.get("start_timeout", 60.0), minimum=0.1),
+        busy_poll_us=_number(path, entry, f"{at}.busy_poll_us", entry.get("busy_poll_us", 0.0), minimum=0.0,
+                             maximum=MAX_BUSY_POLL_S * 1e6),
         base_dir=str(path.parent),
         source=f"{path}:{line_of(entry, 'name') or ''}",
         origin=Origin(path, at, entry),
@@ -552,8 +556,10 @@ def _str_map(path: Path, parent: Any, where: str, value: Any) -> dict[str, str]:
     return out
 
 
-def _number(path: Path, parent: Any, where: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+def _number(path: Path, parent: Any, where: str, value: Any, minimum: float, maximum: float = math.inf) -> float:
+    # written so that NaN fails the comparison too
+    if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= maximum:
+        bounds = f">= {minimum:g}" if maximum == math.inf else f"within [{minimum:g}, {maximum:g}]"
         raise LaunchError(path, line_of(parent, where.rpartition(".")[2]), where,
-                          f"expected a number >= {minimum:g}, got {value!r}")
+                          f"expected a number {bounds}, got {value!r}")
     return float(value)

@@ -32,6 +32,7 @@ class NodeSpec:
     depends_on: list[str] = field(default_factory=list)
     required: bool = False  # if it fails for good, the whole launch stops
     start_timeout_s: float = 60.0
+    busy_poll_us: float = 0.0  # the executor's idle strategy: poll without sleeping this long first (lockstep loops)
     base_dir: str = "."  # folder of the file that declared it: relative file kinds resolve here
     source: str = ""  # file:line of the declaration
     origin: Any = field(default=None, repr=False, compare=False)  # where in the YAML: for error messages
@@ -95,4 +96,6 @@ def _node_entry(n: NodeSpec) -> dict[str, Any]:
     if n.required:
         entry["required"] = True
     entry["start_timeout"] = n.start_timeout_s
+    if n.busy_poll_us:
+        entry["busy_poll_us"] = n.busy_poll_us
     return {"group": {"namespace": group, "nodes": [entry]}} if group else entry

@@ -179,7 +179,7 @@ class Supervisor:
         return [self.opt.python, "-m", "persist_rt.run", "--kind", spec.kind, "--name", spec.name,
                 "--registry", self.address, "--params", json.dumps(spec.params), "--namespace", spec.namespace,
                 "--remaps", json.dumps(spec.remaps), "--qos", json.dumps(spec.qos), "--run-dir", str(self.run_dir),
-                "--base-dir", spec.base_dir]
+                "--base-dir", spec.base_dir, "--busy-poll-us", repr(spec.busy_poll_us)]
 
     def _start_node(self, child: Child) -> None:
         assert child.spec is not None

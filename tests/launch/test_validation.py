@@ -164,6 +164,11 @@ def test_other_field_errors(tmp_path: Path) -> None:
         "nodes:\n  - {name: 9t, kind: talker}\n": ("nodes[0].name", "not a valid node name"),
         "nodes: []\n": ("nodes", "declares no nodes"),
         "main: nobody\nnodes:\n  - {name: t, kind: talker}\n": ("main", "no node named 'nobody'"),
+        "nodes:\n  - {name: t, kind: talker, busy_poll_us: -1}\n": ("nodes[0] (t).busy_poll_us", "within [0, 10000]"),
+        "nodes:\n  - {name: t, kind: talker, busy_poll_us: .nan}\n": ("nodes[0] (t).busy_poll_us", "got nan"),
+        "nodes:\n  - {name: t, kind: talker, busy_poll_us: 20000}\n": ("nodes[0] (t).busy_poll_us", "within"),
+        "nodes:\n  - {name: t, kind: talker, busy_poll_us: fast}\n": ("nodes[0] (t).busy_poll_us", "a number"),
+        "nodes:\n  - {name: t, kind: talker, start_timeout: .nan}\n": ("nodes[0] (t).start_timeout", ">= 0.1"),
     }
     for i, (text, (field, reason)) in enumerate(cases.items()):
         err = error_of(write(tmp_path, f"case{i}.yaml", text))
@@ -199,6 +204,7 @@ nodes:
   - name: job
     kind: {PROBE}:CountingJob
     fallback: zero
+    busy_poll_us: 300
     respawn: {{backoff: 0.2, max_restarts: 3, window: 10}}
     env: {{ONLY_JOB: "yes"}}
   - group:
@@ -217,6 +223,7 @@ nodes:
     assert job.params == {"fallback": "zero", "seed": 5, "total_steps": 40}
     assert job.respawn.enabled and job.respawn.backoff_s == 0.2 and job.respawn.max_restarts == 3
     assert job.env == {"SHARED": "1", "ONLY_JOB": "yes"}
+    assert job.busy_poll_us == 300.0 and spec.node("probe").busy_poll_us == 0.0
     talker = spec.node("robot1/talker")
     assert talker.namespace == "robot1" and talker.params == {"rate_hz": 7.0, "topic": "talk_2"}
     assert spec.node("robot1/listener").qos == {"chatter": "latest"}
@@ -246,6 +253,8 @@ def test_cli_rejects_bad_arguments_by_name(tmp_path: Path) -> None:
     assert out.returncode == 2 and "--arg" in out.stderr and "expected NAME=VALUE" in out.stderr
     out = persist("launch", str(TALKER_LISTENER), "--seed", "minus", cwd=tmp_path)
     assert out.returncode == 2 and "--seed" in out.stderr
+    out = persist("attach", "probe.py", "--busy-poll-us", "-1", cwd=tmp_path)
+    assert out.returncode == 2 and "--busy-poll-us" in out.stderr
     out = persist("node", "list", cwd=tmp_path, env={"PERSIST_REGISTRY": ""})
     assert out.returncode == 1 and "no live system found" in out.stderr
     assert "Traceback" not in out.stderr

@@ -81,10 +81,11 @@ class Graph:
         return proc
 
     def start_node(self, cls: str, name: str, params: dict[str, Any] | None = None,
-                   qos: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Proc:
+                   qos: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                   busy_poll_us: str = "0") -> Proc:
         return self._spawn(name, ["-m", "persist_rt.run", "--kind", f"{FIXTURES}:{cls}", "--name", name,
                                   "--registry", self.registry, "--params", json.dumps(params or {}),
-                                  "--qos", json.dumps(qos or {})], env)
+                                  "--qos", json.dumps(qos or {}), "--busy-poll-us", busy_poll_us], env)
 
     def reg(self, service: str, **args: Any) -> Any:
         return services.call(self.registry, service, args, timeout=2.0)

@@ -44,6 +44,14 @@ def test_bad_start_parameters_stop_the_node_with_a_named_error(graph: Graph, par
     assert re.search(message, node.output()), node.output()
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "10001", "fast"])
+def test_a_bad_busy_poll_stops_the_node_with_a_named_error(graph: Graph, value: str) -> None:
+    graph.start_registry()
+    node = graph.start_node("Managed", "managed", busy_poll_us=value)
+    assert node.wait() == 2
+    assert "--busy-poll-us" in node.output(), node.output()
+
+
 def test_live_parameter_update_runs_the_callback_and_validates(graph: Graph) -> None:
     graph.start_registry()
     graph.start_node("Managed", "managed", {"limit": "5", "rate_hz": "50"})  # strings, as from a CLI

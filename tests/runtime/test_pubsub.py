@@ -69,6 +69,27 @@ def test_queue_fast_consumer_loses_nothing(graph: Graph) -> None:
     assert seen["ordered"]
 
 
+def test_busy_polling_nodes_lose_nothing_and_keep_their_timers(graph: Graph) -> None:
+    # both poll without sleeping for up to 5 ms each turn: the source's probe timer, the heartbeats that keep
+    # the registry lease and the services the test calls must all still run on time, and nothing may be lost
+    graph.start_registry()
+    graph.start_node("Sink", "sink", {"qos": "reliable(64)"}, busy_poll_us="5000")
+    graph.start_node("Source", "source", {"reliable": True}, busy_poll_us="5000")
+    seen, edge, sent = _run_burst(graph, n=2_000)
+    assert edge["delivered"] == sent - seen["first"] + 1 and edge["dropped"] == edge["lost"] == 0
+    assert seen["ordered"] and set(graph.nodes()) == {"sink", "source"}
+    counters = graph.stats("sink")["counters"]
+    assert counters["busy_poll.hits"] > 0 and counters["busy_poll.misses"] > 0  # probes come 20 ms apart
+
+
+def test_a_node_refuses_a_busy_poll_outside_its_bounds() -> None:
+    from persist_rt import Node
+
+    for bad in (-1e-6, 0.011, float("nan")):
+        with pytest.raises(ValueError, match=r"busy_poll_s: must be within \[0, 0.01\] seconds"):
+            Node("bounded", busy_poll_s=bad)
+
+
 def test_reliable_slow_consumer_loses_nothing_and_blocks_the_producer(graph: Graph) -> None:
     graph.start_registry()
     graph.start_node("Sink", "sink", {"qos": "reliable(16)", "delay_s": 0.0005})
