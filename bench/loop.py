@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.loop_floor import (  # noqa: E402
+    LAUNCH_FILE,
     FloorConfig,
     launch_busy_poll_us,
     raw_zmq_steps_per_s,
@@ -65,7 +66,6 @@ ARENAS = (1, 64)
 PER_STEP_FIGURES = ("graph_1", "graph_1_tcp", "graph_1_no_busy_poll", "transport_only_1", "raw_zmq_1", "inproc_1")
 VARIANTS_1 = {"ipc": {}, "tcp": {"same_host_ipc": False}, "no_busy_poll": {"busy_poll": False}}  # 1-arena launches
 PERSIST = (sys.executable, "-m", "persist_rt.cli")  # the CLI of the interpreter running this bench
-LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
 TARGET_GRAPH_1 = 1500.0  # steps/s at 1 arena
 TARGET_GRAPH_64_FRACTION = 0.5  # of the in-process figure at 64 arenas
 

@@ -46,7 +46,7 @@ from nodes.env.gridlife import INTERNAL_NAMES, GridLifeConfig, obs_names  # noqa
 from persist_rt import Node, Param  # noqa: E402
 from persist_rt.codec import Codec, HeaderPacker  # noqa: E402
 from persist_rt.launch import load_launch  # noqa: E402
-from persist_rt.node import MAX_BUSY_POLL_S  # noqa: E402
+from persist_rt.node import busy_poll_seconds  # noqa: E402
 from persist_rt.qos import LOCKSTEP  # noqa: E402
 from persist_rt.transport import ipc_domain  # noqa: E402
 from protocols import Observation, ProposedAction, SafeAction  # noqa: E402
@@ -55,7 +55,7 @@ from protocols.base import Message  # noqa: E402
 THIS = str(Path(__file__).resolve())
 ENV, AGENT, SHIELD = "env", "agent", "shield"  # node names: the env starts once both others read env/obs
 ROLES = (ENV, AGENT, SHIELD)
-LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"
+LAUNCH_FILE = REPO / "launch" / "single_agent.yaml"  # the graph whose loop the floors stand under
 OBS_TOPIC, PROPOSED_TOPIC, SAFE_TOPIC = "env/obs", "action/proposed", "action/safe"
 OBS_DIM, INTERNAL_DIM, ACT_DIM = len(obs_names(GridLifeConfig())), len(INTERNAL_NAMES), 2
 STEP_BYTES = 8  # raw floor: the step rides in the first bytes of the header frame
@@ -81,8 +81,10 @@ class FloorConfig:
         for role, us in self.busy_poll_us.items():
             if role not in ROLES:
                 raise ValueError(f"busy_poll_us: no role {role!r} (roles: {', '.join(ROLES)})")
-            if not 0 <= us <= MAX_BUSY_POLL_S * 1e6:
-                raise ValueError(f"busy_poll_us.{role}: must be within [0, {MAX_BUSY_POLL_S * 1e6:g}], got {us}")
+            try:
+                busy_poll_seconds(us)
+            except ValueError as exc:
+                raise ValueError(f"busy_poll_us.{role}: {exc}") from None
 
     def busy_poll_arg(self, role: str) -> tuple[str, str]:
         return "--busy-poll-us", repr(float(self.busy_poll_us.get(role, 0.0)))
@@ -288,14 +290,17 @@ def _connect(ctx: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:
 
 
 def _poll(poller: zmq.Poller, timeout_ms: float | None, busy_poll_s: float) -> list[tuple[zmq.Socket, int]]:
-    """``poller.poll(timeout_ms)`` with the nodes' idle strategy: up to ``busy_poll_s`` of polling without
-    sleeping (yielding the CPU between polls) first."""
+    """``poller.poll(timeout_ms)`` (None: no timeout) with the nodes' idle strategy, in plain pyzmq: up to
+    ``busy_poll_s`` of polling without sleeping (yielding the CPU between polls) first, within the timeout."""
     if busy_poll_s > 0:
-        until = time.monotonic() + busy_poll_s
-        while not (ready := poller.poll(0)) and time.monotonic() < until:
+        start = time.monotonic()
+        spin_s = busy_poll_s if timeout_ms is None else min(busy_poll_s, timeout_ms / 1000)
+        while not (ready := poller.poll(0)) and time.monotonic() - start < spin_s:
             os.sched_yield()
         if ready:
             return ready
+        if timeout_ms is not None:
+            timeout_ms = max(0.0, timeout_ms - (time.monotonic() - start) * 1000)
     return poller.poll(timeout_ms)
 
 
@@ -421,12 +426,17 @@ def main() -> None:
     parser.add_argument("endpoints", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
-        busy_poll_us = launch_busy_poll_us() if args.busy_poll_us is None else _role_values(args.busy_poll_us)
+        if args.role:  # a raw floor's process: its own budget comes as --role-busy-poll-us
+            busy_poll_us: dict[str, float] = {}
+            busy_poll_s = busy_poll_seconds(args.role_busy_poll_us)
+        elif args.busy_poll_us is None:
+            busy_poll_us = launch_busy_poll_us()
+        else:
+            busy_poll_us = _role_values(args.busy_poll_us)
         cfg = FloorConfig(steps=args.steps, warmup=args.warmup, resend_s=args.resend_s, timeout_s=args.timeout,
                           busy_poll_us=busy_poll_us)
     except ValueError as exc:
         parser.error(str(exc))
-    busy_poll_s = args.role_busy_poll_us * 1e-6  # a role process: its own
     if args.role == "raw-env":
         role_raw_env(cfg.steps, cfg.warmup, cfg.resend_s, cfg.timeout_s, busy_poll_s)
     elif args.role == "raw-agent":

@@ -14,8 +14,8 @@ The runtime does the plumbing: one single-threaded executor polls every socket w
 ``zmq.Poller`` (blocking pyzmq: about half the round trip of ``zmq.asyncio`` here), runs due timers,
 answers services and keeps the registry lease. Callbacks and timers run only while ACTIVE.
 
-Idle strategy: by default the executor sleeps in the poll until a socket is ready. With ``busy_poll_s`` > 0 it
-first polls without sleeping for up to that long, yielding the CPU between polls, and only then sleeps: a
+Idle strategy: by default the executor sleeps in the poll until a socket is ready. With ``busy_poll_us`` > 0 an
+ACTIVE node first polls without sleeping for up to that long, yielding the CPU between polls, and only then sleeps: a
 message that arrives soon is taken without waking a sleeping process (and, in a VM, a halted virtual CPU).
 That is for nodes of a lockstep loop, where every step waits on a hop; it costs CPU time that others could use.
 
@@ -57,7 +57,14 @@ from protocols.base import Message
 
 M = TypeVar("M", bound=Message)
 
-MAX_BUSY_POLL_S = 0.01  # longer busy polling buys no latency, only burns CPU: sleep instead
+MAX_BUSY_POLL_US = 10_000.0  # longer busy polling buys no latency, only burns CPU: sleep instead
+
+
+def busy_poll_seconds(us: object) -> float:
+    """A busy-poll budget given in microseconds, checked, in seconds; ValueError says what is wrong."""
+    if isinstance(us, bool) or not isinstance(us, int | float) or not 0.0 <= us <= MAX_BUSY_POLL_US:
+        raise ValueError(f"must be a number of microseconds within [0, {MAX_BUSY_POLL_US:g}], got {us!r}")
+    return float(us) * 1e-6
 
 METRICS_TOPIC = "/metrics"
 PARAM_EVENTS_TOPIC = "/parameter_events"
@@ -86,11 +93,12 @@ class Node:
         host: str = "127.0.0.1",
         transport: str = "tcp",
         autostart: bool = True,
-        busy_poll_s: float = 0.0,
+        busy_poll_us: float = 0.0,
     ) -> None:
-        if not 0.0 <= busy_poll_s <= MAX_BUSY_POLL_S:
-            raise ValueError(f"busy_poll_s: must be within [0, {MAX_BUSY_POLL_S:g}] seconds, got {busy_poll_s!r}")
-        self.busy_poll_s = float(busy_poll_s)
+        try:
+            self.busy_poll_s = busy_poll_seconds(busy_poll_us)
+        except ValueError as exc:
+            raise ValueError(f"busy_poll_us: {exc}") from None
         self.name = name or type(self).__name__.lower()
         self.kind = self.kind or type(self).__name__
         self.namespace = namespace.strip("/")
@@ -362,17 +370,22 @@ class Node:
             self.publish_metrics()
 
     def _ready(self, wait_s: float) -> list[tuple[zmq.Socket, int]]:
-        """Sockets ready within ``wait_s``: busy polling first for up to ``busy_poll_s``, then sleeping."""
-        if (spin_s := min(wait_s, self.busy_poll_s)) > 0.0:
-            start = time.monotonic()
-            until = start + spin_s
-            while not (ready := self._poller.poll(0)) and time.monotonic() < until:
-                os.sched_yield()  # the I/O threads bringing the message may need this CPU
-            if ready:
-                self.count("busy_poll.hits")
+        """Sockets ready within ``wait_s``: busy polling first for up to ``busy_poll_s`` (ACTIVE only), then
+        sleeping. A hit is a message that came while polling; a miss, a budget spent before the node slept
+        all the same: their ratio tells whether the budget is worth its CPU."""
+        if self.busy_poll_s > 0.0 and wait_s > 0.0 and self.state == State.ACTIVE:
+            if ready := self._poller.poll(0):  # already waiting: neither a hit nor a miss
                 return ready
-            self.count("busy_poll.misses")  # the budget ran out: hits / misses tells whether it is worth its CPU
+            start = time.monotonic()
+            until = start + min(wait_s, self.busy_poll_s)
+            while time.monotonic() < until:
+                os.sched_yield()  # the I/O threads bringing the message may need this CPU
+                if ready := self._poller.poll(0):
+                    self.count("busy_poll.hits")
+                    return ready
             wait_s = max(0.0, wait_s - (time.monotonic() - start))
+            if wait_s > 0.0:
+                self.count("busy_poll.misses")
         # whole milliseconds, rounded up: zmq truncates, and a 0 ms poll before each timer tick is a busy loop
         return self._poller.poll(math.ceil(wait_s * 1000.0))
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from persist_rt.kinds import KindError, load_kind
-from persist_rt.node import MAX_BUSY_POLL_S
+from persist_rt.node import busy_poll_seconds
 from persist_rt.params import ParamError
 
 
@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--busy-poll-us", type=float, default=0.0,
                    help="poll without sleeping for up to this long before sleeping (lockstep loops)")
     args = p.parse_args(argv)
-    if not 0.0 <= args.busy_poll_us <= MAX_BUSY_POLL_S * 1e6:
-        p.error(f"--busy-poll-us: must be within [0, {MAX_BUSY_POLL_S * 1e6:g}], got {args.busy_poll_us:g}")
+    try:
+        busy_poll_seconds(args.busy_poll_us)
+    except ValueError as exc:
+        p.error(f"--busy-poll-us: {exc}")
     try:
         params = json.loads(args.params)
         remaps = json.loads(args.remaps)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         cls = load_kind(args.kind, Path(args.base_dir) if args.base_dir else None)
         node = cls(args.name, registry=args.registry, params=params, namespace=args.namespace, remaps=remaps,
                    qos_overrides=qos, run_dir=args.run_dir, transport=args.transport,
-                   busy_poll_s=args.busy_poll_us * 1e-6)
+                   busy_poll_us=args.busy_poll_us)
     except (KindError, ParamError, ValueError) as exc:
         print(f"[{args.name}] ERROR   cannot start: {exc}", file=sys.stderr, flush=True)
         return 2

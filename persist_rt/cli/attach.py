@@ -9,7 +9,7 @@ import typer
 
 from persist_rt.cli.common import CliError, Graph, RegistryOpt, err_console, parse_pairs, run_dir_of
 from persist_rt.kinds import KindError, find_node_class, load_kind
-from persist_rt.node import MAX_BUSY_POLL_S
+from persist_rt.node import MAX_BUSY_POLL_US
 from persist_rt.params import ParamError
 
 
@@ -22,7 +22,7 @@ def attach(
     namespace: Annotated[str, typer.Option(help="namespace for the node's relative topics")] = "",
     remap: Annotated[list[str] | None, typer.Option(metavar="FROM=TO", help="topic remap (repeatable)")] = None,
     busy_poll_us: Annotated[float, typer.Option(
-        min=0.0, max=MAX_BUSY_POLL_S * 1e6,
+        min=0.0, max=MAX_BUSY_POLL_US,
         help="poll without sleeping this long (µs) before sleeping: for a node in a lockstep loop")] = 0.0,
     registry: RegistryOpt = None,
 ) -> None:
@@ -39,7 +39,7 @@ def attach(
         if node_name in {n["name"] for n in graph.nodes()}:
             raise CliError(f"--name: a node named {node_name!r} is already running; choose another with --name")
         node = cls(node_name, registry=graph.address, params=params, namespace=namespace, remaps=remaps,
-                   run_dir=run_dir_of(graph.source), busy_poll_s=busy_poll_us * 1e-6)
+                   run_dir=run_dir_of(graph.source), busy_poll_us=busy_poll_us)
     except (KindError, ParamError, SyntaxError, OSError) as exc:
         raise CliError(f"attach {target}: {exc}") from None
     err_console.print(f"attached {node.name} ({node.kind}) to {graph.address}; Ctrl-C detaches")

@@ -30,7 +30,7 @@ from persist_rt.launch.errors import LaunchError
 from persist_rt.launch.paramtable import ParamTable, param_table
 from persist_rt.launch.spec import LaunchSpec, NodeSpec, RespawnPolicy
 from persist_rt.launch.yaml_lines import line_of, load_yaml, parse_scalar
-from persist_rt.node import MAX_BUSY_POLL_S
+from persist_rt.node import MAX_BUSY_POLL_US
 from persist_rt.params import ParamError
 from persist_rt.qos import QoS
 
@@ -352,7 +352,7 @@ def _node(entry: dict[str, Any], where: str, scope: _Scope) -> NodeSpec | None:
         required=required,
         start_timeout_s=_number(path, entry, f"{at}.start_timeout", entry.get("start_timeout", 60.0), minimum=0.1),
         busy_poll_us=_number(path, entry, f"{at}.busy_poll_us", entry.get("busy_poll_us", 0.0), minimum=0.0,
-                             maximum=MAX_BUSY_POLL_S * 1e6),
+                             maximum=MAX_BUSY_POLL_US),
         base_dir=str(path.parent),
         source=f"{path}:{line_of(entry, 'name') or ''}",
         origin=Origin(path, at, entry),
@@ -557,9 +557,12 @@ def _str_map(path: Path, parent: Any, where: str, value: Any) -> dict[str, str]:
 
 
 def _number(path: Path, parent: Any, where: str, value: Any, minimum: float, maximum: float = math.inf) -> float:
-    # written so that NaN fails the comparison too
-    if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= maximum:
-        bounds = f">= {minimum:g}" if maximum == math.inf else f"within [{minimum:g}, {maximum:g}]"
-        raise LaunchError(path, line_of(parent, where.rpartition(".")[2]), where,
-                          f"expected a number {bounds}, got {value!r}")
-    return float(value)
+    # written so that NaN fails the comparison too; an integer too large for a float fails the conversion
+    if not isinstance(value, bool) and isinstance(value, int | float) and minimum <= value <= maximum:
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    bounds = f">= {minimum:g}" if maximum == math.inf else f"within [{minimum:g}, {maximum:g}]"
+    raise LaunchError(path, line_of(parent, where.rpartition(".")[2]), where,
+                      f"expected a number {bounds}, got {repr(value)[:40]}")

@@ -169,6 +169,8 @@ def test_other_field_errors(tmp_path: Path) -> None:
         "nodes:\n  - {name: t, kind: talker, busy_poll_us: 20000}\n": ("nodes[0] (t).busy_poll_us", "within"),
         "nodes:\n  - {name: t, kind: talker, busy_poll_us: fast}\n": ("nodes[0] (t).busy_poll_us", "a number"),
         "nodes:\n  - {name: t, kind: talker, start_timeout: .nan}\n": ("nodes[0] (t).start_timeout", ">= 0.1"),
+        f"nodes:\n  - {{name: t, kind: talker, start_timeout: {'9' * 400}}}\n": ("nodes[0] (t).start_timeout",
+                                                                                 "expected a number >= 0.1"),
     }
     for i, (text, (field, reason)) in enumerate(cases.items()):
         err = error_of(write(tmp_path, f"case{i}.yaml", text))

@@ -71,23 +71,40 @@ def test_queue_fast_consumer_loses_nothing(graph: Graph) -> None:
 
 def test_busy_polling_nodes_lose_nothing_and_keep_their_timers(graph: Graph) -> None:
     # both poll without sleeping for up to 5 ms each turn: the source's probe timer, the heartbeats that keep
-    # the registry lease and the services the test calls must all still run on time, and nothing may be lost
+    # the registry lease and the services the test calls must all still run, and nothing may be lost
     graph.start_registry()
     graph.start_node("Sink", "sink", {"qos": "reliable(64)"}, busy_poll_us="5000")
-    graph.start_node("Source", "source", {"reliable": True}, busy_poll_us="5000")
+    graph.start_node("Source", "source", {"reliable": True, "probe_hz": 400.0}, busy_poll_us="5000")
     seen, edge, sent = _run_burst(graph, n=2_000)
     assert edge["delivered"] == sent - seen["first"] + 1 and edge["dropped"] == edge["lost"] == 0
     assert seen["ordered"] and set(graph.nodes()) == {"sink", "source"}
-    counters = graph.stats("sink")["counters"]
-    assert counters["busy_poll.hits"] > 0 and counters["busy_poll.misses"] > 0  # probes come 20 ms apart
+    assert graph.stats("sink")["counters"]["busy_poll.hits"] > 0  # probes, 2.5 ms apart, came while it polled
 
 
-def test_a_node_refuses_a_busy_poll_outside_its_bounds() -> None:
+def test_an_idle_node_polls_only_while_active_and_counts_each_budget_spent_before_sleeping() -> None:
     from persist_rt import Node
 
-    for bad in (-1e-6, 0.011, float("nan")):
-        with pytest.raises(ValueError, match=r"busy_poll_s: must be within \[0, 0.01\] seconds"):
-            Node("bounded", busy_poll_s=bad)
+    node = Node("idle", busy_poll_us=1000, autostart=False)  # no registry, no peers: nothing ever arrives
+    try:
+        node.spin_once(0.005)
+        assert "busy_poll.misses" not in node.counters  # not active yet: it sleeps at once
+        node.transition("active")
+        node.spin_once(0.0)  # no wait at all: nothing to poll for
+        node.spin_once(0.0005)  # a wait shorter than the budget: polled throughout, never slept
+        assert "busy_poll.misses" not in node.counters
+        node.spin_once(0.005)
+        node.spin_once(0.005)
+        assert node.counters["busy_poll.misses"] == 2 and "busy_poll.hits" not in node.counters
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("bad", [-1, 10_001, float("nan"), float("inf"), "500", True])
+def test_a_node_refuses_a_busy_poll_outside_its_bounds(bad: object) -> None:
+    from persist_rt import Node
+
+    with pytest.raises(ValueError, match=r"busy_poll_us: must be a number of microseconds within \[0, 10000\]"):
+        Node("bounded", busy_poll_us=bad)  # type: ignore[arg-type]
 
 
 def test_reliable_slow_consumer_loses_nothing_and_blocks_the_producer(graph: Graph) -> None:
