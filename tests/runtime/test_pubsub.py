@@ -92,8 +92,8 @@ def test_an_idle_node_polls_only_while_active_and_counts_each_budget_spent_befor
         node.spin_once(0.0)  # no wait at all: nothing to poll for
         node.spin_once(0.0005)  # a wait shorter than the budget: polled throughout, never slept
         assert "busy_poll.misses" not in node.counters
-        node.spin_once(0.005)
-        node.spin_once(0.005)
+        node.spin_once(0.05)  # 1 ms of polling, then the rest of the wait asleep (a stall of 49 ms would not sleep)
+        node.spin_once(0.05)
         assert node.counters["busy_poll.misses"] == 2 and "busy_poll.hits" not in node.counters
     finally:
         node.close()
