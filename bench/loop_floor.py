@@ -86,8 +86,9 @@ class FloorConfig:
             except ValueError as exc:
                 raise ValueError(f"busy_poll_us.{role}: {exc}") from None
 
-    def busy_poll_arg(self, role: str) -> tuple[str, str]:
-        return "--busy-poll-us", repr(float(self.busy_poll_us.get(role, 0.0)))
+    def busy_poll_of(self, role: str) -> str:
+        """The role's budget as a command-line value."""
+        return repr(float(self.busy_poll_us.get(role, 0.0)))
 
 
 def _zeros(*shape: int) -> np.ndarray:
@@ -238,7 +239,7 @@ def transport_only_steps_per_s(cfg: FloorConfig) -> dict[str, Any]:
             for cls, name in ((FloorShield, SHIELD), (FloorAgent, AGENT), (FloorEnv, ENV)):
                 procs.append(_spawn("-m", "persist_rt.run", "--kind", f"{THIS}:{cls.__name__}", "--name", name,
                                     "--registry", registry, "--params", params if cls is FloorEnv else "{}",
-                                    *cfg.busy_poll_arg(name)))
+                                    "--busy-poll-us", cfg.busy_poll_of(name)))
             return _Lines(procs[-1], "transport-only env node").next_json(cfg.timeout_s)
         finally:
             _stop_all(procs)
@@ -371,10 +372,6 @@ def role_raw_shield(busy_poll_s: float, obs_ep: str, safe_ep: str) -> None:
                 out.send_multipart(message.frames(_step_of(frames)))
 
 
-def _role_busy_poll(cfg: FloorConfig, role: str) -> tuple[str, str]:
-    return "--role-busy-poll-us", cfg.busy_poll_arg(role)[1]
-
-
 def launch_busy_poll_us() -> dict[str, float]:
     """What launch/single_agent.yaml, with its defaults, gives the env, agent and shield nodes."""
     spec = load_launch(LAUNCH_FILE)
@@ -386,14 +383,16 @@ def raw_zmq_steps_per_s(cfg: FloorConfig) -> dict[str, Any]:
     procs: list[subprocess.Popen] = []
     try:
         env = _spawn(THIS, "--role", "raw-env", "--steps", str(cfg.steps), "--warmup", str(cfg.warmup),
-                     "--resend-s", str(cfg.resend_s), "--timeout", str(cfg.timeout_s), *_role_busy_poll(cfg, ENV))
+                     "--resend-s", str(cfg.resend_s), "--timeout", str(cfg.timeout_s),
+                     "--role-busy-poll-us", cfg.busy_poll_of(ENV))
         procs.append(env)
         env_lines = _Lines(env, "raw env")
         env_eps = env_lines.next_json(cfg.timeout_s)
-        procs.append(_spawn(THIS, "--role", "raw-shield", *_role_busy_poll(cfg, SHIELD),
+        procs.append(_spawn(THIS, "--role", "raw-shield", "--role-busy-poll-us", cfg.busy_poll_of(SHIELD),
                             env_eps["obs"], env_eps["safe"]))
         proposed_ep = _Lines(procs[-1], "raw shield").next_json(cfg.timeout_s)["proposed"]
-        procs.append(_spawn(THIS, "--role", "raw-agent", *_role_busy_poll(cfg, AGENT), env_eps["obs"], proposed_ep))
+        procs.append(_spawn(THIS, "--role", "raw-agent", "--role-busy-poll-us", cfg.busy_poll_of(AGENT),
+                            env_eps["obs"], proposed_ep))
         return env_lines.next_json(cfg.timeout_s)
     finally:
         _stop_all(procs)
