@@ -141,6 +141,8 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 class SAC:
+    checkpoint_format = CHECKPOINT_FORMAT  # a variant (CVaR-SAC) names its own, so neither resumes the other
+
     def __init__(
         self,
         obs_dim: int,
@@ -208,9 +210,15 @@ class SAC:
         action, log_prob, _ = self.actor.sample(batch.obs, gen)
         actor_loss = (alpha * log_prob - torch.min(*self.critic(batch.obs, action))).mean()
         self._step("actor", actor_loss)
+        return self._finish_update(log_prob, critic_loss, actor_loss, alpha, q1.mean())
 
+    def _finish_update(
+        self, log_prob: torch.Tensor, critic_loss: torch.Tensor, actor_loss: torch.Tensor, alpha: torch.Tensor,
+        q_mean: torch.Tensor,
+    ) -> UpdateStats:
+        """The end of every update (SAC's and its variants'): temperature, Polyak averages, count, stats."""
         # Temperature: raise alpha when entropy (-log pi) is below target, lower it when above.
-        if cfg.autotune_alpha:
+        if self.config.autotune_alpha:
             alpha_loss = -(self.log_alpha.exp().squeeze() * (log_prob.detach() + self.target_entropy)).mean()
             self._step("alpha", alpha_loss)
         else:
@@ -220,7 +228,7 @@ class SAC:
             for followers, leaders, rate in self._averaged:
                 torch._foreach_lerp_(followers, leaders, rate)  # one call per list (torch's swa_utils uses it too)
             self.num_updates += 1
-            return UpdateStats(torch.stack([critic_loss, actor_loss, alpha_loss, alpha, q1.mean(), -log_prob.mean()]))
+            return UpdateStats(torch.stack([critic_loss, actor_loss, alpha_loss, alpha, q_mean, -log_prob.mean()]))
 
     def _step(self, name: str, loss: torch.Tensor) -> None:
         opt = self.optimizers[name]
@@ -325,7 +333,7 @@ class SAC:
     def checkpoint(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
         """Atomic checkpoint (temp file, fsync, rename); ``extra`` is stored as JSON for the caller."""
         metadata = {
-            "format": CHECKPOINT_FORMAT,
+            "format": self.checkpoint_format,
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "actor_spec": self.actor_spec.to_dict(),
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
@@ -337,7 +345,7 @@ class SAC:
         """Load a checkpoint written by ``checkpoint``; returns its ``extra`` metadata."""
         source = str(path)
         arrays, meta = checkpoint.load(path)
-        checkpoint.check_meta(meta, source, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_FORMAT_VERSION)
+        checkpoint.check_meta(meta, source, format=self.checkpoint_format, format_version=CHECKPOINT_FORMAT_VERSION)
         try:
             saved_spec = ActorSpec.from_dict(meta.get("actor_spec", {}))
         except (ValueError, TypeError) as exc:

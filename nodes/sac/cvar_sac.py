@@ -1,0 +1,104 @@
+"""CVaR-SAC: SAC with a distributional critic (quantile regression, twin) and an actor that maximises CVaR_alpha.
+
+Each critic outputs N quantiles of the return Z(s, a) at the midpoints tau_i = (i + 1/2) / N (QR-DQN, Dabney et
+al. 2018), trained with the quantile Huber loss towards r + gamma (1 - d) (min_k Z_k'(s', a') - alpha log pi). The
+actor maximises CVaR_alpha(Z) - alpha log pi, where CVaR_alpha is the mean of the lowest ceil(alpha N) quantiles of
+the element-wise minimum of the twins; ``cvar_alpha`` = 1 gives the mean, i.e. SAC with a distributional critic.
+
+Everything else is SAC's: the actor (so the agent serves the same policy file without torch), replay, Polyak
+targets, entropy tuning, checkpoints (named ``persist.cvar_sac``) and the publish path.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nodes.sac.networks import mlp
+from nodes.sac.replay import ReplayBatch
+from nodes.sac.sac import SAC, SACConfig, UpdateStats
+
+
+@dataclass(frozen=True)
+class CVaRSACConfig(SACConfig):
+    n_quantiles: int = 32
+    cvar_alpha: float = 1.0  # the fraction of the worst returns the actor optimises; 1.0: the mean
+    huber_kappa: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.n_quantiles, bool) or not isinstance(self.n_quantiles, int) or self.n_quantiles < 1:
+            raise ValueError(f"CVaRSACConfig field 'n_quantiles' must be an integer >= 1, got {self.n_quantiles!r}")
+        if not (isinstance(self.cvar_alpha, int | float) and 0.0 < self.cvar_alpha <= 1.0):
+            raise ValueError(f"CVaRSACConfig field 'cvar_alpha' must be in (0, 1], got {self.cvar_alpha!r}")
+        if not (isinstance(self.huber_kappa, int | float) and self.huber_kappa > 0):
+            raise ValueError(f"CVaRSACConfig field 'huber_kappa' must be > 0, got {self.huber_kappa!r}")
+
+
+class TwinQuantileQ(nn.Module):
+    """Two independent networks (obs, action) -> N return quantiles each."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], activation: str, n: int) -> None:
+        super().__init__()
+        self.q1 = mlp(obs_dim + act_dim, hidden, n, activation)
+        self.q2 = mlp(obs_dim + act_dim, hidden, n, activation)
+
+    def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([obs, action], dim=-1)
+        return self.q1(x), self.q2(x)
+
+
+def quantile_huber_loss(pred: Tensor, target: Tensor, taus: Tensor, kappa: float) -> Tensor:
+    """pred (B, N) at quantile levels taus (N,), target samples (B, M): mean over batch, sum over N, mean over M."""
+    u = target.unsqueeze(1) - pred.unsqueeze(2)  # (B, N, M)
+    huber = torch.where(u.abs() <= kappa, 0.5 * u.pow(2), kappa * (u.abs() - 0.5 * kappa))
+    weight = (taus.view(1, -1, 1) - (u.detach() < 0).float()).abs()
+    return (weight * huber / kappa).mean(2).sum(1).mean()
+
+
+def cvar(quantiles: Tensor, alpha: float) -> Tensor:
+    """Mean of the lowest ceil(alpha N) quantiles: (B, N) -> (B,)."""
+    k = max(1, math.ceil(alpha * quantiles.shape[-1] - 1e-9))
+    return quantiles.sort(dim=-1).values[..., :k].mean(-1)
+
+
+class CVaRSAC(SAC):
+    checkpoint_format = "persist.cvar_sac"
+
+    def __init__(self, obs_dim: int, act_dim: int, config: CVaRSACConfig | None = None,
+                 action_low: tuple[float, ...] = (), action_high: tuple[float, ...] = ()) -> None:
+        cfg = config or CVaRSACConfig()
+        super().__init__(obs_dim, act_dim, cfg, action_low, action_high)
+        self.config: CVaRSACConfig = cfg
+        # the twin quantile critic takes the place of SAC's twin Q, with its target, optimizer and Polyak average
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            self.critic = TwinQuantileQ(obs_dim, act_dim, cfg.hidden, cfg.activation, cfg.n_quantiles).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
+        self._averaged[0] = (list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
+        n = cfg.n_quantiles
+        self.taus = (torch.arange(n, dtype=torch.float32, device=self.device) + 0.5) / n
+
+    def update(self, batch: ReplayBatch) -> UpdateStats:
+        cfg, gen = self.config, self.generator
+        alpha = self.log_alpha.detach().exp().squeeze()
+
+        with torch.no_grad():
+            next_action, next_log_prob, _ = self.actor.sample(batch.next_obs, gen)
+            next_z = torch.min(*self.critic_target(batch.next_obs, next_action)) - alpha * next_log_prob.unsqueeze(-1)
+            target_z = batch.reward.unsqueeze(-1) + (1.0 - batch.done).unsqueeze(-1) * cfg.gamma * next_z
+        z1, z2 = self.critic(batch.obs, batch.action)
+        critic_loss = quantile_huber_loss(z1, target_z, self.taus, cfg.huber_kappa) + quantile_huber_loss(
+            z2, target_z, self.taus, cfg.huber_kappa)
+        self._step("critic", critic_loss)
+
+        # Actor: maximise CVaR_alpha of the (pessimistic) return distribution of its own actions, plus entropy.
+        action, log_prob, _ = self.actor.sample(batch.obs, gen)
+        actor_loss = (alpha * log_prob - cvar(torch.min(*self.critic(batch.obs, action)), cfg.cvar_alpha)).mean()
+        self._step("actor", actor_loss)
+        return self._finish_update(log_prob, critic_loss, actor_loss, alpha, z1.mean())
