@@ -1,4 +1,4 @@
-"""The learner node: SAC on the replay stream, publishing actor weights to the agent.
+"""The learner node: SAC (or CVaR-SAC, by ``algorithm``) on the replay stream, publishing actor weights to the agent.
 
 Transitions arrive on ``env/transitions`` with reliable QoS. After each batch the learner runs the
 updates it owes (``utd_ratio`` per transition); while it works it grants no credit, so a fast env
@@ -24,6 +24,11 @@ from protocols import PolicyWeights, TransitionBatch
 class LearnerNode(Node):
     kind = "learner"
 
+    algorithm = Param("sac", "sac, or cvar_sac: a quantile critic and an actor maximising CVaR_alpha of the return",
+                      choices=("sac", "cvar_sac"), read_only=True)
+    cvar_alpha = Param(1.0, "cvar_sac: fraction of the worst returns the actor optimises (1.0: the mean)", gt=0, le=1,
+                       read_only=True)
+    n_quantiles = Param(32, "cvar_sac: return quantiles per critic", ge=1, read_only=True)
     device = Param("auto", "auto (CUDA when present), cpu or cuda", read_only=True)
     seed = Param(0, "seed of network initialisation and sampling", ge=0)
     utd_ratio = Param(0.25, "gradient updates per transition", gt=0)
@@ -69,12 +74,18 @@ class LearnerNode(Node):
         from nodes.sac.replay import ReplayBuffer
         from nodes.sac.sac import SAC, SACConfig
 
-        config = SACConfig(gamma=self.gamma, actor_lr=self.actor_lr, critic_lr=self.critic_lr,
-                           batch_size=self.batch_size, hidden=tuple(self.hidden), utd_ratio=self.utd_ratio,
-                           publish_period=self.publish_period, learning_starts=self.learning_starts,
-                           replay_capacity=self.replay_capacity, device=self.device, seed=self.seed,
-                           policy_average=self.policy_average)
-        self.sac = SAC(obs_dim, act_dim, config)
+        common: dict[str, Any] = dict(
+            gamma=self.gamma, actor_lr=self.actor_lr, critic_lr=self.critic_lr, batch_size=self.batch_size,
+            hidden=tuple(self.hidden), utd_ratio=self.utd_ratio, publish_period=self.publish_period,
+            learning_starts=self.learning_starts, replay_capacity=self.replay_capacity, device=self.device,
+            seed=self.seed, policy_average=self.policy_average)
+        if self.algorithm == "cvar_sac":
+            from nodes.sac.cvar_sac import CVaRSAC, CVaRSACConfig
+
+            cvar_config = CVaRSACConfig(**common, cvar_alpha=self.cvar_alpha, n_quantiles=self.n_quantiles)
+            self.sac = CVaRSAC(obs_dim, act_dim, cvar_config)
+        else:
+            self.sac = SAC(obs_dim, act_dim, SACConfig(**common))
         self.replay = ReplayBuffer(self.replay_capacity, obs_dim, act_dim, self.sac.device)
         self.log.info("learner_ready", device=str(self.sac.device), obs_dim=obs_dim, act_dim=act_dim)
         path = self.checkpoint_path
