@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from persist_rt import qos as qos_mod
+from persist_rt.parent_death import die_with_supervisor
 from persist_rt.services import serve_one
 
 
@@ -210,6 +211,7 @@ def _pid_alive(pid: Any) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    die_with_supervisor()
     parser = argparse.ArgumentParser(prog="persist-registry")
     parser.add_argument("--bind", default="tcp://127.0.0.1:0")
     parser.add_argument("--lease", type=float, default=3.0)

@@ -15,9 +15,11 @@ from pathlib import Path
 from persist_rt.kinds import KindError, load_kind
 from persist_rt.node import busy_poll_seconds
 from persist_rt.params import ParamError
+from persist_rt.parent_death import die_with_supervisor
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_supervisor()
     p = argparse.ArgumentParser(prog="persist-node")
     p.add_argument("--kind", required=True)
     p.add_argument("--name", required=True)

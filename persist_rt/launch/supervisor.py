@@ -26,6 +26,7 @@ import yaml
 from persist_rt import services
 from persist_rt.launch.console import LaunchConsole, ProgressSnapshot
 from persist_rt.launch.spec import LaunchSpec, NodeSpec
+from persist_rt.parent_death import SUPERVISOR_ENV
 
 POLL_S = 0.1
 REGISTRY_START_TIMEOUT_S = 15.0
@@ -122,6 +123,7 @@ class Supervisor:
     def _env(self, extra: dict[str, str], restarts: int) -> dict[str, str]:
         env = {**os.environ, **self.spec.env, **extra}
         env.update(PERSIST_RUN_ID=self.run_id, PERSIST_RESTARTS=str(restarts), PYTHONUNBUFFERED="1")
+        env[SUPERVISOR_ENV] = str(os.getpid())  # children die with this process (persist_rt.parent_death)
         if self.address:
             env["PERSIST_REGISTRY"] = self.address
         return env

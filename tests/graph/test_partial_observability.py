@@ -38,6 +38,9 @@ def test_estimator_publishes_estimates_and_the_run_keeps_its_books(tmp_path: Pat
     summary = run.summary()
     check_books(summary, steps)
     assert summary["launch"]["nodes"]["estimator"]["kind"] == "estimator"
+    cal = summary["estimator"]  # the calibration of the belief the shield certified against
+    assert cal["scored"] > 0 and 0.0 <= cal["coverage"] <= 1.0 and cal["k"] > 0
+    assert cal["calibrated"] == (cal["scored"] >= 2_000 and cal["coverage"] >= cal["target"])
 
     history = load_history(run.run_dir / "metrics.jsonl")
     obs_seen = history[("estimator", "edge.env/obs.received")].v[-1]
