@@ -40,6 +40,7 @@ import zmq
 
 from persist_rt import lifecycle, services
 from persist_rt.codec import Codec
+from persist_rt.executor import Executor
 from persist_rt.lifecycle import State
 from persist_rt.log import get_logger
 from persist_rt.params import Param, ParamError, collect
@@ -48,6 +49,7 @@ from persist_rt.transport import (
     COALESCE_LINGER_S,
     MAX_WINDOW,
     Publisher,
+    ReliableRouter,
     Subscription,
     Timer,
     ipc_domain,
@@ -129,8 +131,7 @@ class Node:
             self._param_values[key] = decl.coerce(value)
 
         self.ctx = zmq.Context.instance()
-        self._poller = zmq.Poller()
-        self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
+        self.executor = Executor()
         self._services: dict[str, services.Handler] = {}
         self.publishers: dict[str, Publisher] = {}
         self.subscriptions: dict[str, Subscription] = {}
@@ -138,9 +139,9 @@ class Node:
         self._coalescing: list[Publisher] = []
         self._pub_sock: zmq.Socket | None = None
         self._best_effort_prefixes: set[bytes] = set()
-        self._rel_sock: zmq.Socket | None = None
+        self._router: ReliableRouter | None = None
+        self._control_poller: zmq.Poller | None = None  # the sockets a publisher waiting for credit keeps serving
         self._endpoints: dict[str, str] = {}
-        self._reliable_peers: dict[bytes, Any] = {}
         self._stop_requested = False
         self._graph_version = -1
         self._next_heartbeat = 0.0
@@ -206,15 +207,19 @@ class Node:
             self._endpoints["pub"] = self._bind(self._pub_sock, "pub")
             self._bind_same_host(self._pub_sock, "pub")
             self._watch(self._pub_sock, self._on_subscription_change)
-        if reliable and self._rel_sock is None:
-            self._rel_sock = self.ctx.socket(zmq.ROUTER)
-            self._rel_sock.setsockopt(zmq.LINGER, 0)
-            self._rel_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            self._rel_sock.setsockopt(zmq.SNDHWM, MAX_WINDOW)  # credit, not the HWM, bounds what is in flight
-            self._endpoints["reliable"] = self._bind(self._rel_sock, "rel")
-            self._bind_same_host(self._rel_sock, "reliable")
-            self._watch(self._rel_sock, self._on_reliable_control)
-        pub = Publisher(self, name, msg_type, reliable=reliable, buffer=buffer, coalesce=coalesce)
+        if reliable and self._router is None:
+            rel_sock = self.ctx.socket(zmq.ROUTER)
+            rel_sock.setsockopt(zmq.LINGER, 0)
+            rel_sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            rel_sock.setsockopt(zmq.SNDHWM, MAX_WINDOW)  # credit, not the HWM, bounds what is in flight
+            self._endpoints["reliable"] = self._bind(rel_sock, "rel")
+            self._bind_same_host(rel_sock, "reliable")
+            self._router = ReliableRouter(self, rel_sock, self.publishers)
+            self._watch(rel_sock, self._router.on_readable)
+            self._control_poller = None
+        pub = Publisher(self, name, msg_type, reliable=reliable, buffer=buffer, coalesce=coalesce,
+                        pub_sock=self._pub_sock, router=self._router if reliable else None)
+        pub.update_best_effort(self._best_effort_prefixes)
         self.publishers[name] = pub
         if coalesce > 1:
             self._coalescing.append(pub)
@@ -228,7 +233,7 @@ class Node:
         chosen = self.qos_overrides.get(name) or self.qos_overrides.get(topic) or QoS.parse(qos)
         if name in self.subscriptions:
             raise ValueError(f"topic `{name}`: this node already subscribes to it")
-        sub = Subscription(self, name, msg_type, callback, chosen)
+        sub = Subscription(self, name, msg_type, callback, chosen, self.executor)
         self.subscriptions[name] = sub
         self._graph_changed()
         return sub
@@ -346,10 +351,7 @@ class Node:
         for pub in self._coalescing:
             if pub.held_since is not None:
                 wait = min(wait, max(0.0, pub.held_since + COALESCE_LINGER_S - now))
-        for sock, _ in self._ready(wait):
-            handler = self._handlers.get(sock)  # None: an earlier handler of this turn let the socket go
-            if handler is not None:
-                handler()
+        self.executor.dispatch(self._ready(wait))
         now = time.monotonic()
         for pub in self._coalescing:
             if pub.held_since is not None and now - pub.held_since >= COALESCE_LINGER_S:
@@ -374,20 +376,20 @@ class Node:
         sleeping. A hit is a message that came while polling; a miss, a budget spent before the node slept
         all the same: their ratio tells whether the budget is worth its CPU."""
         if self.busy_poll_s > 0.0 and wait_s > 0.0 and self.state == State.ACTIVE:
-            if ready := self._poller.poll(0):  # already waiting: neither a hit nor a miss
+            if ready := self.executor.poll(0):  # already waiting: neither a hit nor a miss
                 return ready
             start = time.monotonic()
             until = start + min(wait_s, self.busy_poll_s)
             while time.monotonic() < until:
                 os.sched_yield()  # the I/O threads bringing the message may need this CPU
-                if ready := self._poller.poll(0):
+                if ready := self.executor.poll(0):
                     self.count("busy_poll.hits")
                     return ready
             wait_s = max(0.0, wait_s - (time.monotonic() - start))
             if wait_s > 0.0:
                 self.count("busy_poll.misses")
         # whole milliseconds, rounded up: zmq truncates, and a 0 ms poll before each timer tick is a busy loop
-        return self._poller.poll(math.ceil(wait_s * 1000.0))
+        return self.executor.poll(math.ceil(wait_s * 1000.0))
 
     def close(self) -> None:
         if self.state != State.FINALIZED:
@@ -403,10 +405,11 @@ class Node:
             sub.close()
         for pub in self.publishers.values():
             pub.close()
-        for sock in (self._pub_sock, self._rel_sock, self._svc_sock, self._reg_sock):
+        rel_sock = self._router.sock if self._router is not None else None
+        for sock in (self._pub_sock, rel_sock, self._svc_sock, self._reg_sock):
             if sock is not None:
                 sock.close(0)
-        self._pub_sock = self._rel_sock = self._reg_sock = None
+        self._pub_sock = self._reg_sock = self._router = None
 
     def drain(self, timeout_s: float) -> bool:
         """Wait (at most ``timeout_s`` in all) until every reliable subscriber has consumed what this node
@@ -481,13 +484,20 @@ class Node:
         self._endpoints[f"{role}_local"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _watch(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
-        self._poller.register(sock, zmq.POLLIN)
-        self._handlers[sock] = handler
+        self.executor.watch(sock, handler)
 
-    def _unwatch(self, sock: zmq.Socket) -> None:
-        if sock in self._handlers:
-            self._poller.unregister(sock)
-            del self._handlers[sock]
+    def serve_control(self, timeout_ms: int) -> None:
+        """One turn of control traffic only, for a publisher blocked in ``publish`` or ``drain``: reliable credit,
+        services and registry replies, and the lease when due. Data callbacks and timers wait for the executor."""
+        if self._control_poller is None:
+            self._control_poller = zmq.Poller()
+            rel_sock = self._router.sock if self._router is not None else None
+            for sock in (rel_sock, self._svc_sock, self._reg_sock):
+                if sock is not None:
+                    self._control_poller.register(sock, zmq.POLLIN)
+        self.executor.dispatch(self._control_poller.poll(timeout_ms))
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat()
 
     def _graph_changed(self) -> None:
         if self._registered:
@@ -518,9 +528,6 @@ class Node:
                 self._best_effort_prefixes.discard(event[1:])
         for pub in self.publishers.values():
             pub.update_best_effort(self._best_effort_prefixes)
-
-    def _on_reliable_control(self) -> None:
-        Publisher.handle_reliable_control(self)
 
     # --- registry ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from persist_rt.qos import QoS, compatible
 from protocols.base import Message, schema_id
 
 if TYPE_CHECKING:
+    from persist_rt.executor import Executor
     from persist_rt.node import Node
 
 HELLO, CREDIT, BYE = b"HELLO", b"CREDIT", b"BYE"  # upstream (subscriber -> publisher)
@@ -98,8 +99,14 @@ class _ReliablePeer:
 
 
 class Publisher:
+    """One topic of one node. It sends on the node's PUB socket (best effort) and through its ``ReliableRouter``;
+    while it waits for credit it asks the node for control turns only (``Node.serve_control``: credit, services,
+    the registry lease), so no data callback of the node runs inside ``publish``."""
+
     def __init__(self, node: Node, topic: str, msg_type: type[Message], *, reliable: bool, buffer: int,
-                 coalesce: int = 1) -> None:
+                 pub_sock: zmq.Socket, router: ReliableRouter | None = None, coalesce: int = 1) -> None:
+        if reliable and router is None:
+            raise ValueError(f"topic `{topic}`: a reliable publisher needs the node's reliable router")
         if not 1 <= coalesce <= buffer:
             raise ValueError(f"topic `{topic}`: coalesce must be between 1 and buffer ({buffer}), got {coalesce}")
         self.node = node
@@ -120,8 +127,8 @@ class Publisher:
         self._peer_list: list[_ReliablePeer] = []  # replaced, never mutated: publish() iterates it
         self._header = HeaderPacker(msg_type.SCHEMA, msg_type.VERSION, node.name)
         self._encode = node.codec.encode_frames
-        self._poller: zmq.Poller | None = None
-        self.update_best_effort(node._best_effort_prefixes)
+        self._pub_sock = pub_sock
+        self._router = router
 
     def update_best_effort(self, prefixes: set[bytes]) -> None:
         self.best_effort = any(self.topic_b.startswith(p) for p in prefixes)
@@ -146,7 +153,7 @@ class Publisher:
         self.seq = seq = self.seq + 1
         frames = self._encode(self.topic_b, self._header.pack(seq, step, sim_time), msg)
         if self.best_effort:
-            send_frames(self.node._pub_sock, frames)  # type: ignore[arg-type]
+            send_frames(self._pub_sock, frames)
         peers = self._peer_list
         for peer in peers:
             if peers is not self._peer_list:  # a peer was replaced or dropped while we waited for credit
@@ -190,10 +197,7 @@ class Publisher:
                 self.flush(peer)
                 if not peer.pending and peer.unacked and now - peer.last_sync >= DRAIN_SYNC_S:
                     self._sync(peer)
-            for sock, _ in self._control_poller().poll(max(1, min(20, int((deadline - now) * 1000)))):
-                node._handlers[sock]()
-            if time.monotonic() >= node._next_heartbeat:
-                node._heartbeat()
+            node.serve_control(max(1, min(20, int((deadline - now) * 1000))))
         return not any(p.pending or p.unacked for p in self.peers.values())
 
     def flush(self, peer: _ReliablePeer) -> None:
@@ -220,7 +224,7 @@ class Publisher:
     def _send_to(self, peer: _ReliablePeer, frames: list[Any]) -> bool:
         """Send one message to a reliable peer; False if it stays pending (socket full or peer gone)."""
         try:
-            send_frames(self.node._rel_sock, frames, _NOBLOCK, identity=peer.identity)  # type: ignore[arg-type]
+            send_frames(self._router_sock(), frames, _NOBLOCK, identity=peer.identity)
         except zmq.Again:  # the pipe to this peer is full: keep the message, retry on the next credit
             return False
         except zmq.ZMQError as exc:
@@ -244,7 +248,7 @@ class Publisher:
             size += len(frames[1]) + len(frames[2])
             count += 1
         parts[0] = b"\xdd" + count.to_bytes(4, "big")  # msgpack array32 of [header, payload] pairs
-        sock = self.node._rel_sock
+        sock = self._router_sock()
         try:
             _zsend(sock, peer.identity, _SNDMORE | _NOBLOCK)
             _zsend(sock, BATCH, _SNDMORE)
@@ -272,10 +276,11 @@ class Publisher:
     def _sync(self, peer: _ReliablePeer) -> None:
         """Ask ``peer`` for the credit it owes; also a liveness probe (a closed connection fails the send)."""
         peer.last_sync = time.monotonic()
+        sock = self._router_sock()
         try:
-            _zsend(self.node._rel_sock, peer.identity, _SNDMORE | _NOBLOCK)
-            _zsend(self.node._rel_sock, SYNC, _SNDMORE)
-            _zsend(self.node._rel_sock, msgspec.msgpack.encode({"topic": self.topic}), 0)
+            _zsend(sock, peer.identity, _SNDMORE | _NOBLOCK)
+            _zsend(sock, SYNC, _SNDMORE)
+            _zsend(sock, msgspec.msgpack.encode({"topic": self.topic}), 0)
         except zmq.Again:
             pass
         except zmq.ZMQError as exc:
@@ -322,31 +327,21 @@ class Publisher:
         self.node.log.warning("reliable_peer_replaced", topic=self.topic, peer=new.node,
                               resent=len(old.unacked), pending=len(new.pending))
 
-    def _control_poller(self) -> zmq.Poller:
-        if self._poller is None:
-            self._poller = zmq.Poller()
-            node = self.node
-            for sock in (node._rel_sock, node._svc_sock, node._reg_sock):
-                if sock is not None:
-                    self._poller.register(sock, zmq.POLLIN)
-        return self._poller
+    def _router_sock(self) -> zmq.Socket:
+        assert self._router is not None  # only reliable publishers have peers
+        return self._router.sock
 
     def _wait_for_credit(self, peer: _ReliablePeer) -> None:
         """Block the producer (bounded buffer full) while still answering control traffic. A peer replaced by
         a reconnecting node of the same name hands the wait over to the new peer."""
-        node = self.node
         start = time.monotonic()
-        poller = self._control_poller()
         while True:
             current = self._current(peer)
             if current is None or len(current.pending) <= self.buffer:
                 break
             peer = current
-            for sock, _ in poller.poll(50):
-                node._handlers[sock]()
+            self.node.serve_control(50)
             now = time.monotonic()
-            if now >= node._next_heartbeat:
-                node._heartbeat()
             if peer.gone_since is None and now - peer.last_sync >= SYNC_PERIOD_S:
                 self._sync(peer)
             if peer.gone_since is not None and now - peer.gone_since > GONE_GRACE_S:
@@ -355,12 +350,49 @@ class Publisher:
                 self._drop_peer(peer, f"no credit for {PEER_TIMEOUT_S:g} s")
         self.blocked_s += time.monotonic() - start
 
-    @staticmethod
-    def handle_reliable_control(node: Node) -> None:
-        sock = node._rel_sock
+    # --- peers, as the router reports them ----------------------------------------------------
+
+    def accept_peer(self, identity: bytes, node: str, window: int) -> _ReliablePeer:
+        """A subscriber's HELLO: a new peer, or the same node reconnected (it takes over the old one's backlog)."""
+        peer = _ReliablePeer(identity, self.topic, node, window)
+        old = self.peers.get(identity) or self._peer_named(node)
+        if old is not None:
+            self._replace_peer(old, peer)
+        self.peers[identity] = peer
+        self._peers_changed()
+        return peer
+
+    def on_credit(self, identity: bytes, n: int) -> None:
+        peer = self.peers.get(identity)
+        if peer is None:
+            return
+        peer.credit = min(MAX_WINDOW, peer.credit + n)
+        peer.last_credit = time.monotonic()
+        unacked = peer.unacked
+        for _ in range(min(n, len(unacked))):
+            unacked.popleft()
+        self.flush(peer)
+
+    def on_bye(self, identity: bytes) -> None:
+        peer = self.peers.get(identity)
+        if peer is not None:
+            self._remove_peer(peer)
+
+
+class ReliableRouter:
+    """The node's one ROUTER socket for its reliable publishers, and the one owner of the subscribers' control
+    frames on it (HELLO, CREDIT, BYE): it checks them and hands each to the publisher of its topic."""
+
+    def __init__(self, node: Node, sock: zmq.Socket, publishers: dict[str, Publisher]) -> None:
+        self.node = node
+        self.sock = sock
+        self._publishers = publishers
+
+    def on_readable(self) -> None:
+        node, sock = self.node, self.sock
         while True:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)  # type: ignore[union-attr]
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) != 3:
@@ -378,45 +410,36 @@ class Publisher:
                 node.count("rejected.reliable_control")
                 node.log.warning("reliable_control_rejected", reason=str(exc) or type(exc).__name__)
                 continue
-            pub = node.publishers.get(topic)
+            pub = self._publishers.get(topic)
             if kind == HELLO:
-                reason = None
-                if pub is None:
-                    reason = f"node {node.name} does not publish `{topic}`"
-                elif info.get("schema") != schema_id(pub.msg_type):
-                    reason = (f"schema mismatch on `{topic}`: publisher sends {schema_id(pub.msg_type)}, "
-                              f"subscriber expects {info.get('schema')}")
-                else:
-                    reason = compatible(pub.reliable, QoS("reliable", 1))
-                if reason:
-                    node.count("edge.incompatible")
-                    node.log.error("incompatible_subscriber", topic=topic, subscriber=info.get("node"), reason=reason)
-                    _send_control(sock, identity, NACK, {"topic": topic, "reason": reason})
-                    continue
-                assert pub is not None
-                name = str(info.get("node", "?"))
-                peer = _ReliablePeer(identity, topic, name, window)
-                old = pub.peers.get(identity) or pub._peer_named(name)
-                if old is not None:
-                    pub._replace_peer(old, peer)
-                pub.peers[identity] = peer
-                pub._peers_changed()
-                if _send_control(sock, identity, ACK, {"topic": topic}):
-                    node.log.info("reliable_peer_matched", topic=topic, peer=peer.node, window=window)
-                    pub.flush(peer)
-                else:  # gone already; its backlog waits for the next HELLO from the same node
-                    peer.gone_since = time.monotonic()
-            elif pub is not None and identity in pub.peers:
-                peer = pub.peers[identity]
-                if kind == CREDIT:
-                    peer.credit = min(MAX_WINDOW, peer.credit + credit)
-                    peer.last_credit = time.monotonic()
-                    unacked = peer.unacked
-                    for _ in range(min(credit, len(unacked))):
-                        unacked.popleft()
-                    pub.flush(peer)
-                elif kind == BYE:
-                    pub._remove_peer(peer)
+                self._hello(identity, topic, pub, info, window)
+            elif pub is not None and kind == CREDIT:
+                pub.on_credit(identity, credit)
+            elif pub is not None:
+                pub.on_bye(identity)
+
+    def _hello(self, identity: bytes, topic: str, pub: Publisher | None, info: dict[str, Any], window: int) -> None:
+        node = self.node
+        reason = None
+        if pub is None:
+            reason = f"node {node.name} does not publish `{topic}`"
+        elif info.get("schema") != schema_id(pub.msg_type):
+            reason = (f"schema mismatch on `{topic}`: publisher sends {schema_id(pub.msg_type)}, "
+                      f"subscriber expects {info.get('schema')}")
+        else:
+            reason = compatible(pub.reliable, QoS("reliable", 1))
+        if reason:
+            node.count("edge.incompatible")
+            node.log.error("incompatible_subscriber", topic=topic, subscriber=info.get("node"), reason=reason)
+            _send_control(self.sock, identity, NACK, {"topic": topic, "reason": reason})
+            return
+        assert pub is not None
+        peer = pub.accept_peer(identity, str(info.get("node", "?")), window)
+        if _send_control(self.sock, identity, ACK, {"topic": topic}):
+            node.log.info("reliable_peer_matched", topic=topic, peer=peer.node, window=window)
+            pub.flush(peer)
+        else:  # gone already; its backlog waits for the next HELLO from the same node
+            peer.gone_since = time.monotonic()
 
 
 def recv_frames(sock: zmq.Socket) -> list[Any]:
@@ -466,8 +489,9 @@ class Subscription:
     """One subscription of one node; connects to every publisher of its topic."""
 
     def __init__(self, node: Node, topic: str, msg_type: type[Message], callback: Callable[[Any], Any],
-                 qos: QoS) -> None:
+                 qos: QoS, executor: Executor) -> None:
         self.node = node
+        self._executor = executor
         self.topic = topic
         self.topic_b = topic.encode()
         self.msg_type = msg_type
@@ -492,7 +516,7 @@ class Subscription:
             self.sock.setsockopt(zmq.LINGER, 0)
             self.sock.setsockopt(zmq.RCVHWM, max(1000, qos.depth))
             self.sock.setsockopt(zmq.SUBSCRIBE, self.topic_b)
-            node._watch(self.sock, self._on_best_effort)
+            executor.watch(self.sock, self._on_best_effort)
 
     # --- graph ----------------------------------------------------------------------------
 
@@ -560,7 +584,7 @@ class Subscription:
             dealer.send_multipart([HELLO, msgspec.msgpack.encode(
                 {"topic": self.topic, "schema": self.schema, "window": self.qos.depth, "node": self.node.name})])
             self._credit_owed[dealer] = 0
-            self.node._watch(dealer, lambda d=dealer: self._on_reliable(d))
+            self._executor.watch(dealer, lambda d=dealer: self._on_reliable(d))
             self.endpoints[endpoint] = dealer
         else:
             assert self.sock is not None
@@ -570,7 +594,7 @@ class Subscription:
     def disconnect(self, endpoint: str) -> None:
         dealer = self.endpoints.pop(endpoint, None)
         if dealer is not None:
-            self.node._unwatch(dealer)
+            self._executor.unwatch(dealer)
             self._credit_owed.pop(dealer, None)
             dealer.close(0)
         elif self.sock is not None:
@@ -588,7 +612,7 @@ class Subscription:
                     pass
             self.disconnect(endpoint)
         if self.sock is not None:
-            self.node._unwatch(self.sock)
+            self._executor.unwatch(self.sock)
             self.sock.close(0)
             self.sock = None
 

@@ -43,19 +43,33 @@ class Observation(Message):
         check_array(self.episode_step, "episode_step", dtype="int64", ndim=1, rows=n)
 
 
-@schema("persist.StateEstimate", 1)
+@schema("persist.StateEstimate", 2)
 class StateEstimate(Message):
-    """The estimator's belief about hidden internal variables, with its uncertainty."""
+    """The estimator's belief about hidden internal variables, with its uncertainty and its calibration.
+
+    The confidence set is the box mean +- k * std. ``calibrated`` says that the measured online coverage of
+    that box (the share of true internal states inside it) reached the estimator's target; a reader treats an
+    uncalibrated belief as no knowledge at all (docs/estimator.md, "Calibration")."""
 
     step: int
     mean: np.ndarray  # (N, H) float32
     std: np.ndarray  # (N, H) float32, >= 0
+    k: float = 0.0  # half-width of the confidence box in units of std
+    coverage: float = 0.0  # measured online coverage of the box, in [0, 1]
+    calibrated: bool = False
 
     def __post_init__(self) -> None:
         check_array(self.mean, "mean", dtype=F32, ndim=2)
         check_array(self.std, "std", dtype=F32, ndim=2, rows=self.mean.shape[0], cols=self.mean.shape[1])
         if (self.std < 0).any():
             raise FieldError("std", "must be >= 0")
+        if isinstance(self.k, bool) or not isinstance(self.k, int | float) or not 0.0 <= self.k < float("inf"):
+            raise FieldError("k", f"must be a finite number >= 0, got {self.k!r}")
+        if isinstance(self.coverage, bool) or not isinstance(self.coverage, int | float) \
+                or not 0.0 <= self.coverage <= 1.0:
+            raise FieldError("coverage", f"must lie in [0, 1], got {self.coverage!r}")
+        if not isinstance(self.calibrated, bool):
+            raise FieldError("calibrated", f"must be a boolean, got {self.calibrated!r}")
 
 
 @schema("persist.ProposedAction", 1)

@@ -652,6 +652,12 @@ class GridLifeNode(EnvNode):
         extra = [self.estimator_node] if self.cfg.partial_observability and self.estimator_node else []
         return [*self.wait_for, *extra]
 
+    def summary_extra(self) -> dict[str, Any]:
+        """Under partial observability, the estimator's calibration (its coverage against the truth)."""
+        if not (self.cfg.partial_observability and self.estimator_node):
+            return {}
+        return {"estimator": self.call_remote(self.estimator_node, "estimator.calibration", {})}
+
     def observation(self) -> Observation:
         hidden = self.cfg.partial_observability
         return Observation(

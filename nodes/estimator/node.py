@@ -7,7 +7,11 @@ It learns online from ``env/transitions``, which carry the truth the env knows: 
 
 Until the model has been trained once, the published belief is the prior: the mean and std of the
 truth seen so far (or the middle of [0, 1] with std 0.5 before any), never an untrained network's
-confident guess; the shield treats a wide std as pessimism. Checkpoints (safetensors + JSON, atomic)
+confident guess. Every estimate of the trained model is scored against the truth when it arrives
+(``Calibration``): the published k (the confidence box is mean +- k * std), the measured online coverage
+of that box and whether it reached ``coverage_target`` go out with each estimate; the shield trusts
+only a calibrated belief. Service ``estimator.calibration`` answers the figures (the run summary's
+``estimator`` section). Checkpoints (safetensors + JSON, atomic)
 are written every ``checkpoint_every_s`` and at shutdown; a restarted estimator resumes from them.
 """
 
@@ -46,15 +50,25 @@ class EstimatorNode(Node):
                    choices=("cpu", "cuda", "auto"), read_only=True)
     checkpoint_every_s = Param(30.0, "checkpoint cadence in seconds (0: only at shutdown)", ge=0)
     threads = Param(1, "torch CPU threads", ge=1)
+    coverage_target = Param(0.999, "online coverage the k * std box must reach to count as calibrated",
+                            gt=0, lt=1, read_only=True)
+    calibration_window = Param(20_000, "scored arena-steps the coverage is measured over", ge=1, read_only=True)
+    calibration_min_samples = Param(2_000, "scored arena-steps before the belief can be calibrated", ge=1,
+                                    read_only=True)
 
     def on_configure(self) -> None:
         import torch
 
+        from nodes.estimator.calibration import Calibration, CalibrationConfig
+
         torch.set_num_threads(self.threads)
+        self.calibration = Calibration(CalibrationConfig(
+            target=self.coverage_target, window=self.calibration_window, min_samples=self.calibration_min_samples))
         self.estimator: Any = None
         self.trainer: Any = None
         self.belief: np.ndarray | None = None  # (1, N, hidden) GRU state per arena
-        self.recent: OrderedDict[int, np.ndarray] = OrderedDict()  # step -> published mean
+        # step -> published mean, and (std, k) where the trained model made it (the prior is not scored)
+        self.recent: OrderedDict[int, tuple[np.ndarray, tuple[np.ndarray, float] | None]] = OrderedDict()
         self.truth_n = 0
         self.truth_sum = np.zeros(self.target_dim)
         self.truth_sumsq = np.zeros(self.target_dim)
@@ -65,6 +79,7 @@ class EstimatorNode(Node):
         self.state_pub = self.publisher("estimator/state", StateEstimate)
         self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
         self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
+        self.service("estimator.calibration", lambda args: self.calibration.figures())
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -115,14 +130,19 @@ class EstimatorNode(Node):
         self.belief = self.estimator.reset_hidden(self.belief, msg.episode_step == 0)
         # a copy: arrays decoded from the wire are read-only views, which torch refuses to wrap
         mean, std, self.belief = self.estimator.step(np.array(msg.obs), self.belief)
-        if not self.trained:
+        trained = self.trained
+        if not trained:
             mean, std = self.prior(n)
         mean, std = np.asarray(mean, np.float32), np.maximum(np.asarray(std, np.float32), 0.0)
-        self.state_pub.publish(StateEstimate(step=msg.step, mean=mean, std=std), step=msg.step)
-        self.recent[msg.step] = mean
+        cal = self.calibration
+        k, calibrated = cal.k, trained and cal.calibrated
+        self.state_pub.publish(StateEstimate(step=msg.step, mean=mean, std=std, k=k, coverage=cal.coverage,
+                                             calibrated=calibrated), step=msg.step)
+        self.recent[msg.step] = (mean, (std, k) if trained else None)
         while len(self.recent) > KEEP_ESTIMATES:
             self.recent.popitem(last=False)
         self.count("estimates")
+        self.count("estimates_uncalibrated", 0 if calibrated else 1)
         self.gauge("mean_std", float(std.mean()))
 
     def prior(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,13 +187,22 @@ class EstimatorNode(Node):
             self.gauge("episodes_stored", len(self.trainer.episodes))
 
     def score(self, step: int, truth: np.ndarray) -> None:
-        """RMSE of the estimate published for ``step`` against the truth (smoothed), for telemetry."""
-        mean = self.recent.get(step)
-        if mean is None or mean.shape != truth.shape:
+        """RMSE of the estimate published for ``step`` against the truth (smoothed), and the coverage of its
+        confidence box (``Calibration``), for telemetry."""
+        published = self.recent.get(step)
+        if published is None or published[0].shape != truth.shape:
             return
+        mean, model = published
         rmse = float(np.sqrt(np.mean((mean - truth) ** 2)))
         self.rmse_ema = rmse if self.rmse_ema is None else 0.95 * self.rmse_ema + 0.05 * rmse
         self.gauge("estimate_rmse", self.rmse_ema)
+        if model is not None:
+            cal = self.calibration
+            cal.score(mean, model[0], model[1], truth)
+            self.gauge("coverage", cal.coverage)
+            self.gauge("k", cal.k)
+            self.gauge("calibrated", float(cal.calibrated))
+            self.gauge("coverage_scored", cal.samples)
 
     def save_checkpoint(self) -> None:
         path = self.checkpoint_path

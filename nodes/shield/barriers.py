@@ -144,8 +144,7 @@ class GridLifeBarriers:
         h = np.asarray(internal, dtype=np.float64)
         if std is None:
             return h
-        k = self.cfg.uncertainty_scale * np.abs(np.asarray(std, dtype=np.float64))
-        return np.clip(h + k * np.array([-1.0, 1.0, -1.0]), 0.0, 1.0)
+        return worst_corner(h, self.cfg.uncertainty_scale * np.asarray(std, dtype=np.float64))
 
     def values(self, pos: np.ndarray, internal: np.ndarray) -> np.ndarray:
         """Barrier values h (..., R), in the order of `names`; >= 0 on the safe set."""
@@ -173,6 +172,26 @@ class GridLifeBarriers:
 
 
 INTERNAL_STATION: tuple[str, str, str] = ("refuel", "cool", "repair")
+# The direction in which each internal variable makes every barrier row worse: less energy, more heat, less
+# integrity. Each internal row (and the env's next value of its variable) depends on its own variable alone and
+# monotonically, so the worst corner of a box is the same point for every row, and a row certified there holds
+# for every internal state in the box; the position rows do not depend on the internal state at all.
+WORST_DIRECTION = np.array([-1.0, 1.0, -1.0])
+
+
+def worst_corner(mean: np.ndarray, half_width: np.ndarray) -> np.ndarray:
+    """The corner of the box mean +- half_width (B, 3) that is worst for every barrier, clipped into [0, 1]
+    (an infinite half-width gives the worst of the whole range: no knowledge of that variable)."""
+    h = np.asarray(mean, dtype=np.float64) + WORST_DIRECTION * np.abs(np.asarray(half_width, dtype=np.float64))
+    return np.clip(h, 0.0, 1.0)
+
+
+def belief_corner(mean: np.ndarray, std: np.ndarray, k: float, calibrated: bool) -> np.ndarray:
+    """The internal state a shield certifies for a belief: the worst corner of mean +- k * std, or, for a belief
+    not (yet) calibrated, of the whole range of every variable (no knowledge)."""
+    mean = np.asarray(mean, dtype=np.float64)
+    half_width = k * np.asarray(std, dtype=np.float64) if calibrated else np.full(mean.shape, np.inf)
+    return worst_corner(mean, half_width)
 
 
 # -------------------------------------------------------------------------------------------- kernels

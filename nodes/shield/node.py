@@ -33,6 +33,7 @@ import msgspec
 import numpy as np
 
 from nodes.env.gridlife import GridLifeConfig
+from nodes.shield.barriers import belief_corner
 from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
 from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig, EnsembleFilter
@@ -270,14 +271,22 @@ class ShieldNode(Node):
         self.log.info("viability_fitted", **{k: float(v) for k, v in metrics.items()})
 
     def internal_state(self, obs: Observation) -> tuple[np.ndarray, np.ndarray | None]:
+        """The internal state the core certifies: the true one, or under partial observability the worst corner
+        of the estimate's confidence box mean +- k * std (k from the estimator's measured calibration), so that
+        what passes is safe for every state in the box. An uncalibrated belief is no knowledge: the corner of
+        the whole range, where nothing is certified and the backup policy acts."""
         if obs.internal is not None and not self.use_estimate:
             return obs.internal, None
         est = self.estimate
         n = obs.obs.shape[0]
-        if est is None or est.step != obs.step or est.mean.shape[0] != n:
+        if est is None or est.step != obs.step or est.mean.shape != (n, 3):
             self.count("missing_estimate")
             return np.full((n, 3), np.nan), None  # -> bad_input: the core falls back
-        return est.mean, est.std
+        self.gauge("belief.k", est.k)
+        self.gauge("belief.coverage", est.coverage)
+        if not est.calibrated:
+            self.count("belief.uncalibrated_steps", n)
+        return belief_corner(est.mean, est.std, est.k, est.calibrated), None
 
     def report(self, step: int, reports: list[dict[str, Any]]) -> None:
         if self.report_file is not None:

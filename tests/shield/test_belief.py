@@ -1,0 +1,74 @@
+"""The shield under partial observability: it certifies against the belief's confidence box, not its mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodes.env import kernels
+from nodes.env.gridlife import GridLifeConfig
+from nodes.shield.barriers import WORST_DIRECTION, GridLifeBarriers, belief_corner
+from nodes.shield.core import FALLBACK, ShieldCore
+from tests.shield.conftest import safe_states
+
+ENV_CFG = GridLifeConfig()
+CORE = ShieldCore(ENV_CFG)
+BARRIERS: GridLifeBarriers = CORE.barriers
+TABLES = (kernels.params(ENV_CFG), *kernels.tables(CORE.layout))
+POOL_POS, POOL_H = safe_states(BARRIERS, 256, seed=3)  # states inside every barrier: the boxes' worst corners
+
+
+def true_next(pos: np.ndarray, h: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The env's exact transition of one true state under the executed (float32) action."""
+    a = action.astype(np.float32).astype(np.float64)
+    nx, ny, e, t, i = kernels.transition(pos[0], pos[1], h[0], h[1], h[2], a[0], a[1], *TABLES)
+    return np.array([nx, ny]), np.array([e, t, i])
+
+
+unit = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(0, len(POOL_POS) - 1), std=st.tuples(*[st.floats(0.0, 0.1)] * 3), k=st.floats(0.5, 6.0),
+       where=st.tuples(unit, unit, unit), proposal=st.tuples(*[st.floats(-1.0, 1.0)] * 2))
+def test_every_true_state_in_the_box_keeps_its_barriers(index: int, std: tuple[float, ...], k: float,
+                                                        where: tuple[float, ...], proposal: tuple[float, ...]) -> None:
+    pos, corner = POOL_POS[index], POOL_H[index]
+    sigma = np.array(std)
+    # a belief whose box has this safe corner as its worst one; the truth anywhere in the box (within [0, 1])
+    mean = np.clip(corner - WORST_DIRECTION * k * sigma, 0.0, 1.0)
+    low, high = np.clip(mean - k * sigma, 0.0, 1.0), np.clip(mean + k * sigma, 0.0, 1.0)
+    truth = low + np.array(where) * (high - low)
+    certified = belief_corner(mean[None], sigma[None], k, calibrated=True)
+    decision = CORE.step(0, pos[None], certified, np.array([proposal]), 0.0)
+    pos2, h2 = true_next(pos, truth, decision.actions[0])
+    if decision.mode[0] != FALLBACK and decision.constraint[0] != "backup":  # the filter's certified action
+        assert BARRIERS.values(pos2, h2).min() >= -1e-9
+    # whatever acted, the true state stays viable (the env's ground truth: no death this step)
+    assert h2[0] > 0.0 and h2[1] < 1.0 and h2[2] > 0.0
+    assert kernels.hazard_margin(pos2[0], pos2[1], TABLES[0], TABLES[4], TABLES[5]) >= 0.0
+
+
+def test_the_worst_corner_is_worst_for_every_barrier_row() -> None:
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0.0, ENV_CFG.arena_size, size=(200, 2))
+    mean, std = rng.uniform(0.0, 1.0, size=(200, 3)), rng.uniform(0.0, 0.2, size=(200, 3))
+    corner = belief_corner(mean, std, 2.0, calibrated=True)
+    inside = np.clip(mean + (2 * rng.random((200, 3)) - 1) * 2.0 * std, 0.0, 1.0)
+    assert (BARRIERS.values(pos, inside) >= BARRIERS.values(pos, corner) - 1e-12).all()
+
+
+def test_an_uncalibrated_belief_is_no_knowledge_and_the_backup_policy_acts() -> None:
+    pos, h = POOL_POS[:16], POOL_H[:16]
+    # a confident, precise belief: but not calibrated, so the shield must not trust it
+    certified = belief_corner(h, np.full_like(h, 1e-3), 3.0, calibrated=False)
+    assert (certified == [0.0, 1.0, 0.0]).all()  # the worst of the whole range of every variable
+    core = ShieldCore(ENV_CFG)
+    backups = core.counts["gatekeeper.backup"]
+    decision = core.step(0, pos, certified, np.zeros((16, 2)), 0.0)
+    assert (decision.mode == FALLBACK).all()
+    assert decision.constraint == ["backup"] * 16
+    assert core.counts["gatekeeper.backup"] - backups == 16
+    assert decision.actions == pytest.approx(core.gatekeeper.actions(pos, certified))
