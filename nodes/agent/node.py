@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from nodes.sac.inference import make_inference_actor
-from nodes.sac.policy_file import CheckpointError, Policy, load_policy, policy_from_wire
+from nodes.sac.policy_file import CheckpointError, Policy, load_newest_policy, load_policy, policy_from_wire
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, PolicyWeights, ProposedAction, StateEstimate
@@ -58,7 +58,11 @@ class AgentNode(Node):
         if self.use_estimate:
             self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")
         if self.policy_file:
-            self.install(load_policy(self.policy_file), "file")
+            policy, refusals = load_newest_policy(self.policy_file)
+            if refusals:  # the newest file is corrupt: its previous copy is what acts
+                self.log.warning("policy_file_fallback", source=policy.source, refused=refusals)
+                self.count("policy_file_fallbacks")
+            self.install(policy, "file")
         self.service("policy.swap", self.svc_swap)
         self.service("policy.show", lambda args: self.describe_policy())
         self.service("policy.kept", lambda args: {"versions": self.kept_versions()})

@@ -5,7 +5,8 @@ updates it owes (``utd_ratio`` per transition); while it works it grants no cred
 is slowed to the learner's pace instead of the ratio drifting. Small batches are staged and written to
 the replay buffer ``stage_rows`` transitions at a time, and always before an update. Every
 ``publish_period`` updates the actor goes out on ``policy/weights``. Checkpoints (safetensors + JSON,
-atomic) are written every ``checkpoint_every_s`` and at shutdown; a restarted learner resumes from the newest one.
+atomic) are written every ``checkpoint_every_s`` and at shutdown, the replay buffer beside them; a restarted
+learner resumes from the newest good one (a corrupt file is refused by its digest, and the previous one used).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from persist_rt import Node, Param
+from persist_rt.checkpoint import CheckpointError, load_newest
 from protocols import PolicyWeights, TransitionBatch
 
 
@@ -89,13 +91,33 @@ class LearnerNode(Node):
         self.replay = ReplayBuffer(self.replay_capacity, obs_dim, act_dim, self.sac.device)
         self.log.info("learner_ready", device=str(self.sac.device), obs_dim=obs_dim, act_dim=act_dim)
         path = self.checkpoint_path
-        if path is not None and path.exists():
-            extra = self.sac.resume(path)
-            self.transitions_seen = int(extra.get("transitions_seen", 0))
-            self.log.info("resumed", path=str(path), updates=self.sac.num_updates,
-                          transitions_seen=self.transitions_seen)
-            self.count("resumes")
-            self.publish_weights()
+        if path is not None:
+            self.resume(path)
+
+    def resume(self, path: Path) -> None:
+        """The newest good checkpoint and replay file, saying which one and why an older one when it is."""
+        for what, target, reader in (("checkpoint", path, self.sac.resume),
+                                     ("replay", path.with_name("replay.safetensors"), self.replay.load)):
+            try:
+                found = load_newest(target, reader)
+            except CheckpointError as exc:  # every copy refused: start afresh rather than not at all
+                self.log.error(f"{what}_unusable", path=str(target), reason=str(exc))
+                self.count(f"{what}_unusable")
+                continue
+            if found is None:
+                continue
+            result, used, refusals = found
+            if refusals:
+                self.log.warning(f"{what}_fallback", path=str(used), refused=refusals)
+                self.count(f"{what}_fallbacks")
+            if what == "checkpoint":
+                self.transitions_seen = int(result.get("transitions_seen", 0))
+                self.log.info("resumed", path=str(used), updates=self.sac.num_updates,
+                              transitions_seen=self.transitions_seen)
+                self.count("resumes")
+                self.publish_weights()
+            else:
+                self.log.info("replay_resumed", path=str(used), rows=len(self.replay))
 
     # --- learning ---------------------------------------------------------------------------
 
@@ -156,6 +178,7 @@ class LearnerNode(Node):
             return
         self.store_staged()
         self.sac.checkpoint(path, {"transitions_seen": self.transitions_seen})
+        self.replay.save(path.with_name("replay.safetensors"))
         self.count("checkpoints")
 
     def on_shutdown(self) -> None:

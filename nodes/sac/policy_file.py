@@ -32,6 +32,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "Policy",
+    "load_newest_policy",
     "load_policy",
     "numpy_to_state_dict",
     "parse_spec",
@@ -114,7 +115,7 @@ def policy_from_wire(
 
 
 def save_policy(path: str | os.PathLike[str], policy: Policy) -> Path:
-    """Write ``policy`` atomically (temp file, fsync, rename)."""
+    """Write ``policy`` atomically (temp file, fsync, rename), keeping the file it replaces as ``<stem>.prev``."""
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -123,7 +124,7 @@ def save_policy(path: str | os.PathLike[str], policy: Policy) -> Path:
         "source": policy.source,
         "extra": policy.metadata,
     }
-    return checkpoint.save(path, policy.tensors, metadata)
+    return checkpoint.save(path, policy.tensors, metadata, keep_previous=True)
 
 
 def load_policy(path: str | os.PathLike[str], expected: ActorSpec | None = None) -> Policy:
@@ -138,6 +139,15 @@ def load_policy(path: str | os.PathLike[str], expected: ActorSpec | None = None)
     if not isinstance(extra, dict):
         raise CheckpointError(f"{source}: field 'extra' must be a JSON object")
     return Policy(spec, tensors, _check_version(meta.get("version"), source), source, extra)
+
+
+def load_newest_policy(path: str | os.PathLike[str], expected: ActorSpec | None = None) -> tuple[Policy, list[str]]:
+    """The policy at ``path``, or its previous copy when that one is refused: (policy, the refusals)."""
+    found = checkpoint.load_newest(path, lambda p: load_policy(p, expected))
+    if found is None:
+        raise CheckpointError(f"{path}: cannot read (no such file)")
+    policy, _, refusals = found
+    return policy, refusals
 
 
 def state_dict_to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -2,15 +2,27 @@
 
 ``done`` means *terminated* (death, no bootstrap); a truncated episode (the step cap) must be added
 with ``done = False`` so its value keeps bootstrapping. Once full, the oldest rows are overwritten.
+
+``save``/``load`` put the filled rows and the ring position in one checkpoint file (safetensors + JSON,
+atomic, digest checked, the previous file kept), so a learner killed with SIGKILL comes back with the
+buffer of its last checkpoint. A buffer of another capacity takes the newest rows that fit, oldest first.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from persist_rt import checkpoint
+from persist_rt.checkpoint import CheckpointError
+
+REPLAY_FORMAT = "persist.replay"
+REPLAY_FORMAT_VERSION = 1
 
 
 class ReplayBatch(NamedTuple):
@@ -98,3 +110,47 @@ class ReplayBuffer:
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=generator.device)
         idx = idx.to(self.device)
         return ReplayBatch(**{name: column[idx] for name, column in self._columns.items()})
+
+    # --- at rest ----------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the filled rows and the ring position atomically, keeping the previous file."""
+        tensors = {name: column[: self.size].cpu().numpy() for name, column in self._columns.items()}
+        meta = {"format": REPLAY_FORMAT, "format_version": REPLAY_FORMAT_VERSION, "capacity": self.capacity,
+                "obs_dim": self.obs_dim, "act_dim": self.act_dim, "next": self._next, "size": self.size,
+                "total_added": self.total_added}
+        return checkpoint.save(path, tensors, meta, keep_previous=True)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Replace the contents with a file written by ``save``; CheckpointError naming the field otherwise."""
+        source = str(path)
+        tensors, meta = checkpoint.load(path)
+        checkpoint.check_meta(meta, source, format=REPLAY_FORMAT, format_version=REPLAY_FORMAT_VERSION,
+                              obs_dim=self.obs_dim, act_dim=self.act_dim)
+        ints = {}
+        for key in ("capacity", "next", "size", "total_added"):
+            value = meta.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CheckpointError(f"{source}: field '{key}' must be an integer >= 0, got {value!r}")
+            ints[key] = value
+        size, saved_capacity = ints["size"], ints["capacity"]
+        if size > saved_capacity or (size and ints["next"] >= saved_capacity):
+            raise CheckpointError(f"{source}: field 'size' or 'next' lies outside capacity {saved_capacity}")
+        missing = sorted(set(self._columns) - set(tensors))
+        if missing:
+            raise CheckpointError(f"{source}: tensor '{missing[0]}' is missing")
+        try:
+            rows = self._checked({name: tensors[name] for name in self._columns})
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
+        if rows["obs"].shape[0] != size:
+            raise CheckpointError(f"{source}: field 'size' is {size}, the tensors hold {rows['obs'].shape[0]} rows")
+        self._next, self.size = 0, 0
+        if saved_capacity == self.capacity:  # the very same ring: sampling continues over the same rows
+            for name, column in self._columns.items():
+                column[:size] = torch.from_numpy(rows[name]).to(self.device)
+            self._next, self.size = ints["next"] % self.capacity, size
+        else:  # oldest first, so the newest rows are the ones a smaller ring keeps
+            start = ints["next"] if size == saved_capacity else 0
+            self.add_batch(*(np.roll(rows[name], -start, axis=0)[-self.capacity :] for name in self._columns))
+        self.total_added = ints["total_added"]

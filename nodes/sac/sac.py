@@ -331,7 +331,8 @@ class SAC:
             self.generator.manual_seed(self.config.seed + num_updates)
 
     def checkpoint(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
-        """Atomic checkpoint (temp file, fsync, rename); ``extra`` is stored as JSON for the caller."""
+        """Atomic checkpoint (temp file, fsync, rename), the one it replaces kept as ``<stem>.prev``; ``extra``
+        is stored as JSON for the caller."""
         metadata = {
             "format": self.checkpoint_format,
             "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -339,7 +340,7 @@ class SAC:
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
             "extra": dict(extra or {}),
         }
-        return checkpoint.save(path, self.state_dict(), metadata)
+        return checkpoint.save(path, self.state_dict(), metadata, keep_previous=True)
 
     def resume(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Load a checkpoint written by ``checkpoint``; returns its ``extra`` metadata."""

@@ -7,6 +7,7 @@ from nodes.sac.networks import Actor
 from nodes.sac.policy_file import (
     CheckpointError,
     Policy,
+    load_newest_policy,
     load_policy,
     policy_from_wire,
     save_policy,
@@ -152,3 +153,17 @@ def test_spec_from_dict_names_unknown_and_missing_fields() -> None:
         ActorSpec.from_dict({**SPEC.to_dict(), "depth": 3})
     with pytest.raises(ValueError, match="ActorSpec field 'act_dim' is missing"):
         ActorSpec.from_dict({"obs_dim": 3})
+
+
+def test_a_corrupt_policy_file_falls_back_to_its_previous_copy(tmp_path) -> None:
+    path = tmp_path / "policy.safetensors"
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_newest_policy(path)
+    save_policy(path, make_policy(version=1))
+    save_policy(path, make_policy(version=2))
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x04  # one flipped bit in the newest file's weights
+    path.write_bytes(bytes(data))
+    policy, refusals = load_newest_policy(path, expected=SPEC)
+    assert policy.version == 1 and policy.source.endswith("policy.prev.safetensors")
+    assert len(refusals) == 1 and "persist_sha256" in refusals[0]

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from nodes.sac.replay import ReplayBuffer
+from persist_rt.checkpoint import CheckpointError
 
 
 def rows(start: int, n: int, obs_dim: int = 3, act_dim: int = 2) -> tuple[np.ndarray, ...]:
@@ -78,3 +79,27 @@ def test_bad_batches_are_refused_before_any_write() -> None:
     buffer.add_batch(*rows(0, 2))
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         buffer.sample(0, torch.Generator())
+
+
+def test_replay_save_and_load_restore_rows_ring_position_and_sampling(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    buffer = ReplayBuffer(100, 3, 2)
+    for _ in range(3):  # 150 rows into 100: the ring has wrapped
+        buffer.add_batch(rng.normal(size=(50, 3)), rng.normal(size=(50, 2)), rng.normal(size=50),
+                         rng.normal(size=(50, 3)), np.zeros(50))
+    path = buffer.save(tmp_path / "replay.safetensors")
+    same = ReplayBuffer(100, 3, 2)
+    same.load(path)
+    assert (len(same), same.total_added, same._next) == (100, 150, 50)
+    a, b = (x.sample(16, torch.Generator().manual_seed(1)) for x in (buffer, same))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    smaller = ReplayBuffer(40, 3, 2)  # keeps the 40 newest rows, oldest first
+    smaller.load(path)
+    assert len(smaller) == 40 and torch.equal(smaller._columns["obs"], buffer._columns["obs"][10:50])
+
+
+def test_replay_load_refuses_another_shape_by_field(tmp_path) -> None:
+    buffer = ReplayBuffer(10, 3, 2)
+    path = buffer.save(tmp_path / "replay.safetensors")
+    with pytest.raises(CheckpointError, match="field 'obs_dim' is 3, expected 4"):
+        ReplayBuffer(10, 4, 2).load(path)
