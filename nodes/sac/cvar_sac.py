@@ -11,14 +11,13 @@ targets, entropy tuning, checkpoints (named ``persist.cvar_sac``) and the publis
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from nodes.sac.networks import mlp
+from nodes.sac.networks import TwinQ
 from nodes.sac.replay import ReplayBatch
 from nodes.sac.sac import SAC, SACConfig, UpdateStats
 
@@ -37,19 +36,6 @@ class CVaRSACConfig(SACConfig):
             raise ValueError(f"CVaRSACConfig field 'cvar_alpha' must be in (0, 1], got {self.cvar_alpha!r}")
         if not (isinstance(self.huber_kappa, int | float) and self.huber_kappa > 0):
             raise ValueError(f"CVaRSACConfig field 'huber_kappa' must be > 0, got {self.huber_kappa!r}")
-
-
-class TwinQuantileQ(nn.Module):
-    """Two independent networks (obs, action) -> N return quantiles each."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], activation: str, n: int) -> None:
-        super().__init__()
-        self.q1 = mlp(obs_dim + act_dim, hidden, n, activation)
-        self.q2 = mlp(obs_dim + act_dim, hidden, n, activation)
-
-    def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.cat([obs, action], dim=-1)
-        return self.q1(x), self.q2(x)
 
 
 def quantile_huber_loss(pred: Tensor, target: Tensor, taus: Tensor, kappa: float) -> Tensor:
@@ -74,15 +60,14 @@ class CVaRSAC(SAC):
         cfg = config or CVaRSACConfig()
         super().__init__(obs_dim, act_dim, cfg, action_low, action_high)
         self.config: CVaRSACConfig = cfg
-        # the twin quantile critic takes the place of SAC's twin Q, with its target, optimizer and Polyak average
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed + 1)
-            self.critic = TwinQuantileQ(obs_dim, act_dim, cfg.hidden, cfg.activation, cfg.n_quantiles).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
-        self._averaged[0] = (list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
         n = cfg.n_quantiles
         self.taus = (torch.arange(n, dtype=torch.float32, device=self.device) + 0.5) / n
+
+    def make_critic(self, obs_dim: int, act_dim: int) -> nn.Module:
+        """Twin networks of N return quantiles each, in the place of SAC's twin Q."""
+        cfg = self.config
+        assert isinstance(cfg, CVaRSACConfig)
+        return TwinQ(obs_dim, act_dim, cfg.hidden, cfg.activation, outputs=cfg.n_quantiles)
 
     def update(self, batch: ReplayBatch) -> UpdateStats:
         cfg, gen = self.config, self.generator

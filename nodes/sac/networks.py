@@ -84,13 +84,18 @@ class Actor(nn.Module):
 
 
 class TwinQ(nn.Module):
-    """Two independent Q(obs, action) networks; SAC uses the minimum to curb overestimation."""
+    """Two independent Q(obs, action) networks; SAC uses the minimum to curb overestimation. With ``outputs`` > 1
+    each network gives that many values per pair (CVaR-SAC's return quantiles): (B, outputs) instead of (B,)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu") -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str = "relu",
+                 outputs: int = 1) -> None:
         super().__init__()
-        self.q1 = mlp(obs_dim + act_dim, hidden, 1, activation)
-        self.q2 = mlp(obs_dim + act_dim, hidden, 1, activation)
+        self.q1 = mlp(obs_dim + act_dim, hidden, outputs, activation)
+        self.q2 = mlp(obs_dim + act_dim, hidden, outputs, activation)
+        self.outputs = outputs
 
     def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.cat([obs, action], dim=-1)
+        if self.outputs > 1:
+            return self.q1(x), self.q2(x)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)

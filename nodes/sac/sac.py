@@ -158,7 +158,7 @@ class SAC:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.actor = Actor(self.actor_spec).to(self.device)
-            self.critic = TwinQ(obs_dim, act_dim, cfg.hidden, cfg.activation).to(self.device)
+            self.critic = self.make_critic(obs_dim, act_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         # the acting policy can trail the actor as a running average, so that a published snapshot carries
         # less of the last few updates' noise
@@ -191,6 +191,10 @@ class SAC:
         return float(self.log_alpha.detach().exp())
 
     # --- learning ---------------------------------------------------------------------------
+
+    def make_critic(self, obs_dim: int, act_dim: int) -> torch.nn.Module:
+        """The twin critic (a variant changes what it outputs); its target, optimizer and average follow it."""
+        return TwinQ(obs_dim, act_dim, self.config.hidden, self.config.activation)
 
     def update(self, batch: ReplayBatch) -> UpdateStats:
         """One gradient step on critics, actor and alpha, then the target networks; returns losses."""
