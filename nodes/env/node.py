@@ -5,11 +5,13 @@ Lockstep (default): publish ``env/obs`` for step t, wait for ``action/safe`` of 
 step at ``rate_hz`` with whatever safe action arrived, else the fallback.
 
 With ``total_steps`` set, the env is the run's main job: it trains for that many arena-steps, then
-evaluates (deterministic policy and a uniform-random policy with the shield bypassed, then the policy
-with the shield on, all on the same fixed seeds), writes ``summary.json`` and a learning-curve plot
-into the run directory, and stops. With ``select_policy`` a selection comes first: each policy the
-agent kept during training (see the agent's ``keep_every``) runs the same unshielded, deterministic
-episodes on other seeds (``select_seed``), and the evaluations then use the one that survived longest.
+evaluates (deterministic policy, a uniform-random policy and, where the kind has one, its scripted controller,
+with the shield bypassed, then the policy with the shield on, all on the same fixed seeds), writes
+``summary.json`` (survival, the task return apart from the homeostatic one, tokens per 1000 steps) and a
+learning-curve plot into the run directory, and stops. The scripted baseline is stepped by the env alone.
+With ``select_policy`` a selection comes first: each policy the agent kept during training (see the agent's
+``keep_every``) runs the same unshielded, deterministic episodes on other seeds (``select_seed``), and the
+evaluations then use the one that survived longest.
 
 ``EnvNode`` holds the loop, the fallback, the phases and the books; a subclass supplies the arenas:
 ``GridLifeNode`` (kind ``gridlife``) and ``GymNode`` (kind ``gym``, any registered Gymnasium env).
@@ -18,6 +20,7 @@ Actions on the wire are always in [-1, 1]^act_dim; a subclass maps them to its o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import deque
@@ -38,8 +41,12 @@ if TYPE_CHECKING:
 
 FALLBACKS = ("hold", "zero", "seek_station", "backup")
 GYM_FALLBACKS = ("zero", "hold")
-EVAL_PHASES = ("select", "eval", "baseline_random", "eval_shielded")  # one episode per arena, then the next
-UNSHIELDED_PHASES = ("select", "eval", "baseline_random")  # the shield forwards proposals: what the agent alone does
+# one episode per arena, then the next
+EVAL_PHASES = ("select", "eval", "baseline_random", "baseline_scripted", "eval_shielded")
+# the shield forwards proposals: what the agent alone does
+UNSHIELDED_PHASES = ("select", "eval", "baseline_random", "baseline_scripted")
+SCRIPTED_PHASES = ("baseline_scripted",)  # the env steps itself with its scripted controller: no agent, no shield
+SCRIPTED_SLICE_S = 0.02  # a scripted phase steps for this long per tick, then lets the executor serve the rest
 
 
 @dataclass
@@ -53,12 +60,16 @@ class Books:
     violations_executed: int = 0
     episodes: int = 0
     lengths: list[int] = field(default_factory=list)
-    returns: list[float] = field(default_factory=list)
-    task_returns: list[float] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)  # the reward the learner optimises, summed
+    task_returns: list[float] = field(default_factory=list)  # the task reward alone, unweighted
+    homeo_returns: list[float] = field(default_factory=list)  # the homeostatic reward alone, unweighted
+    tokens: list[int] = field(default_factory=list)  # tokens collected (kinds that count them)
     died: list[bool] = field(default_factory=list)
     deaths: dict[str, int] = field(default_factory=dict)  # cause (the broken constraints) -> episodes
     drives: list[float] = field(default_factory=list)
     interventions_per_step: list[int] = field(default_factory=list)
+    seed: int | None = None  # an evaluation's arena seed
+    start_digest: str = ""  # an evaluation's first observation, hashed: phases on the same arenas share it
 
 
 @dataclass
@@ -75,6 +86,7 @@ class Outcome:
     violation: np.ndarray  # (N,) bool: the next state broke a viability constraint
     margins: dict[str, np.ndarray]  # name -> (N,) margins of the next state
     episode_steps: np.ndarray  # (N,) steps of the episode so far, counting this one
+    tokens: np.ndarray | None = None  # (N,) tokens collected in the step, by kinds that have them
     internal: np.ndarray | None = None  # (N, H) truth before the step
     next_internal: np.ndarray | None = None  # (N, H) truth after the step
 
@@ -113,6 +125,7 @@ class EnvNode(Node):
     fallback: str
     act_dim: int  # action dimension on the wire, set by build_sim
     has_drive = False  # whether episodes end with a homeostatic drive worth reporting
+    has_tokens = False  # whether steps count collected tokens (``Outcome.tokens``)
 
     # --- what a subclass supplies ---------------------------------------------------------------
 
@@ -141,6 +154,11 @@ class EnvNode(Node):
     def own_fallback(self) -> np.ndarray:
         """Fallbacks other than ``zero`` and ``hold``."""
         raise ValueError(f"fallback: {self.fallback!r} is not available for node kind {self.kind}")
+
+    def scripted_actions(self) -> np.ndarray | None:
+        """The kind's scripted controller for the current state (the ``baseline_scripted`` phase); None: no such
+        controller, and no such phase."""
+        return None
 
     def death_cause(self, outcome: Outcome, i: int) -> str:
         broken = [name for name, m in outcome.margins.items() if m[i] < 0]
@@ -184,7 +202,8 @@ class EnvNode(Node):
         self.waiting_since = 0.0
         self.started = False
         self.books: dict[str, Books] = {self.phase: Books()}
-        self.curve: list[tuple[int, int, float]] = []  # (env_steps, length, return) per ended episode
+        # per ended training episode: (env_steps, length, return, task return, homeostatic return)
+        self.curve: list[tuple[int, int, float, float, float]] = []
         self.recent: deque[int] = deque(maxlen=50)
         self.recent_returns: deque[float] = deque(maxlen=50)
         self.reset_episode_books(self.num_envs)
@@ -201,6 +220,8 @@ class EnvNode(Node):
     def reset_episode_books(self, n: int) -> None:
         self.ep_return = np.zeros(n)
         self.ep_task_return = np.zeros(n)
+        self.ep_homeo_return = np.zeros(n)
+        self.ep_tokens = np.zeros(n, np.int64)
         self.last_action = np.zeros((n, self.act_dim), np.float32)
         self.alive = np.ones(n, bool)  # evaluation: arenas still in their first episode
 
@@ -229,6 +250,10 @@ class EnvNode(Node):
             return
         if self.phase == "done":
             return
+        if self.phase in SCRIPTED_PHASES:
+            while self.phase in SCRIPTED_PHASES and time.monotonic() - now < SCRIPTED_SLICE_S:
+                self.execute(self.scripted_actions(), source="scripted", safe=None)
+            return
         if self.mode == "realtime":
             if now - self.waiting_since >= 1.0 / self.rate_hz:
                 pending, self.pending = self.pending, None
@@ -250,11 +275,13 @@ class EnvNode(Node):
         return [n for n in self.peers() if n not in matched]
 
     def publish_obs(self) -> None:
+        if self.phase in SCRIPTED_PHASES:
+            return  # nobody else acts in this phase
         self.waiting_since = time.monotonic()
         self.obs_pub.publish(self.observation(), step=self.step_id, sim_time=self.step_id * self.sim_dt)
 
     def on_safe_action(self, msg: SafeAction) -> None:
-        if self.phase == "done" or not self.started:
+        if self.phase == "done" or self.phase in SCRIPTED_PHASES or not self.started:
             return
         if msg.step != self.step_id or msg.actions.shape != (self.arenas, self.act_dim):
             self.count("stale_or_misshapen_actions")
@@ -317,6 +344,9 @@ class EnvNode(Node):
             result.reward -= self.intervention_penalty * (safe.mode != MODE_PASS)
         self.ep_return += result.reward
         self.ep_task_return += result.reward_task
+        self.ep_homeo_return += result.reward_homeo
+        if result.tokens is not None:
+            self.ep_tokens += result.tokens
         self.record_episodes(result, counted, books, step)
         ongoing = early or not self.phase_over(books)
         if ongoing and not early:
@@ -363,6 +393,8 @@ class EnvNode(Node):
             books.lengths.append(int(result.episode_steps[i]))
             books.returns.append(float(self.ep_return[i]))
             books.task_returns.append(float(self.ep_task_return[i]))
+            books.homeo_returns.append(float(self.ep_homeo_return[i]))
+            books.tokens.append(int(self.ep_tokens[i]))
             books.died.append(bool(result.terminated[i]))
             if causes[j]:
                 books.deaths[causes[j]] = books.deaths.get(causes[j], 0) + 1
@@ -372,7 +404,8 @@ class EnvNode(Node):
                 self.recent.append(int(result.episode_steps[i]))
                 self.recent_returns.append(float(self.ep_return[i]))
             if self.phase == "train":
-                self.curve.append((books.env_steps, int(result.episode_steps[i]), float(self.ep_return[i])))
+                self.curve.append((books.env_steps, int(result.episode_steps[i]), float(self.ep_return[i]),
+                                   float(self.ep_task_return[i]), float(self.ep_homeo_return[i])))
         self.episodes_pub.publish(
             EpisodeEvents(
                 step=step,
@@ -386,6 +419,8 @@ class EnvNode(Node):
         )
         self.ep_return[idx] = 0.0
         self.ep_task_return[idx] = 0.0
+        self.ep_homeo_return[idx] = 0.0
+        self.ep_tokens[idx] = 0
         if self.phase in EVAL_PHASES:
             self.alive[idx] = False
 
@@ -426,7 +461,7 @@ class EnvNode(Node):
                 self.log.warning("replay_stream_not_drained", timeout_s=60.0)
         if self.phase == "select":
             books = self.books["select"]
-            figures = _episode_section(books, survival_rate=_survival(books))
+            figures = self.episode_section(books, survival_rate=_survival(books))
             self.selection.append({"version": self.candidate, **figures})
             if self.candidates:  # the next kept policy runs the same episodes
                 self.start_episodes("select", self.candidates.pop(0))
@@ -440,6 +475,8 @@ class EnvNode(Node):
             self.candidates = self.kept_versions() if self.select_policy else []
             if not self.candidates:
                 nxt += 1
+        if nxt < len(order) and order[nxt] in SCRIPTED_PHASES and self.scripted_actions() is None:
+            nxt += 1
         if nxt >= len(order):
             self.phase = "done"
             self.log.info("finished", summary=str(self.run_dir))
@@ -459,8 +496,11 @@ class EnvNode(Node):
             self.use_policy(version)
         episodes = self.select_episodes if phase == "select" else self.eval_episodes
         self.build_sim(episodes)
-        self.reset_sim(self.select_seed if phase == "select" else self.eval_seed)
+        seed = self.select_seed if phase == "select" else self.eval_seed
+        self.reset_sim(seed)
         self.reset_episode_books(episodes)
+        self.books[phase].seed = seed
+        self.books[phase].start_digest = hashlib.sha256(self.observation().obs.tobytes()).hexdigest()[:16]
         extra = {} if version is None else {"version": version}
         self.log.info("phase", phase=phase, episodes=episodes, **extra)
 
@@ -474,6 +514,8 @@ class EnvNode(Node):
         return int(best["version"])
 
     def configure_peers_for(self, phase: str) -> None:
+        if phase in SCRIPTED_PHASES:
+            return  # the agent and the shield sit this one out
         agent_mode = {"select": "eval", "eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]
         bypass = phase in UNSHIELDED_PHASES
         self.set_remote(self.agent_node, "mode", agent_mode)
@@ -523,6 +565,7 @@ class EnvNode(Node):
                 "fallback_steps": train.fallback_steps,
                 "executed_steps": train.executed_steps,
                 "mean_survival_steps": _mean(train.lengths),
+                **self.return_figures(train),
                 "intervention_rate_first_10pct": _rate(train.interventions_per_step, self.num_envs, first=True),
                 "intervention_rate_last_10pct": _rate(train.interventions_per_step, self.num_envs, first=False),
             },
@@ -534,13 +577,14 @@ class EnvNode(Node):
         if "eval" in self.books:
             e = self.books["eval"]
             drive = {"mean_drive": _mean(e.drives)} if self.has_drive else {}
-            summary["eval"] = _episode_section(e, survival_rate=_survival(e), **drive)
-        if "baseline_random" in self.books:
-            b = self.books["baseline_random"]
-            summary["baseline_random"] = _episode_section(b, survival_rate=_survival(b))
+            summary["eval"] = self.episode_section(e, survival_rate=_survival(e), **drive)
+        for baseline in ("baseline_random", "baseline_scripted"):
+            if baseline in self.books:
+                b = self.books[baseline]
+                summary[baseline] = self.episode_section(b, survival_rate=_survival(b))
         if "eval_shielded" in self.books:
             s = self.books["eval_shielded"]
-            summary["eval_shielded"] = _episode_section(
+            summary["eval_shielded"] = self.episode_section(
                 s, interventions_per_step=round(s.shield_interventions / max(1, s.env_steps), 5))
         path = self.run_dir / "summary.json"
         existing: dict[str, Any] = {}
@@ -554,6 +598,22 @@ class EnvNode(Node):
         self.plot_curve()
         self.print_report(summary)
 
+    def return_figures(self, books: Books) -> dict[str, float]:
+        """The task return apart from the homeostatic one (both unweighted, per episode), and the tokens."""
+        figures = {"mean_task_return": _mean(books.task_returns), "mean_homeo_return": _mean(books.homeo_returns)}
+        if self.has_tokens:
+            figures["tokens"] = int(np.sum(books.tokens))
+            figures["tokens_per_1000_steps"] = round(1000.0 * figures["tokens"] / max(1, int(np.sum(books.lengths))), 3)
+        return figures
+
+    def episode_section(self, books: Books, **extra: float) -> dict[str, Any]:
+        """An evaluation's summary: what every evaluation reports, plus its own figures."""
+        arenas = {} if books.seed is None else {"seed": books.seed, "start_digest": books.start_digest}
+        return {"episodes": books.episodes, "mean_survival_steps": _mean(books.lengths),
+                "mean_return": _mean(books.returns), **self.return_figures(books),
+                "violations": books.violations_executed, "deaths": dict(sorted(books.deaths.items())),
+                **arenas, **extra}
+
     def plot_curve(self) -> None:
         if not self.curve or self.run_dir is None:
             return
@@ -562,7 +622,7 @@ class EnvNode(Node):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        steps, lengths, returns = (np.asarray(c) for c in zip(*self.curve, strict=True))
+        steps, lengths, returns, _, _ = (np.asarray(c) for c in zip(*self.curve, strict=True))
         window = max(1, len(steps) // 30)
         smooth = np.convolve(lengths, np.ones(window) / window, mode="valid")
         smooth_ret = np.convolve(returns, np.ones(window) / window, mode="valid")
@@ -590,9 +650,9 @@ class EnvNode(Node):
         if "select" in s:
             lines.append(f"  select: version {s['select']['chosen_version']} of " + ", ".join(
                 f"{c['version']} ({c['mean_survival_steps']})" for c in s["select"]["candidates"]))
-        for key in ("eval", "baseline_random", "eval_shielded"):
-            if key in s:
-                lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
+        lines += _side_by_side(s)
+        if "eval_shielded" in s:
+            lines.append("  eval_shielded: " + ", ".join(f"{k} {v}" for k, v in s["eval_shielded"].items()))
         self.log.info("report", text="\n" + "\n".join(lines))
 
 
@@ -613,6 +673,7 @@ class GridLifeNode(EnvNode):
     estimator_node = Param("estimator", "under partial observability, also wait for this node ('' for none)")
 
     has_drive = True
+    has_tokens = True
     act_dim = 2
 
     def setup(self) -> None:
@@ -671,6 +732,10 @@ class GridLifeNode(EnvNode):
     def own_fallback(self) -> np.ndarray:
         if self.fallback == "backup":  # induction: from a certified state the backup's step stays certified
             return self.backup_actions(self.sim.positions, self.sim.internal)
+        return self.scripted_actions()
+
+    def scripted_actions(self) -> np.ndarray:
+        """The scripted station keeper (nodes/env/scripted.py) on the true state."""
         from nodes.env.scripted import seek_station_policy
 
         return seek_station_policy(
@@ -709,6 +774,7 @@ class GridLifeNode(EnvNode):
             violation=result.violation,
             margins=result.margins,
             episode_steps=result.episode_steps,
+            tokens=result.tokens,
             internal=internal_before,
             next_internal=result.internal.astype(np.float32),
         )
@@ -834,11 +900,23 @@ def _mean(values: list[float] | list[int]) -> float:
     return round(float(np.mean(values)), 3) if len(values) else 0.0
 
 
-def _episode_section(books: Books, **extra: float) -> dict[str, Any]:
-    """An evaluation's summary: what every evaluation reports, plus its own figures."""
-    return {"episodes": books.episodes, "mean_survival_steps": _mean(books.lengths),
-            "mean_return": _mean(books.returns), "violations": books.violations_executed,
-            "deaths": dict(sorted(books.deaths.items())), **extra}
+REPORT_COLUMNS = (("survival", "survival_rate"), ("steps", "mean_survival_steps"),
+                  ("tokens/1000", "tokens_per_1000_steps"), ("task return", "mean_task_return"),
+                  ("homeo return", "mean_homeo_return"), ("return", "mean_return"), ("violations", "violations"))
+
+
+def _side_by_side(s: dict[str, Any]) -> list[str]:
+    """The unshielded evaluations, one row each: what the policy learned next to what random and scripted do."""
+    rows = [key for key in ("eval", "baseline_random", "baseline_scripted") if key in s]
+    if not rows:
+        return []
+    columns = [(title, key) for title, key in REPORT_COLUMNS if any(key in s[r] for r in rows)]
+    width = max(len(r) for r in rows)
+    lines = [f"  {'unshielded, seed ' + str(s[rows[0]].get('seed', '')):<{width + 2}}"
+             + "".join(f"{title:>14}" for title, _ in columns)]
+    for r in rows:
+        lines.append(f"    {r:<{width}}" + "".join(f"{s[r].get(key, '-')!s:>14}" for _, key in columns))
+    return lines
 
 
 def _survival(books: Books) -> float:

@@ -10,7 +10,9 @@ from persist_rt import checkpoint
 from tests.graph.conftest import LiveRun, launch_single_agent, read_reports
 
 SUMMARY_KEYS = {"run_id", "seed", "wall_s", "env_steps", "episodes", "episode_cap", "env_steps_per_s",
-                "train", "eval", "eval_shielded", "baseline_random"}
+                "train", "eval", "eval_shielded", "baseline_random", "baseline_scripted"}
+# what was learned: the task apart from staying alive, for the policy and both baselines on the same arenas
+TASK_KEYS = {"tokens", "tokens_per_1000_steps", "mean_task_return", "mean_homeo_return", "seed", "start_digest"}
 SECTION_KEYS = {
     "train": {"violations_executed", "shield_interventions", "fallback_steps", "executed_steps",
               "mean_survival_steps", "intervention_rate_first_10pct", "intervention_rate_last_10pct"},
@@ -18,7 +20,9 @@ SECTION_KEYS = {
              "deaths"},
     "eval_shielded": {"episodes", "mean_survival_steps", "mean_return", "interventions_per_step", "violations"},
     "baseline_random": {"mean_survival_steps", "survival_rate", "mean_return", "deaths"},
+    "baseline_scripted": {"mean_survival_steps", "survival_rate", "mean_return", "deaths"},
 }
+UNSHIELDED = ("eval", "baseline_random", "baseline_scripted")
 REPORT_KEYS = {"step", "arena", "mode", "cause", "constraint", "margin_before", "margin_after", "proposed", "safe"}
 STEPS = 2000
 
@@ -37,7 +41,22 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     train = summary["train"]
     assert train["executed_steps"] + train["fallback_steps"] == summary["env_steps"]
     assert summary["eval"]["episodes"] == summary["eval_shielded"]["episodes"] == 2
-    for section in ("eval", "baseline_random", "eval_shielded"):  # every death named by what it broke
+    for section in UNSHIELDED:
+        books = summary[section]
+        assert TASK_KEYS <= set(books), (section, TASK_KEYS - set(books))
+        # the tokens counted are the task reward summed (token_reward 1), per 1000 of the steps lived
+        assert abs(books["tokens"] - books["mean_task_return"] * books["episodes"]) <= 1e-3 * books["episodes"]
+        steps = books["mean_survival_steps"] * books["episodes"]
+        assert abs(books["tokens_per_1000_steps"] - 1000 * books["tokens"] / steps) <= 1e-3
+    # the scripted keeper and the random policy ran on the policy's arenas: same seed, same first observation
+    assert len({(summary[s]["seed"], summary[s]["start_digest"], summary[s]["episodes"]) for s in UNSHIELDED}) == 1
+    assert abs(train["tokens"] - train["mean_task_return"] * summary["episodes"]) <= 1e-3 * summary["episodes"]
+    # the report shows the three side by side, one row each with the same columns
+    env_lines = [line.partition("|")[2].split() for line in run.output().splitlines() if line.split()[:2] == ["env", "|"]]
+    rows = [words for words in env_lines if words[:1] in (["eval"], ["baseline_random"], ["baseline_scripted"])]
+    assert [r[0] for r in rows] == list(UNSHIELDED) and len({len(r) for r in rows}) == 1
+    assert rows[2][3] == str(summary["baseline_scripted"]["tokens_per_1000_steps"])
+    for section in (*UNSHIELDED, "eval_shielded"):  # every death named by what it broke
         books = summary[section]
         assert sum(books["deaths"].values()) == round(books["episodes"] * (1 - books.get("survival_rate", 1)))
 
@@ -66,9 +85,8 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     # a violation in an unshielded evaluation is what it measures: the env's log file keeps each one (and the
     # summary counts them), the console shows only those of shielded phases, where one is a safety failure
     unshielded = [e for e in run.log_events("env") if e.get("event") == "violation_executed"
-                  and e["phase"] in ("select", "eval", "baseline_random")]
-    counted = sum(c["violations"] for c in select["candidates"]) + summary["eval"]["violations"] \
-        + summary["baseline_random"]["violations"]
+                  and e["phase"] in ("select", *UNSHIELDED)]
+    counted = sum(c["violations"] for c in select["candidates"]) + sum(summary[s]["violations"] for s in UNSHIELDED)
     assert sum(e["arenas"] for e in unshielded) == counted
     assert {e["level"] for e in unshielded} <= {"debug"}
     assert "phase phase=baseline_random" in run.output()  # the env's console lines are in this output...
