@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nodes.env.curve import curve_panels, plot_panels
 from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig, read_only
 from persist_rt import Node, Param
 from persist_rt.checkpoint import atomic_write_bytes
@@ -210,6 +211,7 @@ class EnvNode(Node):
         self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
         self.t_start = time.monotonic()
         self.train_wall_s: float | None = None  # set when training ends
+        self.version_steps: dict[int, int] = {}  # policy version -> training env steps when it first acted
         self.selection: list[dict[str, Any]] = []  # per kept policy run to its end: version and figures
         self.candidates: list[int] = []  # kept policy versions still to run in the selection
         self.candidate: int | None = None  # the version the selection is running now
@@ -332,6 +334,8 @@ class EnvNode(Node):
             interventions = int(((safe.mode != MODE_PASS) & counted & ~from_fallback).sum())
             books.shield_interventions += interventions
         books.interventions_per_step.append(interventions)
+        if self.phase == "train" and safe is not None:
+            self.version_steps.setdefault(safe.policy_version, books.env_steps)
         violations = int((result.violation & counted).sum())
         if violations:
             books.violations_executed += violations
@@ -595,7 +599,7 @@ class EnvNode(Node):
                 existing = {}
         existing.update(summary)
         atomic_write_bytes(path, (json.dumps(existing, indent=2) + "\n").encode())
-        self.plot_curve()
+        self.plot_curve(summary)
         self.print_report(summary)
 
     def return_figures(self, books: Books) -> dict[str, float]:
@@ -614,30 +618,15 @@ class EnvNode(Node):
                 "violations": books.violations_executed, "deaths": dict(sorted(books.deaths.items())),
                 **arenas, **extra}
 
-    def plot_curve(self) -> None:
+    def plot_curve(self, summary: dict[str, Any]) -> None:
+        """The learning curve's panels as data (``learning_curve.json``) and as a figure (``learning_curve.png``)."""
         if not self.curve or self.run_dir is None:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps, lengths, returns, _, _ = (np.asarray(c) for c in zip(*self.curve, strict=True))
-        window = max(1, len(steps) // 30)
-        smooth = np.convolve(lengths, np.ones(window) / window, mode="valid")
-        smooth_ret = np.convolve(returns, np.ones(window) / window, mode="valid")
-        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-        a.plot(steps, lengths, ".", alpha=0.25)
-        a.plot(steps[window - 1 :], smooth)
-        if self.train_episode_cap:
-            a.axhline(self.train_episode_cap, ls="--", c="grey")
-        a.set(xlabel="env steps", ylabel="episode length (survival)", title="survival")
-        b.plot(steps, returns, ".", alpha=0.25)
-        b.plot(steps[window - 1 :], smooth_ret)
-        b.set(xlabel="env steps", ylabel="return", title="return")
-        fig.tight_layout()
-        fig.savefig(self.run_dir / "learning_curve.png", dpi=90)
-        plt.close(fig)
+        train = self.books.get("train", Books())
+        panels = curve_panels(self.curve, train.interventions_per_step, self.num_envs, self.train_episode_cap,
+                              self.selection, self.version_steps, summary, self.best_selected())
+        atomic_write_bytes(self.run_dir / "learning_curve.json", (json.dumps(panels) + "\n").encode())
+        plot_panels(panels, self.run_dir / "learning_curve.png")
 
     def print_report(self, s: dict[str, Any]) -> None:
         lines = [

@@ -23,12 +23,15 @@ SECTION_KEYS = {
     "baseline_scripted": {"mean_survival_steps", "survival_rate", "mean_return", "deaths"},
 }
 UNSHIELDED = ("eval", "baseline_random", "baseline_scripted")
+PANELS = {"intervention_rate", "task_return", "homeo_return", "train_survival", "eval_mean_survival_steps",
+          "eval_tokens_per_1000_steps"}
 REPORT_KEYS = {"step", "arena", "mode", "cause", "constraint", "margin_before", "margin_after", "proposed", "safe"}
 STEPS = 2000
 
 
 def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, launched: list[LiveRun]) -> None:
-    run = launch_single_agent(tmp_path, "--arg", f"steps={STEPS}")
+    # 16 selection episodes per kept policy (the launch file's 64 take most of this test's time)
+    run = launch_single_agent(tmp_path, "--arg", f"steps={STEPS}", "--set", "env.select_episodes=16")
     launched.append(run)
     assert run.wait_exit() == 0
     summary = run.summary()
@@ -93,6 +96,20 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     assert not any(f"violation_executed step={e['step']} " in run.output() for e in unshielded)  # ...but not these
 
     assert (run.run_dir / "learning_curve.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # the plot's panels, as handed to it: every one has data, and the evaluations stand against both baselines
+    panels = json.loads((run.run_dir / "learning_curve.json").read_text())
+    assert set(panels) == PANELS
+    for name, panel in panels.items():
+        assert panel["series"] and all(s["y"] for s in panel["series"]), name
+    assert sum(len(s["y"]) for s in panels["task_return"]["series"]) == summary["episodes"]
+    rate = panels["intervention_rate"]["series"][0]
+    assert rate["x"][-1] == STEPS and max(rate["y"]) > 0
+    for key in ("mean_survival_steps", "tokens_per_1000_steps"):
+        series = {s["label"]: s for s in panels[f"eval_{key}"]["series"]}
+        assert series["random"]["y"] == [summary["baseline_random"][key]]
+        assert series["scripted"]["y"] == [summary["baseline_scripted"][key]]
+        assert series["evaluated policy (eval seeds)"]["y"] == [summary["eval"][key]]
+        assert len(series["kept policies (selection seeds)"]["x"]) == len(select["candidates"])
     reports = read_reports(run)
     assert reports, "a shield that filters GridLife proposals for 2000 steps intervenes at least once"
     for report in reports:
