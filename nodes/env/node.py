@@ -488,6 +488,8 @@ class EnvNode(Node):
             self.request_stop()
             return False
         self.configure_peers_for(order[nxt])
+        if order[nxt] == "eval":
+            self.save_selected_policy()
         self.start_episodes(order[nxt], self.candidates.pop(0) if order[nxt] == "select" else None)
         return True
 
@@ -524,6 +526,19 @@ class EnvNode(Node):
         bypass = phase in UNSHIELDED_PHASES
         self.set_remote(self.agent_node, "mode", agent_mode)
         self.set_remote(self.shield_node, "bypass", bypass)
+
+    def save_selected_policy(self) -> None:
+        """The policy the evaluations use, as ``policy.safetensors`` in the run directory: a file to take away."""
+        if self.run_dir is None or not self.agent_node:
+            return
+        shown = self.call_remote(self.agent_node, "policy.show", {})
+        if not shown or shown.get("version") is None:
+            self.log.info("no_policy_to_save", reason="the agent acts uniformly at random (no weights arrived)")
+            return
+        saved = self.call_remote(self.agent_node, "policy.save",
+                                 {"path": str((self.run_dir / "policy.safetensors").resolve())})
+        if saved:
+            self.log.info("policy_saved", **saved)
 
     def kept_versions(self) -> list[int]:
         result = self.call_remote(self.agent_node, "policy.kept", {})

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+from nodes.sac.inference import make_inference_actor
+from nodes.sac.policy_file import load_policy
 from nodes.telemetry.history import load_history
 from persist_rt import checkpoint
 from tests.graph.conftest import LiveRun, launch_single_agent, read_reports
@@ -78,6 +82,11 @@ def test_short_run_trains_evaluates_and_keeps_consistent_books(tmp_path: Path, l
     agent_log = [json.loads(line) for line in (run.run_dir / "logs" / "agent.jsonl").read_text().splitlines()]
     installed = [e["new_version"] for e in agent_log if e.get("event") == "policy_installed"]
     assert installed[-1] == select["chosen_version"]  # the last switch, before the evaluations
+    # the selected policy is a file to take away, in the format the agent loads and `persist policy swap` takes
+    policy = load_policy(run.run_dir / "policy.safetensors")
+    assert policy.version == select["chosen_version"]
+    obs = np.zeros((3, policy.spec.obs_dim), np.float32)
+    assert np.abs(make_inference_actor(policy).act(obs, deterministic=True)).max() <= 1.0
     # the gatekeeper's counts are in the metric history; with every first state certified, none went uncertified
     assert ("shield", "gatekeeper.backup") in history
     assert history[("shield", "gatekeeper.uncertified")].v[-1] == 0
