@@ -4,16 +4,14 @@ Lockstep (default): publish ``env/obs`` for step t, wait for ``action/safe`` of 
 ``deadline_s``; on a miss apply the declared ``fallback`` for that step and count it. Real time:
 step at ``rate_hz`` with whatever safe action arrived, else the fallback.
 
-With ``total_steps`` set, the env is the run's main job: it trains for that many arena-steps, then
-evaluates (deterministic policy, a uniform-random policy and, where the kind has one, its scripted controller,
-with the shield bypassed, then the policy with the shield on, all on the same fixed seeds), writes
-``summary.json`` (survival, the task return apart from the homeostatic one, tokens per 1000 steps) and a
-learning-curve plot into the run directory, and stops. The scripted baseline is stepped by the env alone.
-With ``select_policy`` a selection comes first: each policy the agent kept during training (see the agent's
-``keep_every``) runs the same unshielded, deterministic episodes on other seeds (``select_seed``), and the
-evaluations then use the one that survived longest.
+With ``total_steps`` set, the env is the run's main job: it trains for that many arena-steps, then runs the
+experiment protocol (nodes/experiment, docs/experiment.md): selection of a kept policy, unshielded
+evaluations of the policy, a random and (where the kind has one) a scripted baseline, a shielded evaluation,
+then ``summary.json``, the learning curve and the report, and stops. The env steps every phase, applies its
+fallback and keeps the books; the protocol says which phase comes next and sets up the agent and the shield
+for it. The scripted baseline is stepped by the env alone.
 
-``EnvNode`` holds the loop, the fallback, the phases and the books; a subclass supplies the arenas:
+``EnvNode`` holds the loop, the fallback and the books; a subclass supplies the arenas:
 ``GridLifeNode`` (kind ``gridlife``) and ``GymNode`` (kind ``gym``, any registered Gymnasium env).
 Actions on the wire are always in [-1, 1]^act_dim; a subclass maps them to its own action space.
 """
@@ -21,18 +19,26 @@ Actions on the wire are always in [-1, 1]^act_dim; a subclass maps them to its o
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nodes.env.curve import curve_panels, plot_panels
 from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig, read_only
+from nodes.experiment import (
+    EVAL_PHASES,
+    SCRIPTED_PHASES,
+    UNSHIELDED_PHASES,
+    ArenaFacts,
+    Books,
+    Experiment,
+    Phase,
+    Settings,
+    Training,
+)
 from persist_rt import Node, Param
-from persist_rt.checkpoint import atomic_write_bytes
 from persist_rt.qos import LOCKSTEP
 from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
@@ -42,35 +48,7 @@ if TYPE_CHECKING:
 
 FALLBACKS = ("hold", "zero", "seek_station", "backup")
 GYM_FALLBACKS = ("zero", "hold")
-# one episode per arena, then the next
-EVAL_PHASES = ("select", "eval", "baseline_random", "baseline_scripted", "eval_shielded")
-# the shield forwards proposals: what the agent alone does
-UNSHIELDED_PHASES = ("select", "eval", "baseline_random", "baseline_scripted")
-SCRIPTED_PHASES = ("baseline_scripted",)  # the env steps itself with its scripted controller: no agent, no shield
 SCRIPTED_SLICE_S = 0.02  # a scripted phase steps for this long per tick, then lets the executor serve the rest
-
-
-@dataclass
-class Books:
-    """Accounting of one phase (training or one evaluation). Counts are arena-steps."""
-
-    env_steps: int = 0
-    executed_steps: int = 0  # steps that executed the shield's action
-    fallback_steps: int = 0  # steps that executed the env's own fallback
-    shield_interventions: int = 0
-    violations_executed: int = 0
-    episodes: int = 0
-    lengths: list[int] = field(default_factory=list)
-    returns: list[float] = field(default_factory=list)  # the reward the learner optimises, summed
-    task_returns: list[float] = field(default_factory=list)  # the task reward alone, unweighted
-    homeo_returns: list[float] = field(default_factory=list)  # the homeostatic reward alone, unweighted
-    tokens: list[int] = field(default_factory=list)  # tokens collected (kinds that count them)
-    died: list[bool] = field(default_factory=list)
-    deaths: dict[str, int] = field(default_factory=dict)  # cause (the broken constraints) -> episodes
-    drives: list[float] = field(default_factory=list)
-    interventions_per_step: list[int] = field(default_factory=list)
-    seed: int | None = None  # an evaluation's arena seed
-    start_digest: str = ""  # an evaluation's first observation, hashed: phases on the same arenas share it
 
 
 @dataclass
@@ -127,6 +105,7 @@ class EnvNode(Node):
     act_dim: int  # action dimension on the wire, set by build_sim
     has_drive = False  # whether episodes end with a homeostatic drive worth reporting
     has_tokens = False  # whether steps count collected tokens (``Outcome.tokens``)
+    has_scripted = False  # whether ``scripted_actions`` gives a scripted controller (the scripted baseline)
 
     # --- what a subclass supplies ---------------------------------------------------------------
 
@@ -156,10 +135,9 @@ class EnvNode(Node):
         """Fallbacks other than ``zero`` and ``hold``."""
         raise ValueError(f"fallback: {self.fallback!r} is not available for node kind {self.kind}")
 
-    def scripted_actions(self) -> np.ndarray | None:
-        """The kind's scripted controller for the current state (the ``baseline_scripted`` phase); None: no such
-        controller, and no such phase."""
-        return None
+    def scripted_actions(self) -> np.ndarray:
+        """The kind's scripted controller for the current state (the ``baseline_scripted`` phase)."""
+        raise NotImplementedError
 
     def death_cause(self, outcome: Outcome, i: int) -> str:
         broken = [name for name, m in outcome.margins.items() if m[i] < 0]
@@ -212,9 +190,11 @@ class EnvNode(Node):
         self.t_start = time.monotonic()
         self.train_wall_s: float | None = None  # set when training ends
         self.version_steps: dict[int, int] = {}  # policy version -> training env steps when it first acted
-        self.selection: list[dict[str, Any]] = []  # per kept policy run to its end: version and figures
-        self.candidates: list[int] = []  # kept policy versions still to run in the selection
-        self.candidate: int | None = None  # the version the selection is running now
+        settings = Settings(self.seed, self.num_envs, self.eval_episodes, self.eval_seed, self.select_policy,
+                            self.select_seed, self.select_episodes, self.agent_node, self.shield_node)
+        facts = ArenaFacts(self.episode_cap, self.train_episode_cap, self.has_drive, self.has_tokens,
+                           self.has_scripted)
+        self.experiment = Experiment(settings, facts, self.call_remote, self.log, self.run_dir)
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
@@ -463,92 +443,27 @@ class EnvNode(Node):
             # let the learner consume the whole replay stream, so evaluation sees the trained policy
             if not self.transitions_pub.drain(timeout_s=60.0):
                 self.log.warning("replay_stream_not_drained", timeout_s=60.0)
-        if self.phase == "select":
-            books = self.books["select"]
-            figures = self.episode_section(books, survival_rate=_survival(books))
-            self.selection.append({"version": self.candidate, **figures})
-            if self.candidates:  # the next kept policy runs the same episodes
-                self.start_episodes("select", self.candidates.pop(0))
-                return True
-            best = self.best_selected()
-            if best is not None:
-                self.use_policy(best)
-        order = ["train", *EVAL_PHASES] if self.eval_episodes else ["train"]
-        nxt = order.index(self.phase) + 1
-        if nxt < len(order) and order[nxt] == "select":
-            self.candidates = self.kept_versions() if self.select_policy else []
-            if not self.candidates:
-                nxt += 1
-        if nxt < len(order) and order[nxt] in SCRIPTED_PHASES and self.scripted_actions() is None:
-            nxt += 1
-        if nxt >= len(order):
+        phase = self.experiment.next_phase(self.phase, self.books)
+        if phase is None:
             self.phase = "done"
             self.log.info("finished", summary=str(self.run_dir))
             self.write_summary()
             self.request_stop()
             return False
-        self.configure_peers_for(order[nxt])
-        if order[nxt] == "eval":
-            self.save_selected_policy()
-        self.start_episodes(order[nxt], self.candidates.pop(0) if order[nxt] == "select" else None)
+        self.start_episodes(phase)
         return True
 
-    def start_episodes(self, phase: str, version: int | None) -> None:
-        """One episode per arena from the phase's seed; in the selection, with the kept policy `version`."""
-        self.phase = phase
-        self.books[phase] = Books()
-        self.candidate = version
-        if version is not None:
-            self.use_policy(version)
-        episodes = self.select_episodes if phase == "select" else self.eval_episodes
-        self.build_sim(episodes)
-        seed = self.select_seed if phase == "select" else self.eval_seed
-        self.reset_sim(seed)
-        self.reset_episode_books(episodes)
-        self.books[phase].seed = seed
-        self.books[phase].start_digest = hashlib.sha256(self.observation().obs.tobytes()).hexdigest()[:16]
-        extra = {} if version is None else {"version": version}
-        self.log.info("phase", phase=phase, episodes=episodes, **extra)
-
-    def best_selected(self) -> int | None:
-        """The kept policy that survived longest in the selection; ties go to the fewer viability violations (a
-        policy can outlive every episode and still enter hazards), then the higher return, then the newest."""
-        if not self.selection:
-            return None
-        best = max(reversed(self.selection),
-                   key=lambda c: (c["mean_survival_steps"], -c["violations"], c["mean_return"]))
-        return int(best["version"])
-
-    def configure_peers_for(self, phase: str) -> None:
-        if phase in SCRIPTED_PHASES:
-            return  # the agent and the shield sit this one out
-        agent_mode = {"select": "eval", "eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]
-        bypass = phase in UNSHIELDED_PHASES
-        self.set_remote(self.agent_node, "mode", agent_mode)
-        self.set_remote(self.shield_node, "bypass", bypass)
-
-    def save_selected_policy(self) -> None:
-        """The policy the evaluations use, as ``policy.safetensors`` in the run directory: a file to take away."""
-        if self.run_dir is None or not self.agent_node:
-            return
-        shown = self.call_remote(self.agent_node, "policy.show", {})
-        if not shown or shown.get("version") is None:
-            self.log.info("no_policy_to_save", reason="the agent acts uniformly at random (no weights arrived)")
-            return
-        saved = self.call_remote(self.agent_node, "policy.save",
-                                 {"path": str((self.run_dir / "policy.safetensors").resolve())})
-        if saved:
-            self.log.info("policy_saved", **saved)
-
-    def kept_versions(self) -> list[int]:
-        result = self.call_remote(self.agent_node, "policy.kept", {})
-        return [int(v) for v in result["versions"]] if result else []
-
-    def use_policy(self, version: int) -> None:
-        self.call_remote(self.agent_node, "policy.use", {"version": version})
-
-    def set_remote(self, node: str, name: str, value: Any) -> None:
-        self.call_remote(node, "param.set", {"name": name, "value": value})
+    def start_episodes(self, phase: Phase) -> None:
+        """One episode per arena from the phase's seed."""
+        self.phase = phase.name
+        books = self.books[phase.name] = Books()
+        self.build_sim(phase.arenas)
+        self.reset_sim(phase.seed)
+        self.reset_episode_books(phase.arenas)
+        books.seed = phase.seed
+        books.start_digest = hashlib.sha256(self.observation().obs.tobytes()).hexdigest()[:16]
+        extra = {} if phase.version is None else {"version": phase.version}
+        self.log.info("phase", phase=phase.name, episodes=phase.arenas, **extra)
 
     def call_remote(self, node: str, service: str, args: dict[str, Any]) -> Any:
         """Call a peer's service through the registry; a failure is logged and counted, and gives None."""
@@ -567,97 +482,10 @@ class EnvNode(Node):
     def write_summary(self) -> None:
         if self.run_dir is None:
             return
-        train = self.books.get("train", Books())
         wall_s = self.train_wall_s if self.train_wall_s is not None else time.monotonic() - self.t_start
-        summary = {
-            "run_id": self.run_dir.name,
-            "seed": self.seed,
-            "wall_s": round(wall_s, 3),
-            "env_steps": train.env_steps,
-            "episodes": train.episodes,
-            "episode_cap": self.episode_cap,
-            "env_steps_per_s": round(train.env_steps / max(1e-9, wall_s), 1),
-            **self.summary_extra(),
-            "train": {
-                "violations_executed": train.violations_executed,
-                "shield_interventions": train.shield_interventions,
-                "fallback_steps": train.fallback_steps,
-                "executed_steps": train.executed_steps,
-                "mean_survival_steps": _mean(train.lengths),
-                **self.return_figures(train),
-                "intervention_rate_first_10pct": _rate(train.interventions_per_step, self.num_envs, first=True),
-                "intervention_rate_last_10pct": _rate(train.interventions_per_step, self.num_envs, first=False),
-            },
-            "complete": self.phase == "done",
-        }
-        if self.selection:
-            summary["select"] = {"seed": self.select_seed, "chosen_version": self.best_selected(),
-                                 "candidates": self.selection}
-        if "eval" in self.books:
-            e = self.books["eval"]
-            drive = {"mean_drive": _mean(e.drives)} if self.has_drive else {}
-            summary["eval"] = self.episode_section(e, survival_rate=_survival(e), **drive)
-        for baseline in ("baseline_random", "baseline_scripted"):
-            if baseline in self.books:
-                b = self.books[baseline]
-                summary[baseline] = self.episode_section(b, survival_rate=_survival(b))
-        if "eval_shielded" in self.books:
-            s = self.books["eval_shielded"]
-            summary["eval_shielded"] = self.episode_section(
-                s, interventions_per_step=round(s.shield_interventions / max(1, s.env_steps), 5))
-        path = self.run_dir / "summary.json"
-        existing: dict[str, Any] = {}
-        if path.exists():
-            try:
-                existing = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                existing = {}
-        existing.update(summary)
-        atomic_write_bytes(path, (json.dumps(existing, indent=2) + "\n").encode())
-        self.plot_curve(summary)
-        self.print_report(summary)
-
-    def return_figures(self, books: Books) -> dict[str, float]:
-        """The task return apart from the homeostatic one (both unweighted, per episode), and the tokens."""
-        figures = {"mean_task_return": _mean(books.task_returns), "mean_homeo_return": _mean(books.homeo_returns)}
-        if self.has_tokens:
-            figures["tokens"] = int(np.sum(books.tokens))
-            figures["tokens_per_1000_steps"] = round(1000.0 * figures["tokens"] / max(1, int(np.sum(books.lengths))), 3)
-        return figures
-
-    def episode_section(self, books: Books, **extra: float) -> dict[str, Any]:
-        """An evaluation's summary: what every evaluation reports, plus its own figures."""
-        arenas = {} if books.seed is None else {"seed": books.seed, "start_digest": books.start_digest}
-        return {"episodes": books.episodes, "mean_survival_steps": _mean(books.lengths),
-                "mean_return": _mean(books.returns), **self.return_figures(books),
-                "violations": books.violations_executed, "deaths": dict(sorted(books.deaths.items())),
-                **arenas, **extra}
-
-    def plot_curve(self, summary: dict[str, Any]) -> None:
-        """The learning curve's panels as data (``learning_curve.json``) and as a figure (``learning_curve.png``)."""
-        if not self.curve or self.run_dir is None:
-            return
-        train = self.books.get("train", Books())
-        panels = curve_panels(self.curve, train.interventions_per_step, self.num_envs, self.train_episode_cap,
-                              self.selection, self.version_steps, summary, self.best_selected())
-        atomic_write_bytes(self.run_dir / "learning_curve.json", (json.dumps(panels) + "\n").encode())
-        plot_panels(panels, self.run_dir / "learning_curve.png")
-
-    def print_report(self, s: dict[str, Any]) -> None:
-        lines = [
-            f"run {s['run_id']}: {s['env_steps']} env steps, {s['episodes']} episodes in {s['wall_s']} s",
-            f"  train: violations {s['train']['violations_executed']}, interventions "
-            f"{s['train']['shield_interventions']}, fallback steps {s['train']['fallback_steps']}, "
-            f"intervention rate {s['train']['intervention_rate_first_10pct']} -> "
-            f"{s['train']['intervention_rate_last_10pct']}",
-        ]
-        if "select" in s:
-            lines.append(f"  select: version {s['select']['chosen_version']} of " + ", ".join(
-                f"{c['version']} ({c['mean_survival_steps']})" for c in s["select"]["candidates"]))
-        lines += _side_by_side(s)
-        if "eval_shielded" in s:
-            lines.append("  eval_shielded: " + ", ".join(f"{k} {v}" for k, v in s["eval_shielded"].items()))
-        self.log.info("report", text="\n" + "\n".join(lines))
+        training = Training(self.books.get("train", Books()), self.curve, self.version_steps)
+        self.experiment.write_summary(self.books, training, wall_s, complete=self.phase == "done",
+                                      extra=self.summary_extra())
 
 
 class GridLifeNode(EnvNode):
@@ -678,6 +506,7 @@ class GridLifeNode(EnvNode):
 
     has_drive = True
     has_tokens = True
+    has_scripted = True
     act_dim = 2
 
     def setup(self) -> None:
@@ -898,40 +727,3 @@ def pack_replay(first_step: int, held: list[dict[str, np.ndarray | None]]) -> Tr
     fields = {name: None if value is None else np.concatenate([h[name] for h in held])  # type: ignore[misc]
               for name, value in held[0].items()}
     return TransitionBatch(step=first_step, steps=len(held), **fields)
-
-
-def _mean(values: list[float] | list[int]) -> float:
-    return round(float(np.mean(values)), 3) if len(values) else 0.0
-
-
-REPORT_COLUMNS = (("survival", "survival_rate"), ("steps", "mean_survival_steps"),
-                  ("tokens/1000", "tokens_per_1000_steps"), ("task return", "mean_task_return"),
-                  ("homeo return", "mean_homeo_return"), ("return", "mean_return"), ("violations", "violations"))
-
-
-def _side_by_side(s: dict[str, Any]) -> list[str]:
-    """The unshielded evaluations, one row each: what the policy learned next to what random and scripted do."""
-    rows = [key for key in ("eval", "baseline_random", "baseline_scripted") if key in s]
-    if not rows:
-        return []
-    columns = [(title, key) for title, key in REPORT_COLUMNS if any(key in s[r] for r in rows)]
-    width = max(len(r) for r in rows)
-    lines = [f"  {'unshielded, seed ' + str(s[rows[0]].get('seed', '')):<{width + 2}}"
-             + "".join(f"{title:>14}" for title, _ in columns)]
-    for r in rows:
-        lines.append(f"    {r:<{width}}" + "".join(f"{s[r].get(key, '-')!s:>14}" for _, key in columns))
-    return lines
-
-
-def _survival(books: Books) -> float:
-    if not books.lengths:
-        return 0.0
-    return round(float(np.mean([not d for d in books.died])), 4)
-
-
-def _rate(per_step: list[int], num_envs: int, first: bool) -> float:
-    if not per_step:
-        return 0.0
-    k = max(1, len(per_step) // 10)
-    part = per_step[:k] if first else per_step[-k:]
-    return round(float(np.sum(part)) / (len(part) * num_envs), 5)
