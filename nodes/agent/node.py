@@ -11,10 +11,10 @@ input the learner trains on; the estimate is for the shield. The agent proposes 
 once the estimate of step t has arrived, so the shield judges the proposal against that estimate
 (if none comes, the shield's own proposal deadline decides). See docs/estimator.md.
 Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
-``policy.show`` says which policy acts. With ``keep_every`` the agent keeps one learner policy every that
-many versions (the newest ``keep_policies``) and always the learner's newest weights: ``policy.kept``
-lists their versions, ``policy.use {version}`` switches to one of them and stops following the learner
-(the env's policy selection, or a rollback by hand).
+``policy.show`` says which policy acts, ``policy.save {path}`` writes it as a policy file. With ``keep_every``
+the agent keeps one learner policy every that many versions (the newest ``keep_policies``) and always the
+learner's newest weights: ``policy.kept`` lists their versions, ``policy.use {version}`` switches to one of
+them and stops following the learner (the env's policy selection, or a rollback by hand).
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from nodes.sac.inference import make_inference_actor
-from nodes.sac.policy_file import CheckpointError, Policy, load_newest_policy, load_policy, policy_from_wire
+from nodes.sac.policy_file import (
+    CheckpointError,
+    Policy,
+    load_newest_policy,
+    load_policy,
+    policy_from_wire,
+    save_policy,
+)
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, PolicyWeights, ProposedAction, StateEstimate
@@ -65,6 +72,7 @@ class AgentNode(Node):
             self.install(policy, "file")
         self.service("policy.swap", self.svc_swap)
         self.service("policy.show", lambda args: self.describe_policy())
+        self.service("policy.save", self.svc_save)
         self.service("policy.kept", lambda args: {"versions": self.kept_versions()})
         self.service("policy.use", self.svc_use)
 
@@ -148,6 +156,17 @@ class AgentNode(Node):
         self.set_param("follow_learner", bool(args.get("follow_learner", False)))
         self.count("policy_swaps")
         return result
+
+    def svc_save(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Write the policy that acts now (the format ``policy.swap`` and ``policy_file`` read)."""
+        path = args.get("path")
+        if not isinstance(path, str) or not path:
+            raise ValueError("field `path` must name the policy file to write")
+        if self.policy is None:
+            raise ValueError("field `path`: no policy to save (actions are uniform random until weights arrive)")
+        written = save_policy(path, self.policy)
+        self.log.info("policy_saved", path=str(written), version=self.policy.version)
+        return {"path": str(written), "version": self.policy.version}
 
     def usable(self) -> list[Policy]:
         """The kept policies, oldest first, then the learner's newest weights if they are not among them."""
