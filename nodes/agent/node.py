@@ -11,21 +11,30 @@ input the learner trains on; the estimate is for the shield. The agent proposes 
 once the estimate of step t has arrived, so the shield judges the proposal against that estimate
 (if none comes, the shield's own proposal deadline decides). See docs/estimator.md.
 Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
-``policy.show`` says which policy acts. With ``keep_every`` the agent keeps one learner policy every that
-many versions (the newest ``keep_policies``) and always the learner's newest weights: ``policy.kept``
-lists their versions, ``policy.use {version}`` switches to one of them and stops following the learner
-(the env's policy selection, or a rollback by hand).
+``policy.show`` says which policy acts, ``policy.save {path}`` writes it as a policy file. With ``keep_every``
+the agent keeps one learner policy every that many versions (the newest ``keep_policies``) and always the
+learner's newest weights: ``policy.kept`` lists their versions, ``policy.use {version}`` switches to one of
+them and stops following the learner (the env's policy selection, or a rollback by hand).
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from nodes.sac.inference import make_inference_actor
-from nodes.sac.policy_file import CheckpointError, Policy, load_newest_policy, load_policy, policy_from_wire
+from nodes.sac.policy_file import (
+    CheckpointError,
+    Policy,
+    load_newest_policy,
+    load_policy,
+    policy_from_wire,
+    save_policy,
+)
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, PolicyWeights, ProposedAction, StateEstimate
@@ -67,6 +76,7 @@ class AgentNode(Node):
         self.service("policy.show", lambda args: self.describe_policy())
         self.service("policy.kept", lambda args: {"versions": self.kept_versions()})
         self.service("policy.use", self.svc_use)
+        self.service("policy.save", self.svc_save)
 
     # --- acting -----------------------------------------------------------------------------
 
@@ -167,6 +177,21 @@ class AgentNode(Node):
         result = self.install(policy, "kept")
         self.set_param("follow_learner", False)  # or the learner's next weights would replace it
         return result
+
+    def svc_save(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Write the policy the agent acts with as a policy file (what ``policy.swap`` loads)."""
+        path = args.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ValueError(f"field `path` must be an absolute file path, got {path!r}")
+        if self.policy is None:
+            raise ValueError("field `node`: the agent has no policy yet (it acts uniformly at random)")
+        policy = replace(self.policy, metadata={**self.policy.metadata, "saved_from": self.name, "mode": self.mode})
+        try:
+            written = save_policy(path, policy)
+        except OSError as exc:
+            raise ValueError(f"field `path`: cannot write {path}: {exc.strerror or exc}") from None
+        self.count("policy_saves")
+        return {"path": str(written), "version": policy.version, "source": policy.source}
 
     def describe_policy(self) -> dict[str, Any]:
         if self.policy is None:
