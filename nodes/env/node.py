@@ -608,6 +608,10 @@ class GridLifeNode(EnvNode):
     lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
     lambda_task = Param(1.0, "weight of the task reward", ge=0)
     death_penalty = Param(0.0, "reward added on death (negative)", le=0)
+    homeo_discount = Param(1.0, "gamma of the homeostatic term the learner gets, D(h) - gamma D(h'): with the "
+                           "learner's discount it is potential-based shaping (no optimal policy changes); plain "
+                           "drive reduction (1.0) under discounting also charges (1 - gamma) D(h') per step",
+                           gt=0, le=1)
     train_cap = Param(0, "training episodes end (truncated) after this many steps; 0: the config's episode_cap. "
                          "More, shorter episodes start from more states; evaluation always runs the full cap", ge=0)
     estimator_node = Param("estimator", "under partial observability, also wait for this node ('' for none)")
@@ -692,9 +696,12 @@ class GridLifeNode(EnvNode):
         internal_before = self.sim.internal.astype(np.float32)
         result = self.sim.step(actions)
         self.current_obs = result.obs
+        homeo = result.homeo_reward
+        if self.homeo_discount < 1.0:  # D(h) - gamma D(h') = (D(h) - D(h')) + (1 - gamma) D(h')
+            homeo = homeo + (1.0 - self.homeo_discount) * self.sim.homeostat.drive(result.internal)
         reward = (
             self.lambda_task * result.task_reward
-            + self.lambda_homeo * result.homeo_reward
+            + self.lambda_homeo * homeo
             + self.death_penalty * result.terminated
         ).astype(np.float32)
         self._end_internal = result.internal  # float64, for the end-of-episode drive
