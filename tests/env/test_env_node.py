@@ -190,3 +190,23 @@ def test_with_homeo_discount_the_homeostatic_reward_is_potential_based_shaping()
         np.testing.assert_allclose(total, start - gamma**20 * drive(node.sim.internal), rtol=1e-4, atol=1e-5)
     finally:
         node.close()
+
+
+def test_token_shaping_pays_for_the_metres_towards_the_nearest_token() -> None:
+    params = {"num_envs": 8, "total_steps": 100, "lambda_task": 0.0, "lambda_homeo": 0.0, "token_shaping": 1.0,
+              "fallback": "zero"}
+    node = GridLifeNode("env", params=params)
+    try:
+        node.transition("inactive")
+        node.reset_sim(3)
+        column = node.sim.obs_names.index("token_dx")
+        towards = node.current_obs[:, column : column + 2].astype(np.float64)
+        towards /= np.linalg.norm(towards, axis=1, keepdims=True)
+        far = node.current_obs[:, column + 2] * node.cfg.arena_size > 1.0
+        assert far.sum() >= 4
+        outcome = node.step_sim(towards.astype(np.float32))  # full speed, straight at the token: 0.1 m
+        np.testing.assert_allclose(outcome.reward[far], node.cfg.dt * node.cfg.vmax, atol=1e-4)
+        away = node.step_sim(-towards.astype(np.float32))
+        assert (away.reward[far] < 0).all()  # and moving away costs
+    finally:
+        node.close()
