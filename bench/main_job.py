@@ -5,7 +5,9 @@ For each training seed it runs the launch file (or reads a finished run director
 GridLife directly, unshielded and deterministic, on the same fixed evaluation seeds: the run's final actor
 (from its learner checkpoint), the selected policy (``policy.safetensors``) when the run wrote one, and, as
 the baselines measured in the same run, the scripted station keeper (nodes/env/scripted.py) and a uniform
-random policy. Training and shielded-evaluation violations come from the run's summary.json.
+random policy. Training and shielded-evaluation violations come from the run's summary.json. `mean_drive` is
+the homeostat's drive D(h) averaged over the steps alive: under discounting, plain drive reduction charges the
+learner (1 - gamma) lambda_homeo D per step, so it says what living like that policy costs in reward.
 
     .venv/bin/python bench/main_job.py --seeds 0 1 2 --steps 300000
     .venv/bin/python bench/main_job.py --seeds 0 --steps 100000 --arg arenas=16 --set env.lambda_homeo=3.0
@@ -74,9 +76,11 @@ def evaluate(act: Act, cfg: GridLifeConfig, episodes: int, seed: int) -> dict[st
     tokens = np.zeros(episodes)
     violations = 0
     died = np.zeros(episodes, bool)
+    drive = 0.0  # summed over the steps alive: how far from its setpoints a policy lives
     while running.any():
         result = batch.step(act(batch, obs))
         obs = result.obs
+        drive += float(batch.homeostat.drive(result.internal)[running].sum())
         tokens += result.task_reward * running
         violations += int((result.violation & running).sum())
         ended = result.done & running
@@ -89,6 +93,7 @@ def evaluate(act: Act, cfg: GridLifeConfig, episodes: int, seed: int) -> dict[st
         "tokens_per_1000_steps": round(float(1000.0 * tokens.sum() / max(1, lengths.sum())), 3),
         "tokens_per_episode": round(float(tokens.mean()), 3),
         "violations": violations,
+        "mean_drive": round(drive / max(1, lengths.sum()), 4),
     }
 
 
