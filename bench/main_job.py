@@ -5,7 +5,8 @@ For each training seed it runs the launch file (or reads a finished run director
 GridLife directly, unshielded and deterministic, on the same fixed evaluation seeds: the run's final actor
 (from its learner checkpoint), the selected policy (``policy.safetensors``) when the run wrote one, and, as
 the baselines measured in the same run, the scripted station keeper (nodes/env/scripted.py) and a uniform
-random policy. Training and shielded-evaluation violations come from the run's summary.json. `mean_drive` is
+random policy. The final actor is also evaluated behind the shield's core (QP filter) in this process, for a
+run stopped before its own shielded evaluation; training violations come from the run's summary.json. `mean_drive` is
 the homeostat's drive D(h) averaged over the steps alive: under discounting, plain drive reduction charges the
 learner (1 - gamma) lambda_homeo D per step, so it says what living like that policy costs in reward.
 
@@ -38,6 +39,7 @@ from nodes.env.scripted import seek_station_policy
 from nodes.sac.inference import NumpyActor
 from nodes.sac.policy_file import Policy, load_policy
 from nodes.sac.spec import ActorSpec
+from nodes.shield.core import ShieldConfig, ShieldCore
 from persist_rt import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +69,15 @@ def uniform(seed: int) -> Act:
     return lambda batch, obs: rng.uniform(-1.0, 1.0, size=(batch.num_envs, 2)).astype(np.float32)
 
 
+def shielded(act: Act, cfg: GridLifeConfig) -> Act:
+    """`act` behind the shield node's core with its launch-file settings (QP filter), stepped in this process."""
+    core = ShieldCore(cfg, ShieldConfig(filter="qp", input_deadline_s=1.0))
+    steps = iter(range(1 << 62))
+    return lambda batch, obs: core.step(next(steps), batch.positions, batch.internal, act(batch, obs), 0.0).actions
+
+
 def evaluate(act: Act, cfg: GridLifeConfig, episodes: int, seed: int) -> dict[str, Any]:
-    """One unshielded episode per arena from `seed`: survival, tokens per 1,000 steps alive, violations."""
+    """One episode per arena from `seed`: survival, tokens per 1,000 steps alive, violations."""
     batch = GridLifeBatch(cfg, num_envs=episodes)
     obs = batch.reset(seed=seed)
     running = np.ones(episodes, bool)
@@ -125,9 +134,12 @@ def from_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def meets(learned: dict[str, Any], keeper: dict[str, Any], books: dict[str, Any]) -> bool:
+    shielded_violations = books.get("eval_shielded_violations")
+    if shielded_violations is None:
+        shielded_violations = books.get("final_shielded", {}).get("violations")
     return (learned["survival_fraction_of_cap"] >= 0.99
             and learned["tokens_per_1000_steps"] >= keeper["tokens_per_1000_steps"]
-            and books.get("train_violations") == 0 and books.get("eval_shielded_violations") == 0)
+            and books.get("train_violations") == 0 and shielded_violations == 0)
 
 
 def main() -> None:
@@ -164,7 +176,9 @@ def main() -> None:
             entry["launch_wall_s"] = round(wall, 1)
         ckpt = run_dir / "checkpoints" / "learner.safetensors"
         if ckpt.exists():
-            entry["final"] = evaluate(actor_policy(checkpoint_actor(ckpt)), cfg, opts.episodes, opts.eval_seed)
+            final = actor_policy(checkpoint_actor(ckpt))
+            entry["final"] = evaluate(final, cfg, opts.episodes, opts.eval_seed)
+            entry["final_shielded"] = evaluate(shielded(final, cfg), cfg, opts.episodes, opts.eval_seed)
         selected = run_dir / "policy.safetensors"
         if selected.exists():
             entry["selected"] = evaluate(actor_policy(load_policy(selected)), cfg, opts.episodes, opts.eval_seed)
