@@ -19,7 +19,9 @@ them and stops following the learner (the env's policy selection, or a rollback 
 
 from __future__ import annotations
 
+import os
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +77,7 @@ class AgentNode(Node):
         self.service("policy.save", self.svc_save)
         self.service("policy.kept", lambda args: {"versions": self.kept_versions()})
         self.service("policy.use", self.svc_use)
+        self.service("policy.save", self.svc_save)
 
     # --- acting -----------------------------------------------------------------------------
 
@@ -186,6 +189,21 @@ class AgentNode(Node):
         result = self.install(policy, "kept")
         self.set_param("follow_learner", False)  # or the learner's next weights would replace it
         return result
+
+    def svc_save(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Write the policy the agent acts with as a policy file (what ``policy.swap`` loads)."""
+        path = args.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ValueError(f"field `path` must be an absolute file path, got {path!r}")
+        if self.policy is None:
+            raise ValueError("field `node`: the agent has no policy yet (it acts uniformly at random)")
+        policy = replace(self.policy, metadata={**self.policy.metadata, "saved_from": self.name, "mode": self.mode})
+        try:
+            written = save_policy(path, policy)
+        except OSError as exc:
+            raise ValueError(f"field `path`: cannot write {path}: {exc.strerror or exc}") from None
+        self.count("policy_saves")
+        return {"path": str(written), "version": policy.version, "source": policy.source}
 
     def describe_policy(self) -> dict[str, Any]:
         if self.policy is None:
