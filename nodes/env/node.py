@@ -97,6 +97,7 @@ class EnvNode(Node):
     eval_seed = Param(10_000, "seed of the evaluation arenas", ge=0)
     agent_node = Param("agent", "agent node to switch between train/eval/random ('' for none)")
     shield_node = Param("shield", "shield node to bypass during unshielded evaluation ('' for none)")
+    learner_node = Param("", "learner whose learner.summary (config, train figures) joins summary.json ('' for none)")
     publish_transitions = Param(True, "publish the replay stream")
     replay_steps = Param(8, "env steps per replay-stream message: its consumers decode one message per this many "
                          "steps (a training phase's last message may hold fewer)", ge=1)
@@ -528,6 +529,10 @@ class EnvNode(Node):
             },
             "complete": self.phase == "done",
         }
+        learner = self.call_remote(self.learner_node, "learner.summary", {}) if self.learner_node else None
+        if learner:
+            summary["config"] = learner["config"]
+            summary["train"].update(learner["train"])
         if self.selection:
             summary["select"] = {"seed": self.select_seed, "chosen_version": self.best_selected(),
                                  "candidates": self.selection}

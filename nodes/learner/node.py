@@ -81,6 +81,7 @@ class LearnerNode(Node):
         self.staged_rows = 0
         self.weights_pub = self.publisher("policy/weights", PolicyWeights)
         self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
+        self.service("learner.summary", lambda args: self.summary())
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -220,6 +221,13 @@ class LearnerNode(Node):
         self.replay.add_batch(*(np.concatenate([getattr(m, name) for m in staged])
                                 for name in ("obs", "actions", "reward", "next_obs")),
                               np.concatenate([m.terminated for m in staged]).astype(np.float32))
+
+    def summary(self) -> dict[str, Any]:
+        """What the run's summary.json records of the learner: its configuration and the intrinsic term's mean
+        over every batch it trained on (0 without one; None before the first update)."""
+        mean = self.intr_sum / self.intr_count if self.intr_count else (0.0 if self.intrinsic == "none" else None)
+        return {"config": {"agent": self.algorithm, "intrinsic": self.intrinsic, "lambda_intr": self.lambda_intr},
+                "train": {"intrinsic_mean": mean}}
 
     def refresh(self) -> None:
         if self.sac is None:
