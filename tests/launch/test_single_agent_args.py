@@ -25,3 +25,8 @@ def test_bad_values_are_refused_by_name(arg: str, value: str, named: str) -> Non
     with pytest.raises(LaunchError) as info:
         load_launch(PATH, Overrides(args={arg: value}))
     assert named in str(info.value)
+
+
+def test_agent_mpc_reaches_the_agent_node() -> None:
+    spec = load_launch(PATH, Overrides(args={"agent": "mpc"}))
+    assert spec.node("agent").params["algorithm"] == spec.node("learner").params["algorithm"] == "mpc"
