@@ -61,13 +61,13 @@ class LearnerNode(Node):
                        "(always all of them before an update or a checkpoint)", ge=1)
 
     def on_configure(self) -> None:
-        import torch
+        if self.algorithm != "mpc":  # a planning agent leaves the learner nothing to learn: no torch then
+            import torch
 
-        torch.set_num_threads(self.threads)
-        self.torch = torch
-        # torch's first optimiser costs about a second of lazy imports: pay it here, before the node is announced,
-        # rather than on the first transitions, where it takes the CPU from the env loop that feeds them
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
+            torch.set_num_threads(self.threads)
+            # torch's first optimiser costs about a second of lazy imports: pay it here, before the node is
+            # announced, rather than on the first transitions, where it takes the CPU from the env loop
+            torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
         self.sac: Any = None
         self.replay: Any = None
         self.transitions_seen = 0

@@ -91,3 +91,14 @@ def test_bad_parameters_are_refused_by_field(tmp_path) -> None:  # type: ignore[
         assert node.sac.num_updates > updates
     finally:
         node.close()
+
+
+def test_with_a_planning_agent_the_learner_acknowledges_transitions_and_learns_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    node = trained(tmp_path, "none", algorithm="mpc")
+    try:
+        assert node.sac is None and node.transitions_seen == 12
+        assert node.summary() == {"config": {"agent": "mpc", "intrinsic": "none", "lambda_intr": 0.5},
+                                  "train": {"intrinsic_mean": 0.0}}
+    finally:
+        node.close()
+    assert not (tmp_path / "checkpoints" / "learner.safetensors").exists()
