@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from nodes.intrinsic import METHODS
 from persist_rt import Node, Param
 from persist_rt.checkpoint import CheckpointError, load_newest
 from protocols import PolicyWeights, TransitionBatch
 
 ALGORITHMS = ("sac", "cvar_sac", "mpc")
+# nodes.intrinsic.METHODS, written out: launch files and the wizard check choices from literals, without imports
+INTRINSIC = ("none", "surprise_minimise", "surprise_seek", "rnd", "empowerment")
 INTRINSIC_PREFIX = "intrinsic."  # the intrinsic model's tensors among the checkpoint's attached ones
 
 
@@ -38,7 +39,7 @@ class LearnerNode(Node):
     algorithm = Param("sac", "sac, or cvar_sac: a quantile critic and an actor maximising CVaR_alpha of the return; "
                       "mpc: the agent plans and nothing is learned here", choices=ALGORITHMS, read_only=True)
     intrinsic = Param("none", "intrinsic reward fitted and recomputed on every sampled batch (docs/intrinsic.md)",
-                      choices=METHODS, read_only=True)
+                      choices=INTRINSIC, read_only=True)
     lambda_intr = Param(0.1, "weight of the intrinsic reward: r_total = r + lambda_intr * r_intr", ge=0)
     cvar_alpha = Param(1.0, "cvar_sac: fraction of the worst returns the actor optimises (1.0: the mean)", gt=0, le=1,
                        read_only=True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nodes.learner.node import LearnerNode
+from nodes.intrinsic import METHODS
+from nodes.learner.node import INTRINSIC, LearnerNode
 from persist_rt.checkpoint import load
+from persist_rt.launch.paramtable import param_table
 from persist_rt.params import ParamError
 from tests.graph.test_learner_staging import ACT_DIM, OBS_DIM, transitions
 
@@ -77,6 +79,8 @@ def test_a_checkpoint_of_another_method_is_refused_by_field_and_the_learner_star
 
 
 def test_bad_parameters_are_refused_by_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert INTRINSIC == METHODS  # the launch checker's literal copy of the names
+    assert param_table("learner").params["intrinsic"].choices == METHODS
     with pytest.raises(ParamError, match="intrinsic"):
         LearnerNode("learner", params={**PARAMS, "intrinsic": "curiosity"})
     with pytest.raises(ParamError, match="lambda_intr"):
