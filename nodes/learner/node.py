@@ -183,9 +183,9 @@ class LearnerNode(Node):
             self.store_staged()
         t0 = time.perf_counter()
         stats: Mapping[str, float] = {}
-        for _ in range(owed):
+        for i in range(owed):
             batch = self.replay.sample(self.batch_size, self.sac.generator)
-            stats = self.sac.update(batch if self.intr is None else self.with_intrinsic(batch))
+            stats = self.sac.update(batch if self.intr is None else self.with_intrinsic(batch, report=i == owed - 1))
             if self.sac.publish_due():
                 self.publish_weights()
             self.keep_alive()  # a message of many steps owes many updates: seconds on a loaded machine
@@ -196,22 +196,23 @@ class LearnerNode(Node):
         if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
             self.save_checkpoint()
 
-    def with_intrinsic(self, batch: Any) -> Any:
+    def with_intrinsic(self, batch: Any, report: bool = True) -> Any:
         """Fit the intrinsic model on the batch, then the batch with r_total = r + lambda_intr * r_intr (the
-        reward of the model as it is now); the term's figures go to telemetry."""
+        reward of the model as it is now). With ``report`` the term's figures go to telemetry: each read waits
+        for the device, so a run of updates reports its last one only."""
         from nodes.intrinsic.base import p95
 
         losses = self.intr.fit(batch.obs, batch.action, batch.next_obs)
         r_intr = self.intr.reward(batch.obs, batch.action, batch.next_obs)
         term = self.lambda_intr * r_intr
-        mean = float(r_intr.mean())
-        self.intr_sum, self.intr_count = self.intr_sum + mean, self.intr_count + 1
-        self.gauge("intrinsic.mean", mean)
-        self.gauge("intrinsic.p95", p95(r_intr))
-        # share of r_total's magnitude that the intrinsic term makes up, in [0, 1]
-        magnitude = float(term.abs().sum() + batch.reward.abs().sum())
-        self.gauge("intrinsic.share", float(term.abs().sum()) / magnitude if magnitude else 0.0)
-        self.gauge("intrinsic.model_loss", sum(losses.values()))
+        self.intr_sum, self.intr_count = self.intr_sum + r_intr.mean(), self.intr_count + 1  # stays on the device
+        if report:
+            self.gauge("intrinsic.mean", float(r_intr.mean()))
+            self.gauge("intrinsic.p95", p95(r_intr))
+            # share of r_total's magnitude that the intrinsic term makes up, in [0, 1]
+            magnitude = float(term.abs().sum() + batch.reward.abs().sum())
+            self.gauge("intrinsic.share", float(term.abs().sum()) / magnitude if magnitude else 0.0)
+            self.gauge("intrinsic.model_loss", sum(losses.values()))
         return batch._replace(reward=batch.reward + term)
 
     def store_staged(self) -> None:
@@ -226,7 +227,8 @@ class LearnerNode(Node):
     def summary(self) -> dict[str, Any]:
         """What the run's summary.json records of the learner: its configuration and the intrinsic term's mean
         over every batch it trained on (0 without one; None before the first update)."""
-        mean = self.intr_sum / self.intr_count if self.intr_count else (0.0 if self.intrinsic == "none" else None)
+        none = 0.0 if self.intrinsic == "none" else None
+        mean = float(self.intr_sum) / self.intr_count if self.intr_count else none
         return {"config": {"agent": self.algorithm, "intrinsic": self.intrinsic, "lambda_intr": self.lambda_intr},
                 "train": {"intrinsic_mean": mean}}
 
@@ -238,7 +240,7 @@ class LearnerNode(Node):
         self.gauge("transitions_seen", self.transitions_seen)
         self.gauge("updates_per_s", self.sac.num_updates / self.update_time if self.update_time else 0.0)
         if self.intr_count:
-            self.gauge("intrinsic.train_mean", self.intr_sum / self.intr_count)
+            self.gauge("intrinsic.train_mean", float(self.intr_sum) / self.intr_count)
 
     def publish_weights(self) -> None:
         policy = self.sac.policy()

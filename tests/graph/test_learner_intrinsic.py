@@ -35,7 +35,7 @@ def test_each_method_trains_reports_and_resumes(tmp_path, intrinsic: str) -> Non
             assert np.isfinite(gauges[name]), name
         assert 0 < gauges["intrinsic.share"] < 1
         node.refresh()
-        assert node.stats()["gauges"]["intrinsic.train_mean"] == pytest.approx(node.intr_sum / node.intr_count)
+        assert node.stats()["gauges"]["intrinsic.train_mean"] == pytest.approx(float(node.intr_sum) / node.intr_count)
         node.save_checkpoint()
         saved = {k: v.copy() for k, v in node.intr.state_arrays().items()}
     finally:
