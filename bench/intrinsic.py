@@ -13,7 +13,9 @@ results.<variant>.<method>: survival (unshielded eval, mean fraction of the epis
 episode return), coverage (fraction of the arena's 1 m cells visited during training), return_q05 (5% quantile of
 the eval episode returns), interventions_per_step (training, per arena-step), violations (executed during shielded
 training), eval_violations (unshielded eval, arena-steps in violation), updates_per_s (learner updates per second
-of update time, intrinsic term included) and update_cost (plain SAC's updates_per_s over this one, same run).
+of update time during training, intrinsic term included) and update_cost: this method's time per learner update
+over plain SAC's, measured on one fixed replay buffer in interleaved blocks (median block time of each), so that a
+busy machine slows both alike (top-level ``update_cost``; it does not depend on the variant).
 """
 
 from __future__ import annotations
@@ -143,6 +145,35 @@ def evaluate(agent: Any, cfg: GridLifeConfig, episodes: int) -> dict[str, float]
             "return_q05": float(np.quantile(returns, 0.05)), "eval_violations": eval_violations}
 
 
+def update_cost(methods: list[str], obs_dim: int, blocks: int = 7, per_block: int = 20) -> dict[str, float]:
+    """Time per update of each method over plain SAC's: the learner's own update path (SAC's update on the batch
+    with the intrinsic term fitted and recomputed), on the same random replay, blocks interleaved."""
+    rng = np.random.default_rng(0)
+    nodes = {}
+    for method in ["sac", *[m for m in methods if m not in ("sac", "mpc")]]:
+        node = LearnerNode("learner", params=learner_params(method))
+        node.transition("inactive")
+        node.build(obs_dim, 2)
+        n = 5000
+        node.replay.add_batch(rng.normal(size=(n, obs_dim)).astype(np.float32),
+                              rng.uniform(-1, 1, (n, 2)).astype(np.float32), rng.normal(size=n).astype(np.float32),
+                              rng.normal(size=(n, obs_dim)).astype(np.float32), np.zeros(n, np.float32))
+        nodes[method] = node
+    times: dict[str, list[float]] = {m: [] for m in nodes}
+    for block in range(blocks + 1):  # the first block warms up
+        for method, node in nodes.items():
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                batch = node.replay.sample(node.batch_size, node.sac.generator)
+                node.sac.update(batch if node.intr is None else node.with_intrinsic(batch, report=False))
+            if block:
+                times[method].append(time.perf_counter() - t0)
+    for node in nodes.values():
+        node.close()
+    base = float(np.median(times["sac"]))
+    return {m: round(float(np.median(t)) / base, 3) for m, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4000, help="training budget per method, arena-steps")
@@ -160,13 +191,13 @@ def main() -> None:
         for method in methods:
             agent, figures = train(method, cfg, args.steps, args.arenas)
             results[variant][method] = {**evaluate(agent, cfg, args.eval_episodes), **figures}
-        base = results[variant].get("sac", {}).get("updates_per_s", 0.0)
-        for figures in results[variant].values():
-            ups = figures["updates_per_s"]
-            figures["update_cost"] = round(base / ups, 3) if base and ups else None  # type: ignore[assignment]
+    costs = update_cost(methods, GridLifeConfig().obs_dim)
+    for per_method in results.values():
+        for method, figures in per_method.items():
+            figures["update_cost"] = costs.get(method)  # type: ignore[assignment]
     print(json.dumps({"bench": "intrinsic", "steps": args.steps, "arenas": args.arenas,
                       "eval_episodes": args.eval_episodes, "eval_cap": args.eval_cap,
-                      "wall_s": round(time.perf_counter() - start, 1),
+                      "wall_s": round(time.perf_counter() - start, 1), "update_cost": costs,
                       "results": {v: {m: {k: round(x, 4) if isinstance(x, float) else x for k, x in f.items()}
                                       for m, f in r.items()} for v, r in results.items()}}))
 
