@@ -88,6 +88,7 @@ class EnvNode(Node):
     eval_seed = Param(10_000, "seed of the evaluation arenas", ge=0)
     agent_node = Param("agent", "agent node to switch between train/eval/random ('' for none)")
     shield_node = Param("shield", "shield node to bypass during unshielded evaluation ('' for none)")
+    learner_node = Param("", "learner whose learner.summary (config, train figures) joins summary.json ('' for none)")
     publish_transitions = Param(True, "publish the replay stream")
     replay_steps = Param(8, "env steps per replay-stream message: its consumers decode one message per this many "
                          "steps (a training phase's last message may hold fewer)", ge=1)
@@ -191,7 +192,8 @@ class EnvNode(Node):
         self.train_wall_s: float | None = None  # set when training ends
         self.version_steps: dict[int, int] = {}  # policy version -> training env steps when it first acted
         settings = Settings(self.seed, self.num_envs, self.eval_episodes, self.eval_seed, self.select_policy,
-                            self.select_seed, self.select_episodes, self.agent_node, self.shield_node)
+                            self.select_seed, self.select_episodes, self.agent_node, self.shield_node,
+                            self.learner_node)
         facts = ArenaFacts(self.episode_cap, self.train_episode_cap, self.has_drive, self.has_tokens,
                            self.has_scripted)
         self.experiment = Experiment(settings, facts, self.call_remote, self.log, self.run_dir)

@@ -86,6 +86,9 @@ KNOBS = (
     Knob("hidden", "hidden", "network size: hidden layer sizes"),
     Knob("curriculum", "curriculum", "curriculum on/off"),
     Knob("seed", "seed", "seed"),
+    Knob("intrinsic", "intrinsic", "intrinsic reward: none, surprise_minimise, surprise_seek, rnd or empowerment"),
+    Knob("lambda_intr", "lambda_intr", "weight of the intrinsic reward (>= 0)"),
+    Knob("agent", "algorithm", "agent kind: sac, cvar_sac or mpc (planning)"),
 )
 
 
@@ -232,6 +235,9 @@ def new(
     hidden: Annotated[str | None, typer.Option(help=KNOBS[7].title + ", e.g. 256,256")] = None,
     curriculum: Annotated[bool | None, typer.Option("--curriculum/--no-curriculum", help=KNOBS[8].title)] = None,
     seed: Annotated[int | None, typer.Option(min=0, help=KNOBS[9].title)] = None,
+    intrinsic: Annotated[str | None, typer.Option(help=KNOBS[10].title)] = None,
+    lambda_intr: Annotated[float | None, typer.Option(help=KNOBS[11].title)] = None,
+    agent: Annotated[str | None, typer.Option(help=KNOBS[12].title)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="launch file to write")] = None,
     do_launch: Annotated[bool | None, typer.Option("--launch/--no-launch", help="launch it when written")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="ask nothing: flags and defaults only")] = False,
@@ -239,7 +245,7 @@ def new(
     """Build a launch file step by step (or from flags alone with --yes), then optionally launch it."""
     flags = {"steps": steps, "num_envs": num_envs, "utd_ratio": utd_ratio, "publish_period": publish_period,
              "actor_lr": actor_lr, "critic_lr": critic_lr, "amortise_after": amortise_after, "hidden": hidden,
-             "curriculum": curriculum, "seed": seed}
+             "curriculum": curriculum, "seed": seed, "intrinsic": intrinsic, "lambda_intr": lambda_intr, "agent": agent}
     interactive = not yes
     choices = template_choices()
     choice = _pick_template(choices, template, interactive)
