@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import typer
+
+from persist_rt.cli.wizard import KNOBS, _draft_from_file
 from persist_rt.launch import load_launch
-from tests.launch.conftest import persist
+from tests.launch.conftest import ROOT, persist
 
 CUSTOM = ("new", "-y", "-t", "custom", "--features", "env,shield,agent,learner")
 
@@ -22,7 +26,11 @@ def test_intrinsic_weight_and_agent_reach_the_nodes(tmp_path: Path) -> None:
 
 
 def test_bad_values_are_refused_by_flag(tmp_path: Path) -> None:
-    for flag, value in (("--intrinsic", "curiosity"), ("--lambda-intr", "-1"), ("--agent", "ppo")):
-        out = persist(*CUSTOM, flag, value, "-o", str(tmp_path / "e.yaml"), cwd=tmp_path)
-        assert out.returncode == 2 and flag in out.stderr, (flag, out.stderr)
+    out = persist(*CUSTOM, "--intrinsic", "curiosity", "-o", str(tmp_path / "e.yaml"), cwd=tmp_path)
+    assert out.returncode == 2 and "--intrinsic" in out.stderr and "curiosity" in out.stderr, out.stderr
     assert not list(tmp_path.glob("*.yaml"))
+    draft = _draft_from_file(ROOT / "launch" / "single_agent.yaml", {})  # the same check, in this process
+    for key, value in (("lambda_intr", "-1"), ("agent", "ppo")):
+        with pytest.raises(typer.BadParameter) as info:
+            draft.set(next(k for k in KNOBS if k.key == key), value)
+        assert info.value.param_hint == f"'--{key.replace('_', '-')}'"
