@@ -88,6 +88,7 @@ class EnvNode(Node):
     eval_seed = Param(10_000, "seed of the evaluation arenas", ge=0)
     agent_node = Param("agent", "agent node to switch between train/eval/random ('' for none)")
     shield_node = Param("shield", "shield node to bypass during unshielded evaluation ('' for none)")
+    learner_node = Param("", "learner whose learner.summary (config, train figures) joins summary.json ('' for none)")
     publish_transitions = Param(True, "publish the replay stream")
     replay_steps = Param(8, "env steps per replay-stream message: its consumers decode one message per this many "
                          "steps (a training phase's last message may hold fewer)", ge=1)
@@ -191,7 +192,8 @@ class EnvNode(Node):
         self.train_wall_s: float | None = None  # set when training ends
         self.version_steps: dict[int, int] = {}  # policy version -> training env steps when it first acted
         settings = Settings(self.seed, self.num_envs, self.eval_episodes, self.eval_seed, self.select_policy,
-                            self.select_seed, self.select_episodes, self.agent_node, self.shield_node)
+                            self.select_seed, self.select_episodes, self.agent_node, self.shield_node,
+                            self.learner_node)
         facts = ArenaFacts(self.episode_cap, self.train_episode_cap, self.has_drive, self.has_tokens,
                            self.has_scripted)
         self.experiment = Experiment(settings, facts, self.call_remote, self.log, self.run_dir)
@@ -500,6 +502,13 @@ class GridLifeNode(EnvNode):
     lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
     lambda_task = Param(1.0, "weight of the task reward", ge=0)
     death_penalty = Param(0.0, "reward added on death (negative)", le=0)
+    homeo_discount = Param(1.0, "gamma of the homeostatic term the learner gets, D(h) - gamma D(h'): with the "
+                           "learner's discount it is potential-based shaping (no optimal policy changes); plain "
+                           "drive reduction (1.0) under discounting also charges (1 - gamma) D(h') per step",
+                           gt=0, le=1)
+    token_shaping = Param(0.0, "reward per metre the agent gets closer to its nearest token, kappa (d - gamma d') with "
+                          "gamma = homeo_discount; a collected token counts as reached (d' = 0), so the next one "
+                          "starts afresh (tokens are rare under random actions: this leads the critic to them)", ge=0)
     train_cap = Param(0, "training episodes end (truncated) after this many steps; 0: the config's episode_cap. "
                          "More, shorter episodes start from more states; evaluation always runs the full cap", ge=0)
     estimator_node = Param("estimator", "under partial observability, also wait for this node ('' for none)")
@@ -590,11 +599,16 @@ class GridLifeNode(EnvNode):
         internal_before = self.sim.internal.astype(np.float32)
         result = self.sim.step(actions)
         self.current_obs = result.obs
+        homeo = result.homeo_reward
+        if self.homeo_discount < 1.0:  # D(h) - gamma D(h') = (D(h) - D(h')) + (1 - gamma) D(h')
+            homeo = homeo + (1.0 - self.homeo_discount) * self.sim.homeostat.drive(result.internal)
         reward = (
             self.lambda_task * result.task_reward
-            + self.lambda_homeo * result.homeo_reward
+            + self.lambda_homeo * homeo
             + self.death_penalty * result.terminated
         ).astype(np.float32)
+        if self.token_shaping:
+            reward += self.token_shaping * self.token_progress(obs_before, result.next_obs, result.task_reward)
         self._end_internal = result.internal  # float64, for the end-of-episode drive
         return Outcome(
             obs=obs_before,
@@ -611,6 +625,14 @@ class GridLifeNode(EnvNode):
             internal=internal_before,
             next_internal=result.internal.astype(np.float32),
         )
+
+    def token_progress(self, obs: np.ndarray, next_obs: np.ndarray, collected: np.ndarray) -> np.ndarray:
+        """Metres closer to the nearest token, d - gamma d' (d' = 0 where a token was collected), from the
+        observations' token distance."""
+        column = self.sim.obs_names.index("token_dist")
+        scale = self.cfg.arena_size
+        after = np.where(collected > 0, 0.0, next_obs[:, column] * scale)
+        return (obs[:, column] * scale - self.homeo_discount * after).astype(np.float32)
 
     def death_cause(self, outcome: Outcome, i: int) -> str:
         broken = [name for name in INTERNAL_NAMES if outcome.margins[name][i] <= 0]

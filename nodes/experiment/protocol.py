@@ -50,6 +50,7 @@ class Settings:
     select_episodes: int
     agent_node: str
     shield_node: str
+    learner_node: str = ""  # its learner.summary (config, train figures) joins summary.json
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,10 @@ class Experiment:
             },
             "complete": complete,
         }
+        learner = self.call(s.learner_node, "learner.summary", {}) if s.learner_node else None
+        if learner:
+            summary["config"] = learner["config"]
+            summary["train"].update(learner["train"])
         if self.selection:
             summary["select"] = {"seed": s.select_seed, "chosen_version": self.best_selected(),
                                  "candidates": self.selection}
