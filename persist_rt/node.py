@@ -45,6 +45,7 @@ from persist_rt.lifecycle import State
 from persist_rt.log import get_logger
 from persist_rt.params import Param, ParamError, collect
 from persist_rt.qos import QoS
+from persist_rt.security import authority_from_env, parse_authority
 from persist_rt.transport import (
     COALESCE_LINGER_S,
     MAX_WINDOW,
@@ -96,6 +97,7 @@ class Node:
         transport: str = "tcp",
         autostart: bool = True,
         busy_poll_us: float = 0.0,
+        authority: dict[str, list[str]] | None = None,
     ) -> None:
         try:
             self.busy_poll_s = busy_poll_seconds(busy_poll_us)
@@ -107,6 +109,8 @@ class Node:
         self.remaps = dict(remaps or {})
         self.qos_overrides = {k: QoS.parse(v) for k, v in (qos_overrides or {}).items()}
         self.registry_endpoint = registry
+        # topic -> the only nodes whose messages on it this node accepts (the launch file's `authority`)
+        self.authority = parse_authority(authority) if authority is not None else authority_from_env()
         self.run_dir = Path(run_dir) if run_dir else None
         self.host = host
         self.transport = transport

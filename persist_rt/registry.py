@@ -22,6 +22,7 @@ import zmq
 
 from persist_rt import qos as qos_mod
 from persist_rt.parent_death import die_with_supervisor
+from persist_rt.security import authority_from_env
 from persist_rt.services import serve_one
 
 
@@ -39,6 +40,10 @@ class Registry:
         self.started = time.time()
         self._started_mono = time.monotonic()
         self.errors = 0
+        self.authority = authority_from_env()  # topic -> the nodes the launch lets publish it
+        self.owner: dict[str, bytes] = {}  # node name -> the connection that registered it
+        self.refused: dict[str, int] = {}  # reason -> requests refused for it
+        self._caller = b""  # the connection of the request being served
         self._running = True
         self.handlers = {
             "register": self.register,
@@ -49,6 +54,8 @@ class Registry:
             "topics": lambda a: self.topic_list(),
             "node": self.node_info,
             "ping": lambda a: {"graph_version": self.graph_version, "uptime_s": time.time() - self.started},
+            "stats": lambda a: {"refused": dict(self.refused), "errors": self.errors,
+                                "authority": {t: sorted(n) for t, n in self.authority.items()}},
         }
 
     # --- handlers ----------------------------------------------------------------------------
@@ -59,12 +66,20 @@ class Registry:
             raise ValueError("field `name` must be a non-empty string")
         _check_registration(args)
         old = self.nodes.get(name)
-        if old is not None and old.get("pid") != args.get("pid") and self.expiry.get(name, 0) > time.monotonic() \
-                and old.get("host") == args.get("host"):
-            # A live node holds this name; a respawned one (same name, new pid) replaces a dead one.
-            if _pid_alive(old.get("pid")):
-                raise ValueError(f"field `name`: node {name!r} is already registered (pid {old.get('pid')})")
+        if old is not None and self.owner.get(name) != self._caller and self.expiry.get(name, 0) > time.monotonic():
+            # A live node holds this name, and this request comes from another connection: only a respawned
+            # node (same host, its predecessor's process gone) may take the name over.
+            if old.get("host") != args.get("host") or _pid_alive(old.get("pid")):
+                self.refused["name_taken"] = self.refused.get("name_taken", 0) + 1  # _on_error logs it
+                raise PermissionError(f"field `name`: node {name!r} is already registered by another live "
+                                      f"process (pid {old.get('pid')} on {old.get('host')})")
+        for p in args.get("publications", []):
+            allowed = self.authority.get(p["topic"])
+            if allowed is not None and name not in allowed:
+                self._refuse("unauthorised_publication", f"{name} publishes {p['topic']} "
+                                                         f"(only {', '.join(sorted(allowed))} may)")
         self.nodes[name] = dict(args)
+        self.owner[name] = self._caller
         self.expiry[name] = time.monotonic() + self.lease_s
         self.graph_version += 1
         return {"graph_version": self.graph_version}
@@ -72,7 +87,7 @@ class Registry:
     def heartbeat(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("name")
         info = self.nodes.get(name)  # type: ignore[arg-type]
-        if info is None or info.get("pid") != args.get("pid"):
+        if info is None or info.get("pid") != args.get("pid") or self.owner.get(name) != self._caller:
             return {"known": False, "graph_version": self.graph_version}
         self.expiry[name] = time.monotonic() + self.lease_s  # type: ignore[index]
         for key in ("state", "status"):
@@ -84,10 +99,12 @@ class Registry:
 
     def unregister(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("name")
-        gone = name in self.nodes and self.nodes[name].get("pid") == args.get("pid")
+        gone = name in self.nodes and self.nodes[name].get("pid") == args.get("pid") \
+            and self.owner.get(name) == self._caller
         if gone:
             del self.nodes[name]
             self.expiry.pop(name, None)
+            self.owner.pop(name, None)
             self.graph_version += 1
         return {"graph_version": self.graph_version, "unregistered": gone}
 
@@ -97,7 +114,8 @@ class Registry:
             {"node": n, "ipc_domain": info.get("ipc_domain"), "endpoint": info["endpoints"].get("pub"),
              "reliable_endpoint": info["endpoints"].get("reliable"),
              "local_endpoint": info["endpoints"].get("pub_local"),
-             "reliable_local_endpoint": info["endpoints"].get("reliable_local"), **p}
+             "reliable_local_endpoint": info["endpoints"].get("reliable_local"),
+             "authorised": self._may_publish(n, topic), **p}
             for n, info in self.nodes.items()
             for p in info.get("publications", [])
             if p["topic"] == topic
@@ -118,6 +136,17 @@ class Registry:
         info["lease_left_s"] = round(self.expiry[name] - time.monotonic(), 3)
         return info
 
+    def _may_publish(self, name: str, topic: Any) -> bool:
+        allowed = self.authority.get(topic)
+        return allowed is None or name in allowed
+
+    def _refuse(self, reason: str, text: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        print(f"registry: refused ({reason}): {text}", file=sys.stderr, flush=True)
+
+    def _guard(self, service: str, identity: bytes, frame: zmq.Frame) -> None:
+        self._caller = identity
+
     def node_list(self) -> list[dict[str, Any]]:
         return [self._public(n) for n in sorted(self.nodes)]
 
@@ -129,7 +158,8 @@ class Registry:
                                                    "subscribers": [], "incompatible": []})
                 t["publishers"].append({"node": n, "endpoint": info["endpoints"].get("pub"),
                                         "reliable_endpoint": info["endpoints"].get("reliable"),
-                                        "schema": p["schema"], "reliable": p.get("reliable", False)})
+                                        "schema": p["schema"], "reliable": p.get("reliable", False),
+                                        "authorised": self._may_publish(n, p["topic"])})
         for n, info in self.nodes.items():
             for s in info.get("subscriptions", []):
                 t = topics.setdefault(s["topic"], {"name": s["topic"], "schema": s["schema"], "publishers": [],
@@ -148,6 +178,7 @@ class Registry:
         for name in [n for n, t in self.expiry.items() if t < now]:
             del self.nodes[name]
             del self.expiry[name]
+            self.owner.pop(name, None)
             self.graph_version += 1
 
     def serve(self, should_run: Any = None) -> None:
@@ -157,7 +188,7 @@ class Registry:
             if poller.poll(100):
                 while True:
                     try:
-                        serve_one(self.sock, self.handlers, self._on_error)
+                        serve_one(self.sock, self.handlers, self._on_error, self._guard)
                     except zmq.Again:
                         break
             self.expire()

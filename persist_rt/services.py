@@ -14,6 +14,9 @@ import msgspec
 import zmq
 
 Handler = Callable[[dict[str, Any]], Any]
+# Called before a handler with the service's name, the caller's routing id and the request's frame (whose
+# "User-Id" property is the caller's proven key under CURVE); raises PermissionError to refuse the request.
+Guard = Callable[[str, bytes, zmq.Frame], None]
 _ids = itertools.count(1)
 
 
@@ -30,10 +33,11 @@ def encode_request(service: str, args: dict[str, Any] | None = None, req_id: int
                                    "args": args or {}})
 
 
-def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable[[str], None]) -> None:
-    """Answer one pending request on a ROUTER socket (non-blocking)."""
-    frames = sock.recv_multipart(zmq.NOBLOCK)
-    identity, body = frames[0], frames[-1]
+def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable[[str], None],
+              guard: Guard | None = None) -> None:
+    """Answer one pending request on a ROUTER socket (non-blocking); ``guard`` may refuse it first."""
+    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+    identity, body = frames[0].bytes, frames[-1].bytes
     req_id: Any = None
     try:
         req = msgspec.msgpack.decode(body)
@@ -46,6 +50,8 @@ def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable
         handler = handlers.get(req["service"])
         if handler is None:
             raise LookupError(f"unknown service {req['service']!r} (known: {', '.join(sorted(handlers))})")
+        if guard is not None:
+            guard(req["service"], identity, frames[-1])
         reply = {"id": req_id, "ok": True, "result": handler(args)}
     except Exception as exc:  # a bad request never takes the node down
         on_error(f"{type(exc).__name__}: {exc}")

@@ -12,6 +12,8 @@
       - include: other.yaml   # with its own arguments
         args: {rate: 5}
       - group: {namespace: robot1, nodes: [...]}
+    authority:                # who may publish a topic: its subscribers take it from these nodes only
+      chatter: [talker]
 
 Every error is a LaunchError naming the file, the line, the field and the reason.
 """
@@ -33,8 +35,9 @@ from persist_rt.launch.yaml_lines import line_of, load_yaml, parse_scalar
 from persist_rt.node import MAX_BUSY_POLL_US
 from persist_rt.params import ParamError
 from persist_rt.qos import QoS
+from persist_rt.security import parse_authority
 
-TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes"}
+TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes", "authority"}
 NODE_KEYS = {"name", "kind", "enabled", "params", "namespace", "remaps", "qos", "env", "respawn", "depends_on",
              "required", "start_timeout", "fallback", "busy_poll_us"}
 INCLUDE_KEYS = {"include", "args", "namespace"}
@@ -117,7 +120,8 @@ def load_launch(path: str | Path, overrides: Overrides | None = None) -> LaunchS
         _check_params(node, tables[node.name])
     timeout = _number(path, doc, "shutdown_timeout", doc.get("shutdown_timeout", 10.0), minimum=0.1)
     return LaunchSpec(file=str(path), args=args, nodes=_start_order(nodes), main=main, progress_fields=show,
-                      shutdown_timeout_s=timeout, env=top_env, description=str(doc.get("description") or ""))
+                      shutdown_timeout_s=timeout, env=top_env, description=str(doc.get("description") or ""),
+                      authority=_authority(path, doc, args, nodes))
 
 
 # --- documents and arguments ----------------------------------------------------------------
@@ -411,6 +415,23 @@ def _main_value(path: Path, doc: dict[str, Any], args: dict[str, Any]) -> tuple[
 
 
 # --- checks ---------------------------------------------------------------------------------
+
+
+def _authority(path: Path, doc: dict[str, Any], args: dict[str, Any], nodes: list[NodeSpec]) -> dict[str, list[str]]:
+    """``authority: {topic: [node, ...]}``, every node one this launch starts."""
+    if "authority" not in doc:
+        return {}
+    value = _subst_tree(path, doc["authority"], args, "authority", doc, "authority")
+    try:
+        authority = parse_authority(value)
+    except ValueError as exc:
+        raise LaunchError(path, line_of(doc, "authority"), "authority", str(exc).partition(": ")[2]) from None
+    known = {n.name for n in nodes}
+    for topic, names in authority.items():
+        for name in sorted(names - known):
+            raise LaunchError(path, line_of(value, topic), f"authority.{topic}",
+                              f"no node named {name!r} in this launch (nodes: {', '.join(sorted(known))})")
+    return {t: sorted(n) for t, n in authority.items()}
 
 
 def _check_unique(nodes: list[NodeSpec]) -> None:

@@ -27,6 +27,7 @@ from persist_rt import services
 from persist_rt.launch.console import LaunchConsole, ProgressSnapshot
 from persist_rt.launch.spec import LaunchSpec, NodeSpec
 from persist_rt.parent_death import SUPERVISOR_ENV
+from persist_rt.security import AUTHORITY_ENV, authority_json
 
 POLL_S = 0.1
 REGISTRY_START_TIMEOUT_S = 15.0
@@ -124,6 +125,7 @@ class Supervisor:
         env = {**os.environ, **self.spec.env, **extra}
         env.update(PERSIST_RUN_ID=self.run_id, PERSIST_RESTARTS=str(restarts), PYTHONUNBUFFERED="1")
         env[SUPERVISOR_ENV] = str(os.getpid())  # children die with this process (persist_rt.parent_death)
+        env[AUTHORITY_ENV] = authority_json(self.spec.authority)  # set even when empty: never inherited
         if self.address:
             env["PERSIST_REGISTRY"] = self.address
         return env
