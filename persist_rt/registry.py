@@ -22,7 +22,15 @@ import zmq
 
 from persist_rt import qos as qos_mod
 from persist_rt.parent_death import die_with_supervisor
-from persist_rt.security import authority_from_env
+from persist_rt.security import (
+    CLIENT,
+    REGISTRY,
+    Curve,
+    authority_from_env,
+    handshake_failures,
+    keys_from_env,
+    monitor_handshakes,
+)
 from persist_rt.services import serve_one
 
 
@@ -32,6 +40,12 @@ class Registry:
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        keys = keys_from_env()
+        self.curve = Curve(keys, REGISTRY, self.ctx) if keys is not None else None
+        self.monitor: zmq.Socket | None = None
+        if self.curve is not None:  # only the graph's keys get in; a registration's name must be its key's
+            self.curve.server(self.sock)
+            self.monitor = monitor_handshakes(self.sock)
         self.sock.bind(bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -44,6 +58,7 @@ class Registry:
         self.owner: dict[str, bytes] = {}  # node name -> the connection that registered it
         self.refused: dict[str, int] = {}  # reason -> requests refused for it
         self._caller = b""  # the connection of the request being served
+        self._caller_key: str | None = None  # with keys: the name its proven key is bound to
         self._running = True
         self.handlers = {
             "register": self.register,
@@ -65,6 +80,7 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ValueError("field `name` must be a non-empty string")
         _check_registration(args)
+        self._check_key(name)
         old = self.nodes.get(name)
         if old is not None and self.owner.get(name) != self._caller and self.expiry.get(name, 0) > time.monotonic():
             # A live node holds this name, and this request comes from another connection: only a respawned
@@ -141,11 +157,29 @@ class Registry:
         return allowed is None or name in allowed
 
     def _refuse(self, reason: str, text: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-        print(f"registry: refused ({reason}): {text}", file=sys.stderr, flush=True)
+        n = self.refused[reason] = self.refused.get(reason, 0) + 1
+        if n <= 5 or n % 100 == 0:  # a flood is counted in full, not printed in full
+            print(f"registry: refused ({reason}, {n} so far): {text}", file=sys.stderr, flush=True)
 
     def _guard(self, service: str, identity: bytes, frame: zmq.Frame) -> None:
         self._caller = identity
+        if self.curve is not None:
+            self._caller_key = self.curve.caller(frame)
+            if self._caller_key is None:
+                self._refuse("unknown_key", f"a `{service}` request whose key is not of this graph")
+                raise PermissionError("the caller's key is not one of this graph's")
+
+    def _check_key(self, name: str) -> None:
+        """With keys, a node's name is its key's: a launch node registers with its own key, any other name (a node
+        started with `persist attach`) with the client's."""
+        if self.curve is None:
+            return
+        keys, caller = self.curve.keys, self._caller_key
+        owner = name if keys.has_node(name) else CLIENT
+        if caller != owner:
+            self._refuse("wrong_key", f"{name} claimed with {caller}'s key")
+            raise PermissionError(f"field `name`: {name!r} registers with {owner}'s key, this request proves "
+                                  f"{caller}'s")
 
     def node_list(self) -> list[dict[str, Any]]:
         return [self._public(n) for n in sorted(self.nodes)]
@@ -184,8 +218,13 @@ class Registry:
     def serve(self, should_run: Any = None) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
         while self._running and (should_run is None or should_run()):
             if poller.poll(100):
+                if self.monitor is not None:
+                    for reason in handshake_failures(self.monitor):
+                        self._refuse("handshake", reason)
                 while True:
                     try:
                         serve_one(self.sock, self.handlers, self._on_error, self._guard)
@@ -193,6 +232,8 @@ class Registry:
                         break
             self.expire()
         self.sock.close(0)
+        if self.monitor is not None:
+            self.monitor.close(0)
 
     def stop(self, *_: Any) -> None:
         self._running = False

@@ -186,7 +186,12 @@ class Curve:
         self.public, self._secret = keys.secret(name)
         self.denied = 0  # keys the ZAP handler refused (its thread counts; readers take a snapshot)
         self.denied_keys: dict[str, int] = {}
-        self._auth = _authenticator(ctx, self)
+        self._ctx = ctx
+
+    def watch(self) -> Curve:
+        """Let the ZAP handler of this process's context ask this identity about client keys (once it serves)."""
+        _authenticator(self._ctx, self)
+        return self
 
     def callback(self, domain: str, key: bytes) -> bool:  # the ZAP handler's question, on its thread
         if self.keys.name_of(key) is not None:
@@ -199,6 +204,7 @@ class Curve:
 
     def server(self, sock: zmq.Socket) -> None:
         """Make ``sock`` (before it binds) a CURVE server proving this process's key."""
+        self.watch()
         sock.curve_server = True
         sock.curve_publickey = self.public
         sock.curve_secretkey = self._secret
@@ -219,6 +225,27 @@ class Curve:
 
 
 _authenticators: dict[int, Any] = {}
+_process: list[Curve] = []  # this process's identity for the service calls it makes
+_servers: dict[str, str] = {}  # endpoint -> the node (or role) serving it: whose key a client demands there
+
+
+def use_curve(curve: Curve | None) -> None:
+    """Service calls from this process prove ``curve``'s key (None: no keys)."""
+    _process[:] = [curve] if curve is not None else []
+
+
+def process_curve() -> Curve | None:
+    return _process[0] if _process else None
+
+
+def expect_server(endpoint: str, name: str) -> None:
+    """A client reaching ``endpoint`` demands ``name``'s key there. Learned from the registry: a wrong entry
+    makes a call fail its handshake, it never makes a client trust another key for a name."""
+    _servers[endpoint] = name
+
+
+def server_at(endpoint: str) -> str | None:
+    return _servers.get(endpoint)
 
 
 def _authenticator(ctx: zmq.Context, curve: Curve) -> Any:

@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 import zmq
 
+from persist_rt import security
+
 Handler = Callable[[dict[str, Any]], Any]
 # Called before a handler with the service's name, the caller's routing id and the request's frame (whose
 # "User-Id" property is the caller's proven key under CURVE); raises PermissionError to refuse the request.
@@ -74,6 +76,12 @@ def call(endpoint: str, service: str, args: dict[str, Any] | None = None, timeou
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        curve = security.process_curve()
+        if curve is not None:
+            server = security.server_at(endpoint)
+            if server is None:
+                raise ServiceError(f"keys: no key known for the server at {endpoint} (ask the registry first)")
+            curve.client(sock, server)
         sock.connect(endpoint)
         req_id = next(_ids)
         sock.send(encode_request(service, args, req_id))
@@ -91,6 +99,11 @@ def call(endpoint: str, service: str, args: dict[str, Any] | None = None, timeou
                 break
         if not reply.get("ok"):
             raise ServiceError(reply.get("error", "unknown error"))
-        return reply.get("result")
+        result = reply.get("result")
+        if service == "node" and isinstance(result, dict):  # the node's service endpoint, and whose key it is
+            endpoint = (result.get("endpoints") or {}).get("service")
+            if isinstance(endpoint, str) and isinstance(result.get("name"), str):
+                security.expect_server(endpoint, result["name"])
+        return result
     finally:
         sock.close(0)

@@ -594,9 +594,12 @@ class Subscription:
     def connect(self, endpoint: str, publisher: str | None = None) -> None:
         if endpoint in self.endpoints:
             return
+        curve = self.node.curve_id
         if self.qos.reliable:
             dealer = self.node.ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
+            if curve is not None:  # the handshake proves the publisher holds the key of the name it registered
+                curve.client(dealer, publisher or "?")
             # notice a publisher host that vanished without a FIN; set before connect, or libzmq ignores them
             dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
@@ -614,6 +617,8 @@ class Subscription:
             self._executor.watch(dealer, lambda d=dealer: self._on_reliable(d))
         else:
             assert self.sock is not None
+            if curve is not None:  # applies to this connect: each publisher's connection checks its own key
+                curve.client(self.sock, publisher or "?")
             self.sock.connect(endpoint)
             self.endpoints[endpoint] = None
 
