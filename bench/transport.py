@@ -529,6 +529,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
     parser.add_argument("--systems", default=None,
                         help="comma-separated round-trip systems to measure (default: all), then stop")
+    parser.add_argument("--repeats", type=int, default=1, help="with --systems: alternate them this many times")
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
     os.environ.setdefault("PERSIST_LOG_LEVEL", "error")
@@ -555,9 +556,16 @@ def main() -> None:
         except Exception as exc:  # a peer that cannot run here is recorded as null, with the reason
             rtt[system] = None
             notes[system] = f"{type(exc).__name__}: {exc}"[:400]
-    if args.systems:  # round trips only, of the systems named
-        print(json.dumps({"rtt_us": rtt, "transport": "tcp loopback", "cpus": os.cpu_count(), **(
-            {"notes": notes} if notes else {})}))
+    if args.systems:  # round trips only, of the systems named, alternating `--repeats` times: the median p50
+        runs = {name: [rtt[name]] for name in rtt if rtt[name] is not None}
+        for _ in range(args.repeats - 1):
+            for system, fn in systems:
+                if system in runs:
+                    runs[system].append(fn(cfg))
+        median = {name: {size: float(np.median([r[size]["p50"] for r in rs])) for size in rs[0]}
+                  for name, rs in runs.items()}
+        print(json.dumps({"rtt_p50_us_median": median, "runs": runs, "repeats": args.repeats,
+                          "transport": "tcp loopback", "cpus": os.cpu_count(), **({"notes": notes} if notes else {})}))
         return
     throughput_persist, lost = bench_persist_reliable(cfg)
     result: dict[str, Any] = {

@@ -513,6 +513,7 @@ class Subscription:
         self.unauthorised = 0  # messages dropped because their sender may not publish this topic
         self.unauthorised_by: dict[str, int] = {}  # sender -> messages dropped
         self._refused: dict[zmq.Socket, str] = {}  # DEALER to an unauthorised publisher -> its registered name
+        self._publisher_at: dict[str, str] = {}  # endpoint -> the node the registry said publishes there
         self._last_seq: dict[str, int] = {}
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
         self._credit_owed: dict[zmq.Socket, int] = {}
@@ -572,6 +573,9 @@ class Subscription:
             endpoint = (same_host and p.get(local)) or p.get(tcp)
             if endpoint and self._may_connect(p["node"]):
                 wanted[endpoint] = p["node"]
+        if self.authorised is not None:  # an endpoint now another node's (a port reused): judge it afresh
+            for endpoint in [e for e in wanted if e in self.endpoints and self._publisher_at.get(e) != wanted[e]]:
+                self.disconnect(endpoint)
         for endpoint in wanted.keys() - self.endpoints.keys():
             self.connect(endpoint, wanted[endpoint])
         if drop_missing:
@@ -594,6 +598,7 @@ class Subscription:
     def connect(self, endpoint: str, publisher: str | None = None) -> None:
         if endpoint in self.endpoints:
             return
+        self._publisher_at[endpoint] = publisher or "?"
         curve = self.node.curve_id
         if self.qos.reliable:
             dealer = self.node.ctx.socket(zmq.DEALER)
@@ -624,6 +629,7 @@ class Subscription:
 
     def disconnect(self, endpoint: str) -> None:
         dealer = self.endpoints.pop(endpoint, None)
+        self._publisher_at.pop(endpoint, None)
         if dealer is not None:
             self._executor.unwatch(dealer)
             self._credit_owed.pop(dealer, None)

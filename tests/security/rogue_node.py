@@ -31,6 +31,8 @@ class RogueNode(Node):
             step=msg.step)
 
     def on_shutdown(self) -> None:
-        self.safe_pub.drain(5.0)  # every action sent has reached the env's socket before the count is final
-        if self.report:
-            Path(self.report).write_text(json.dumps({"sent": self.safe_pub.seq}))
+        self.safe_pub.drain(5.0)  # wait for the env to pay back credit for what it was sent
+        stats = self.safe_pub.stats()
+        if self.report:  # published, and of those, how many the env said it took in (credit paid back)
+            Path(self.report).write_text(json.dumps({
+                "sent": stats["sent"], "confirmed": stats["sent"] - stats["pending"] - stats["unacked"]}))

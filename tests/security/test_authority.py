@@ -58,17 +58,21 @@ def test_rogue_publisher_is_never_executed(tmp_path: Path, launched: list[LiveRu
     finally:
         rogue.send_signal(signal.SIGINT)
         out = rogue.communicate(timeout=30)[0].decode(errors="replace")
-    sent = json.loads(report.read_text())["sent"]
-    assert sent > 30, out
-    wait_for("every rogue action counted", lambda: run.metric("env", REFUSED) == sent, deadline_s=10)
+    rogue_books = json.loads(report.read_text())
+    assert rogue_books["confirmed"] > 30, out
+    # every action the env took in is counted (a loaded machine may resend some after a reconnection: at least once)
+    wait_for("every rogue action counted", lambda: run.metric("env", REFUSED) >= rogue_books["confirmed"],
+             deadline_s=10)
     edge = run.stats("env")["subscriptions"]["action/safe"]
-    assert edge["unauthorised_by"] == {"rogue": sent}  # counted under its registered name, not the forged one
-    assert edge["unauthorised"] == sent
+    assert set(edge["unauthorised_by"]) == {"rogue"}  # counted under its registered name, not the forged one
+    assert edge["unauthorised"] == edge["unauthorised_by"]["rogue"] >= rogue_books["confirmed"]
     assert edge["delivered"] <= run.stats("shield")["publishers"]["action/safe"]["sent"]  # the shield's alone
     assert services.call(run.registry, "stats")["refused"]["unauthorised_publication"] >= 1
     assert any(e.get("event") == "unauthorised_message" and e.get("sender") == "rogue"
                for e in run.log_events("env"))
-    assert run.stop() == 0
+    run.stop()  # (a node still stopping at the shutdown deadline of a loaded machine is killed: not at issue)
+    assert run.summary()["launch"]["nodes"]["env"]["exit_codes"] == [0]
     train = run.summary()["train"]
     assert train["violations_executed"] == 0
     assert train["executed_steps"] + train["fallback_steps"] == run.summary()["env_steps"]
+    assert run.output().count("names no `keys`") == 1  # a launch without keys says so, once

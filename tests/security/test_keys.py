@@ -68,6 +68,9 @@ def test_rogue_without_the_graphs_keys_gets_nothing(tmp_path: Path, launched: li
             services.call(run.registry, "nodes", timeout=1.0)
 
         act_as(keys, run.registry)
+        claim = {"name": "shield", "kind": "rogue", "pid": os.getpid(), "host": os.uname().nodename, "endpoints": {}}
+        with pytest.raises(services.ServiceError, match="registers with shield's key"):
+            services.call(run.registry, "register", claim)  # even the client key cannot be the shield
         shield = run.nodes()["shield"]["endpoints"]["service"]
         agent = run.nodes()["agent"]["endpoints"]["service"]
         security.expect_server(shield, "shield")
@@ -88,6 +91,7 @@ def test_rogue_without_the_graphs_keys_gets_nothing(tmp_path: Path, launched: li
         assert run.metric("agent", "auth.refused.svc") >= 1
         refused = services.call(run.registry, "stats")["refused"]
         assert refused.get("handshake", 0) >= 3  # two attaches and one listing, each refused at the handshake
+        assert refused.get("wrong_key") == 1
         assert "rogue" not in run.nodes()
         edge = run.stats("env")["subscriptions"]["action/safe"]
         assert edge["publishers"] == 1 and edge["unauthorised"] == 0  # the env hears the shield, nobody else
