@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,18 @@ def test_rogue_without_the_graphs_keys_gets_nothing(tmp_path: Path, launched: li
         assert "rogue" not in run.nodes()
         edge = run.stats("env")["subscriptions"]["action/safe"]
         assert edge["publishers"] == 1 and edge["unauthorised"] == 0  # the env hears the shield, nobody else
+
+        # the client key attaches a node, but no key makes a node other than the shield command the env
+        rogue = subprocess.Popen([sys.executable, "-m", "persist_rt.cli", "attach", str(ROGUE), "--name", "rogue",
+                                  "--registry", run.registry], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+        try:
+            wait_for("the env to drop the attached node's actions",
+                     lambda: run.metric_above("env", "authority.action/safe.refused.rogue", 10), deadline_s=60)
+        finally:
+            rogue.send_signal(signal.SIGINT)
+            rogue.communicate(timeout=30)
+        assert set(run.stats("env")["subscriptions"]["action/safe"]["unauthorised_by"]) == {"rogue"}
         run.stop()  # (a node still stopping at the shutdown deadline of a loaded machine is killed: not at issue)
         summary = run.summary()
         assert summary["launch"]["nodes"]["env"]["exit_codes"] == [0]
