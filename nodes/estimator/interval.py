@@ -64,6 +64,13 @@ class IntervalBelief:
                                 self.effort_tol, self.params, *self.tables)  # fmt: skip
 
 
+def worst_drift(cfg: GridLifeConfig) -> np.ndarray:
+    """(3,) the most each internal variable can move in its bad direction in one step (full effort, hot zone,
+    hazard): a box known ``g`` steps ago, widened by ``g`` times this on its bad side, still holds the truth."""
+    return cfg.dt * np.array([cfg.k_basal + cfg.k_effort, cfg.eta_basal + cfg.eta_effort + cfg.eta_hot,
+                              cfg.omega_wear + cfg.delta_hazard])  # fmt: skip
+
+
 def as_estimate(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) float32 with mean +- std covering [low, high] despite the rounding to float32: the
     half-width is rounded up by more than the two roundings can lose."""

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from nodes.env import kernels
 from nodes.env.gridlife import GridLifeConfig
-from nodes.shield.barriers import WORST_DIRECTION, GridLifeBarriers, belief_corner
+from nodes.shield.barriers import WORST_DIRECTION, GridLifeBarriers, belief_corner, drifted_corner
 from nodes.shield.core import FALLBACK, ShieldCore
 from tests.shield.conftest import safe_states
 
@@ -110,3 +110,22 @@ def test_what_passes_is_safe_for_every_state_of_the_set(index: int, width: tuple
         assert (WORST_DIRECTION * (h_true - h[0]) <= 1e-12).all()  # the truth stays on the good side of the corner
         assert h_true[0] >= -1e-9 and 1.0 - h_true[1] >= -1e-9 and h_true[2] >= -1e-9
         assert kernels.hazard_margin(p_true[0], p_true[1], TABLES[0], TABLES[4], TABLES[5]) >= -1e-9
+
+
+def test_a_missing_estimate_widened_by_the_worst_drift_still_holds_the_truth() -> None:
+    from nodes.env.gridlife import GridLifeBatch, start_box
+    from nodes.estimator.interval import IntervalBelief, as_estimate, worst_drift
+
+    cfg = GridLifeConfig(partial_observability=True)
+    sim, belief = GridLifeBatch(cfg, 8), IntervalBelief(cfg)
+    obs, rng, gap = sim.reset(4), np.random.default_rng(4), 7
+    low, high = start_box(cfg)
+    start_corner = np.where(WORST_DIRECTION < 0, low, high)
+    history = []
+    for step in range(160):  # uniform actions: hazards, hot zones, deaths and restarts
+        history.append((as_estimate(*belief.advance(step, obs, sim.episode_steps)), np.array(sim.internal)))
+        if step >= gap:
+            (mean, std), _ = history[step - gap]
+            corner = drifted_corner(mean, std, gap, worst_drift(cfg), sim.episode_steps, start_corner)
+            assert (WORST_DIRECTION * (sim.internal - corner) <= 1e-12).all()
+        obs = sim.step(rng.uniform(-1.0, 1.0, size=(8, 2)).astype(np.float32)).obs
