@@ -838,6 +838,8 @@ def _episode_section(books: Books, **extra: float) -> dict[str, Any]:
     """An evaluation's summary: what every evaluation reports, plus its own figures."""
     return {"episodes": books.episodes, "mean_survival_steps": _mean(books.lengths),
             "mean_return": _mean(books.returns), "violations": books.violations_executed,
+            # tokens when token_reward is 1: the task done per 1000 steps lived
+            "task_return_per_1000_steps": round(1000.0 * sum(books.task_returns) / max(1, sum(books.lengths)), 3),
             "deaths": dict(sorted(books.deaths.items())), **extra}
 
 
