@@ -103,6 +103,7 @@ class EstimatorNode(Node):
         self.state_pub = self.publisher("estimator/state", StateEstimate)
         self.published: OrderedDict[int, tuple[np.ndarray, np.ndarray, Any]] = OrderedDict()  # step -> mean, std,
         # and the (low, high) boxes of the interval belief: what the replay stream's rows get appended
+        self.waiting_replay: list[TransitionBatch] = []  # replay messages that came before their observations
         self.replay_pub = self.publisher("estimator/transitions", TransitionBatch, reliable=True, buffer=64,
                                          coalesce=8)
         self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
@@ -170,6 +171,10 @@ class EstimatorNode(Node):
         for kept in (self.recent, self.published):
             while len(kept) > KEEP_ESTIMATES:
                 kept.popitem(last=False)
+        if self.waiting_replay and self.waiting_replay[0].step + self.waiting_replay[0].steps <= msg.step + 1:
+            waiting, self.waiting_replay = self.waiting_replay, []
+            for held in waiting:
+                self.on_transitions(held)
         self.count("estimates")
         self.count("estimates_uncalibrated", 0 if calibrated else 1)
         self.gauge("mean_std", float(std.mean()))
@@ -202,6 +207,11 @@ class EstimatorNode(Node):
     # --- learning ---------------------------------------------------------------------------
 
     def on_transitions(self, msg: TransitionBatch) -> None:
+        if msg.step + msg.steps - 1 > next(reversed(self.published), -1):
+            # the replay stream overtook the observations (separate streams): score and republish it once the
+            # estimates of its steps are out
+            self.waiting_replay.append(msg)
+            return
         self.republish(msg)
         if msg.internal is None:
             self.count("rejected.no_truth")
