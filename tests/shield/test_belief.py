@@ -83,7 +83,7 @@ _ok = CORE.gatekeeper.certified(_pos, _h)
 BACKUP_POS, BACKUP_H = _pos[_ok][:400], _h[_ok][:400]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(index=st.integers(0, len(BACKUP_POS) - 1), width=st.tuples(*[st.floats(0.0, 0.2)] * 3),
        where=st.tuples(unit, unit, unit), proposal=st.tuples(*[st.floats(-1.0, 1.0)] * 2))
 def test_what_passes_is_safe_for_every_state_of_the_set(index: int, width: tuple[float, ...],
