@@ -295,6 +295,10 @@ class Node:
     # ================================ parameters ================================================
 
     def set_param(self, name: str, value: Any) -> Any:
+        head, dot, field = name.partition(".")
+        if dot and name not in self._param_decls and getattr(self._param_decls.get(head), "config", None):
+            # one field of a typed config (``sac.batch_size``): the others keep their values
+            name, value = head, {**self._param_values[head], field: value}
         decl = self._param_decls.get(name)
         if decl is None:
             raise ParamError(name, f"no such parameter (known: {', '.join(sorted(self._param_decls)) or 'none'})")

@@ -57,7 +57,8 @@ def test_weights_travel_and_a_hand_swap_loses_no_step(live: LiveRun, tmp_path: P
     assert before["version"] > 0 and before["source"] == "policy/weights"  # the learner's, over the wire
     assert before["follow_learner"] is True
     assert before["spec"]["obs_dim"] == GridLifeConfig().obs_dim
-    hidden = tuple(json.loads(persist("param", "get", "learner", "hidden", *reg).stdout))
+    sac = json.loads(persist("param", "get", "learner", "sac", *reg).stdout)
+    hidden = tuple(sac.get("hidden", SACConfig().hidden))
     env_loss, shield_loss = counters(live, "env", ENV_LOSS_COUNTERS), counters(live, "shield", SHIELD_LOSS_COUNTERS)
 
     good = policy_file(tmp_path / "good.safetensors", hidden, SWAPPED_VERSION)
