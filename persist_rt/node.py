@@ -690,6 +690,14 @@ class Node:
 
     def _svc_param_get(self, args: dict[str, Any]) -> Any:
         name = args.get("name")
+        head, dot, field = str(name).partition(".")
+        decl = self._param_decls.get(head)
+        if dot and name not in self._param_values and decl is not None and decl.config:  # one field of a config
+            cls = decl.config_class()
+            if not hasattr(cls, field):
+                raise ParamError(str(name), f"{cls.__name__} has no field {field!r}")
+            value = self._param_values[head].get(field, getattr(cls, field))  # a dataclass default is the class's
+            return _plain(list(value) if isinstance(value, tuple) else value)
         if name not in self._param_values:
             raise ParamError(str(name), f"no such parameter (known: {', '.join(sorted(self._param_values))})")
         return _plain(self._param_values[name])
