@@ -28,6 +28,8 @@ def test_the_effective_config_is_the_launch_files() -> None:
     node = LearnerNode("learner", params=spec.node("learner").params)
     try:
         assert node.config() == CVaRSACConfig(utd_ratio=0.25, gamma=0.98, cvar_alpha=0.25)
+        node.set_param("cvar_sac.gamma", 0.9)  # cvar_sac's fields go over sac's
+        assert node.config() == CVaRSACConfig(utd_ratio=0.25, gamma=0.9, cvar_alpha=0.25)
     finally:
         node.close()
 
