@@ -36,11 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nodes.cbf_coupler import grid
+from nodes.cbf_coupler import exact, grid
 from nodes.shield.qp import BarrierQP, QPConfig, box
 
 VERIFY_TOLERANCE = 0.0  # every row is checked, untightened, at the returned (float32) actions to this
 FAR = 1e20  # a -inf bound (padding row), as the solvers take it
+SOLVERS: tuple[str, str] = ("exact", "osqp")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class CouplerConfig:
     eps_abs: float = 1e-7
     eps_rel: float = 1e-7
     max_iter: int = 4000
+    solver: str = "exact"  # "exact" (nodes/cbf_coupler/exact.py) or "osqp" (the shield's BarrierQP)
 
     def __post_init__(self) -> None:
         for name in ("min_separation", "tightening", "deadlock_action_eps", "deadlock_proposal_eps"):
@@ -66,6 +68,8 @@ class CouplerConfig:
             raise ValueError(f"gamma: must lie in (0, 1], got {self.gamma!r}")
         if self.arena_size is not None and not (isinstance(self.arena_size, int | float) and self.arena_size > 0):
             raise ValueError(f"arena_size: must be > 0 or None, got {self.arena_size!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver: must be one of {SOLVERS}, got {self.solver!r}")
         for name in ("deadlock_steps", "deadlock_hold_steps", "max_iter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -120,10 +124,9 @@ class Coupler:
         yielding = self._hold > 0
         halves_A, halves_b = _halves(pairs, coef, pair_b, self.step_len, n)
         rows_A, rows_b = np.concatenate([A, halves_A], axis=1), np.concatenate([b, halves_b], axis=1)
-        result = self._solver(rows_A.shape[1]).solve(rows_A, self._tightened(rows_b), target)
-        actions = result.actions
-        ok = result.feasible & (_own_slack(rows_A, rows_b, actions) >= -VERIFY_TOLERANCE).all(axis=1)
-        solved, fallback, infeasible, broken = int(result.solved.sum()), np.zeros(n, dtype=bool), 0, 0
+        actions, feasible, needed = self._solve(rows_A, self._tightened(rows_b), target)
+        ok = feasible & (_own_slack(rows_A, rows_b, actions) >= -VERIFY_TOLERANCE).all(axis=1)
+        solved, fallback, infeasible, broken = int(needed.sum()), np.zeros(n, dtype=bool), 0, 0
         for members in _groups_of(np.flatnonzero(~ok), label):
             infeasible += 1
             in_group = np.isin(pairs[:, 0], members) if len(pairs) else np.zeros(0, dtype=bool)
@@ -196,6 +199,14 @@ class Coupler:
 
     # ------------------------------------------------------------------------------------- solving
 
+    def _solve(self, A: np.ndarray, b: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per agent: min |a - target|^2 over its rows; (actions float32, feasible, solved) as BarrierQP gives."""
+        if self.cfg.solver == "exact":
+            return exact.project(np.ascontiguousarray(A), np.ascontiguousarray(b), np.ascontiguousarray(target),
+                                 self.cfg.tightening / 2)
+        result = self._solver(A.shape[1]).solve(A, b, target)
+        return result.actions, result.feasible, result.solved
+
     def _solver(self, n_rows: int) -> BarrierQP:
         """One batched QP per row count; the pair halves are padded to a power of two, so counts recur."""
         qp = self._qp.get(n_rows)
@@ -221,8 +232,8 @@ class Coupler:
                 rows_A.append(mine[None])
                 rows_b.append(np.array([lo - shift]))
             Ar, br = np.concatenate(rows_A), np.concatenate(rows_b)
-            result = self._solver(len(br)).solve(Ar[None], self._tightened(br)[None], target[agent][None])
-            action = result.actions[0] if result.feasible[0] else np.zeros(2, dtype=np.float32)
+            actions, feasible, _ = self._solve(Ar[None], self._tightened(br)[None], target[agent][None])
+            action = actions[0] if feasible[0] else np.zeros(2, dtype=np.float32)
             if not (Ar @ action.astype(np.float64) - br >= -VERIFY_TOLERANCE).all():
                 action = np.zeros(2, dtype=np.float32)
             if not (_own_slack(A[agent][None], b[agent][None], action[None]) >= -VERIFY_TOLERANCE).all():

@@ -1,6 +1,7 @@
 """CBF coupler: next states keep every pair and own barrier, infeasibility and deadlock are detected and
 resolved by the declared fallback, the grid finds every close pair."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -43,15 +44,17 @@ def _random_case(rng: np.random.Generator, n: int, size: float) -> tuple:
     return cfg, pos, step_len, rng.uniform(-1.5, 1.5, (n, 2)), A, b
 
 
-_COUPLERS: dict[tuple[int, float], Coupler] = {}  # one per shape: an OSQP set-up costs more than a decision
+_COUPLERS: dict[tuple[int, float, str], Coupler] = {}  # one per shape: an OSQP set-up costs more than a decision
 
 
 @settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 7), size=st.sampled_from([1.5, 2.5, 4.0]))
-def test_next_state_keeps_every_pair_and_own_barrier(seed: int, n: int, size: float) -> None:
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 7), size=st.sampled_from([1.5, 2.5, 4.0]),
+       solver=st.sampled_from(["exact", "osqp"]))
+def test_next_state_keeps_every_pair_and_own_barrier(seed: int, n: int, size: float, solver: str) -> None:
     cfg, pos, _, proposals, A, b = _random_case(np.random.default_rng(seed), n, size)
+    cfg = dataclasses.replace(cfg, solver=solver)
     step_len = np.random.default_rng(n).uniform(0.05, 0.15, n)
-    coupler = _COUPLERS.setdefault((n, size), Coupler(cfg, step_len))
+    coupler = _COUPLERS.get((n, size, solver)) or _COUPLERS.setdefault((n, size, solver), Coupler(cfg, step_len))
     decision = coupler.step(pos, proposals, A, b)
     _check_next_state(cfg, pos, step_len, decision.actions, A, b)
 
