@@ -28,21 +28,11 @@ import time
 
 import numpy as np
 
-from nodes.cbf_coupler.core import Coupler, CouplerConfig
+from nodes.cbf_coupler.core import Coupler, CouplerConfig, hazard_rows
 from nodes.cbf_coupler.dense import DenseCoupler
 from nodes.env.multi_gridlife import MultiGridLifeBatch, MultiGridLifeConfig
 
 SIZES = (2, 8, 32, 128)
-
-
-def hazard_rows(pos: np.ndarray, batch: MultiGridLifeBatch, step_len: np.ndarray,
-                gamma: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Each body's rows s n_k.a >= -gamma h_k for every hazard k (docs/gridlife.md, "Barrier forms")."""
-    lay = batch.layout
-    delta = pos[:, None, :] - lay.hazard_centres[None]
-    dist = np.linalg.norm(delta, axis=-1)
-    normal = delta / dist[..., None]
-    return step_len[:, None, None] * normal, -gamma * (dist - lay.hazard_radii)
 
 
 def run(n: int, steps: int, warmup: int, seed: int) -> dict[str, float]:
@@ -65,7 +55,7 @@ def run(n: int, steps: int, warmup: int, seed: int) -> dict[str, float]:
         reached = dist[:, 0] < 0.3
         goals[reached] = rng.uniform(1.0, 9.0, (int(reached.sum()), 2))
         proposals = heading / np.maximum(dist, 1e-9)
-        A, b = hazard_rows(pos, batch, step_len, coupler_cfg.gamma)
+        A, b = hazard_rows(pos, batch.layout.hazard_centres, batch.layout.hazard_radii, step_len, coupler_cfg.gamma)
         h = batch.internal[0]
         priority = np.minimum(np.minimum(h[:, 0], 1.0 - h[:, 1]), h[:, 2])
         w0, t0 = time.perf_counter(), time.thread_time()

@@ -16,6 +16,8 @@ BUILTIN: dict[str, str] = {
     "learner": "nodes.learner.node:LearnerNode",
     "gym": "nodes.env.node:GymNode",
     "estimator": "nodes.estimator.node:EstimatorNode",
+    "coupler": "nodes.cbf_coupler.node:CouplerNode",
+    "allocator": "nodes.allocator.node:AllocatorNode",
     "passthrough": "nodes.passthrough:PassThroughNode",
     "telemetry": "nodes.telemetry.node:TelemetryNode",
     "talker": "nodes.examples:Talker",

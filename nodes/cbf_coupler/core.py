@@ -151,8 +151,9 @@ class Coupler:
 
     def _checked(self, positions, proposals, rows_A, rows_b, priority):  # type: ignore[no-untyped-def]
         n = self.num_agents
-        pos = np.asarray(positions, dtype=np.float64)
-        ref = np.asarray(proposals, dtype=np.float64)
+        # copies: a decoded message's arrays are read-only, a type the compiled kernels would be built anew for
+        pos = np.array(positions, dtype=np.float64)
+        ref = np.array(proposals, dtype=np.float64)
         for name, value, shape in (("positions", pos, (n, 2)), ("proposals", ref, (n, 2))):
             if value.shape != shape:
                 raise ValueError(f"{name}: expected shape {shape}, got {value.shape}")
@@ -273,6 +274,16 @@ class Coupler:
         c["infeasible"] += infeasible
         c["deadlocks"] += deadlocks
         c["own_rows_broken"] += broken
+
+
+def hazard_rows(pos: np.ndarray, centres: np.ndarray, radii: np.ndarray, step_len: np.ndarray,
+                gamma: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each body's hazard rows s n_k.a >= -gamma h_k (the shield's tangent half-planes, docs/gridlife.md,
+    "Barrier forms"): (N, K, 2) and (N, K), for own rows where no individual shield sends its own."""
+    delta = pos[:, None, :] - np.asarray(centres).reshape(1, -1, 2)
+    dist = np.linalg.norm(delta, axis=-1)
+    normal = delta / np.maximum(dist, 1e-300)[..., None]
+    return step_len[:, None, None] * normal, -gamma * (dist - np.asarray(radii))
 
 
 def _own_slack(A: np.ndarray, b: np.ndarray, actions: np.ndarray) -> np.ndarray:
