@@ -17,6 +17,8 @@ BUILTIN: dict[str, str] = {
     "gym": "nodes.env.node:GymNode",
     "estimator": "nodes.estimator.node:EstimatorNode",
     "coupler": "nodes.cbf_coupler.node:CouplerNode",
+    "multi_gridlife": "nodes.env.multi_node:MultiGridLifeNode",
+    "multi_scripted": "nodes.env.multi_scripted:MultiScriptedNode",
     "allocator": "nodes.allocator.node:AllocatorNode",
     "passthrough": "nodes.passthrough:PassThroughNode",
     "telemetry": "nodes.telemetry.node:TelemetryNode",

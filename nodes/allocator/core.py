@@ -138,6 +138,9 @@ class GrantBook:
     def put(self, step: int, grants: np.ndarray) -> None:
         self._step, self._grants = int(step), np.asarray(grants, dtype=np.float64)
 
+    def has(self, step: int) -> bool:
+        return self._grants is not None and self._step == step
+
     def shares(self, step: int) -> np.ndarray | None:
         if self._grants is not None and self._step == step:
             return self._grants
