@@ -269,7 +269,8 @@ class MultiGridLifeBatch:
                                              *self._tables).reshape(self._internal.shape)  # fmt: skip
         internal_next = np.where(active[..., None], internal_next, self._internal)
         homeo_reward = np.where(active, self.homeostat.reward(self._internal, internal_next), 0.0)
-        task_reward = self._collect_tokens(pos_next, active)
+        tokens = self._collect_tokens(pos_next, active)
+        task_reward = tokens * world.token_reward
         self._pos = np.where(active[..., None], pos_next, self._pos)
         self._velocity = self._agent_params[:, kernels.E_VMAX, None] * action
         self._internal = internal_next.copy()
@@ -291,7 +292,7 @@ class MultiGridLifeBatch:
         obs = self.observe() if done.any() else next_obs
         return MultiStepBatch(
             obs=obs, next_obs=next_obs, internal=internal_next, positions=pos_next, task_reward=task_reward,
-            homeo_reward=homeo_reward, terminated=terminated, truncated=truncated, violation=violation,
+            tokens=tokens, homeo_reward=homeo_reward, terminated=terminated, truncated=truncated, violation=violation,
             margins=margin, episode_steps=episode_steps, collision=collision, station=station, share=share,
             occupancy=occupancy, active=active,
         )  # fmt: skip
@@ -341,16 +342,17 @@ class MultiGridLifeBatch:
         return s / np.maximum(np.take_along_axis(per_station, np.maximum(station, 0), axis=1), 1.0)
 
     def _collect_tokens(self, pos_next: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """A token reached by several bodies at once goes to the lowest-numbered one; each respawns."""
-        reward = np.zeros((self.num_envs, self.num_agents))
+        """Tokens (N, A) each body collected: a token reached by several bodies at once goes to the lowest-numbered
+        one; each respawns."""
+        counts = np.zeros((self.num_envs, self.num_agents), dtype=np.int64)
         if not self.cfg.world.n_tokens:
-            return reward
+            return counts
         gaps = np.linalg.norm(pos_next[:, :, None, :] - self._tokens[:, None, :, :], axis=-1)
         hits = (gaps <= self.cfg.world.token_radius) & active[..., None]  # (N, A, K)
         for i, k in zip(*np.nonzero(hits.any(axis=1)), strict=True):
-            reward[i, hits[i, :, k].argmax()] += self.cfg.world.token_reward
+            counts[i, hits[i, :, k].argmax()] += 1
             self._tokens[i, k] = self._free_positions(int(i), 1, avoid_stations=True)[0]
-        return reward
+        return counts
 
     def _spawn(self, i: int, j: int) -> None:
         """Body j of arena i starts afresh, clear of hazards and of the other bodies."""
