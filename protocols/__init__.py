@@ -18,6 +18,8 @@ from protocols.messages import (
     SafeAction,
     ShieldReport,
     StateEstimate,
+    StationGrants,
+    StationRequests,
     Text,
     TransitionBatch,
 )
@@ -25,8 +27,8 @@ from protocols.messages import (
 __all__ = [
     "MODE_FALLBACK", "MODE_FILTERED", "MODE_NAMES", "MODE_PASS", "SCHEMAS", "Blob", "EpisodeEvents",
     "FieldError", "Heartbeat", "LogRecord", "Message", "Metrics", "Observation", "ParameterUpdate",
-    "PolicyWeights", "ProposedAction", "SafeAction", "ShieldReport", "StateEstimate", "Text",
-    "TransitionBatch", "json_schema", "schema_id",
+    "PolicyWeights", "ProposedAction", "SafeAction", "ShieldReport", "StateEstimate", "StationGrants",
+    "StationRequests", "Text", "TransitionBatch", "json_schema", "schema_id",
 ]
 
 

@@ -247,6 +247,42 @@ class ParameterUpdate(Message):
     old: Any = None
 
 
+# --- multi-agent ----------------------------------------------------------------------------------
+
+
+@schema("persist.StationRequests", 1)
+class StationRequests(Message):
+    """The env's requests for station service, one row per body (arena-major): the station each body stands in
+    (-1 for none), its demand in [0, 1] of the station's full rate, and its smallest internal margin
+    (docs/allocator.md)."""
+
+    step: int
+    station: np.ndarray  # (R,) int64
+    demand: np.ndarray  # (R,) float32
+    margin: np.ndarray  # (R,) float32
+
+    def __post_init__(self) -> None:
+        check_array(self.station, "station", dtype="int64", ndim=1)
+        n = self.station.shape[0]
+        check_array(self.demand, "demand", dtype=F32, ndim=1, rows=n)
+        check_array(self.margin, "margin", dtype=F32, ndim=1, rows=n)
+
+
+@schema("persist.StationGrants", 1)
+class StationGrants(Message):
+    """The allocator's answer to the requests of ``step``: each body's share of its station's rate, and Jain's
+    index over the bodies' satisfaction so far."""
+
+    step: int
+    grants: np.ndarray  # (R,) float32 in [0, 1]
+    jain_index: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_array(self.grants, "grants", dtype=F32, ndim=1)
+        if ((self.grants < 0) | (self.grants > 1)).any():
+            raise FieldError("grants", "must lie in [0, 1]")
+
+
 # --- examples and benchmarks -------------------------------------------------------------------
 
 

@@ -588,18 +588,32 @@ class GridLifeBatch:
         self._steps[i] = 0
 
     def _free_positions(self, rng: np.random.Generator, count: int, avoid_stations: bool) -> np.ndarray:
-        """`count` uniform positions at least `start_clearance` outside every hazard (and station)."""
-        cfg, layout = self.cfg, self.layout
-        found: list[np.ndarray] = []
-        for _ in range(1000):
-            candidates = rng.uniform(0.0, cfg.arena_size, size=(64, 2))
-            ok = ~inside_any(candidates, layout.hazard_centres, layout.hazard_radii + cfg.start_clearance)
-            if avoid_stations:
-                ok &= ~inside_any(candidates, layout.station_centres, layout.station_radii)
-            found.extend(candidates[ok])
-            if len(found) >= count:
-                return np.asarray(found[:count])
-        raise ValueError("start_clearance: no free position found; the hazards cover the arena")
+        return free_positions(rng, self.cfg, self.layout, count, avoid_stations)
+
+
+def free_positions(
+    rng: np.random.Generator,
+    cfg: GridLifeConfig,
+    layout: GridLifeLayout,
+    count: int,
+    avoid_stations: bool,
+    bodies: np.ndarray | None = None,
+    body_gap: float = 0.0,
+) -> np.ndarray:
+    """`count` uniform positions at least `start_clearance` outside every hazard (and station), and at least
+    `body_gap` from each of `bodies` (M, 2) (multi-agent GridLife's other bodies)."""
+    found: list[np.ndarray] = []
+    for _ in range(1000):
+        candidates = rng.uniform(0.0, cfg.arena_size, size=(64, 2))
+        ok = ~inside_any(candidates, layout.hazard_centres, layout.hazard_radii + cfg.start_clearance)
+        if avoid_stations:
+            ok &= ~inside_any(candidates, layout.station_centres, layout.station_radii)
+        if bodies is not None and len(bodies):
+            ok &= np.linalg.norm(candidates[:, None] - bodies[None], axis=-1).min(axis=1) >= body_gap
+        found.extend(candidates[ok])
+        if len(found) >= count:
+            return np.asarray(found[:count])
+    raise ValueError("start_clearance: no free position found; the hazards cover the arena")
 
 
 def read_only(array: np.ndarray) -> np.ndarray:

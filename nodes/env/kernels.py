@@ -66,6 +66,13 @@ def inside(x, y, centres, radii, kinds, kind, strict):  # type: ignore[no-untype
 @numba.njit(cache=True, inline="always")
 def internal_next(nx, ny, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
     """h' = (E', T', I') from h, the NEW position p' = (nx, ny) and the action."""
+    return internal_served(nx, ny, e, t, i, ax, ay, 1.0, P, sc, sr, sk, hc, hr, zc, zr)
+
+
+@numba.njit(cache=True, inline="always")
+def internal_served(nx, ny, e, t, i, ax, ay, share, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
+    """internal_next with the station's service scaled by `share` in [0, 1]: the part of a shared station's
+    rate this body gets (multi-agent GridLife). Stations are disjoint, so one factor covers every kind."""
     work = 0.5 * (ax * ax + ay * ay)
     no_kind = np.zeros(0, dtype=np.int64)
     in_refuel = inside(nx, ny, sc, sr, sk, REFUEL, False)
@@ -73,13 +80,14 @@ def internal_next(nx, ny, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr):  # ty
     in_repair = inside(nx, ny, sc, sr, sk, REPAIR, False)
     in_hot = inside(nx, ny, zc, zr, no_kind, -1, False)
     in_hazard = inside(nx, ny, hc, hr, no_kind, -1, True)
-    return internal_update(e, t, i, work, in_refuel, in_cool, in_repair, in_hot, in_hazard, P)
+    return internal_update(e, t, i, work, share * in_refuel, share * in_cool, share * in_repair, in_hot, in_hazard, P)
 
 
 @numba.njit(cache=True, inline="always")
 def internal_update(e, t, i, work, in_refuel, in_cool, in_repair, in_hot, in_hazard, P):  # type: ignore[no-untyped-def]
-    """h' from h, the effort |a|^2/2 and the indicators (0.0 or 1.0) of the new position: each of E', T', I' is
-    nondecreasing in its own variable (the estimator's interval belief propagates its corners through it)."""
+    """h' from h, the effort |a|^2/2 and the indicators (0.0 or 1.0) of the new position, a station's scaled by the
+    body's share of it: each of E', T', I' is nondecreasing in its own variable (the estimator's interval belief
+    propagates its corners through it)."""
     dt = P[E_DT]
     e2 = min(1.0, e - dt * (P[E_KB] + P[E_KE] * work) + dt * P[E_RHO_E] * in_refuel)
     t2 = max(0.0, t + dt * (P[E_EB] + P[E_EE] * work + P[E_EH] * in_hot) - dt * P[E_RHO_C] * in_cool)
@@ -105,6 +113,19 @@ def internal_batch(h, pos_next, actions, P, sc, sr, sk, hc, hr, zc, zr):  # type
         out[n, 0], out[n, 1], out[n, 2] = internal_next(
             pos_next[n, 0], pos_next[n, 1], h[n, 0], h[n, 1], h[n, 2], actions[n, 0], actions[n, 1],
             P, sc, sr, sk, hc, hr, zc, zr,
+        )  # fmt: skip
+    return out
+
+
+@numba.njit(cache=True)
+def served_batch(h, pos_next, actions, share, P, sc, sr, sk, hc, hr, zc, zr):  # type: ignore[no-untyped-def]
+    """internal_served for rows, with a service share (N,) and a parameter row (N, len(params)) per row: the
+    bodies of multi-agent GridLife, whose types differ in their constants."""
+    out = np.empty_like(h)
+    for n in range(h.shape[0]):
+        out[n, 0], out[n, 1], out[n, 2] = internal_served(
+            pos_next[n, 0], pos_next[n, 1], h[n, 0], h[n, 1], h[n, 2], actions[n, 0], actions[n, 1], share[n],
+            P[n], sc, sr, sk, hc, hr, zc, zr,
         )  # fmt: skip
     return out
 

@@ -1,0 +1,1 @@
+"""Resource allocator: station shares for the bodies of multi-agent GridLife (docs/allocator.md)."""

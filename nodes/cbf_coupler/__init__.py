@@ -1,0 +1,1 @@
+"""CBF coupler: joint collision avoidance over the individual shields (docs/coupler.md)."""
