@@ -21,8 +21,16 @@ from typing import Any
 import zmq
 
 from persist_rt import qos as qos_mod
+from persist_rt.log import should_log
 from persist_rt.parent_death import die_with_supervisor
-from persist_rt.services import serve_one
+from persist_rt.services import RequestError, parse_request, serve_one
+
+LEASE_SERVICES = ("heartbeat", "register", "unregister")  # answered before anything else read in the same turn
+READ_LIMIT = 4096  # frames read per turn before answering (a bounded turn under a flood)
+REFUSAL_BURST = 20.0  # malformed requests answered per sender at once...
+REFUSAL_RATE = 20.0  # ...and per second after that; the others are counted, not answered
+MAX_BUDGETS = 4096  # senders whose refusal budget is remembered
+REPORT_EVERY_S = 10.0  # a summary line of the rejections not logged one by one
 
 
 class Registry:
@@ -38,7 +46,13 @@ class Registry:
         self.graph_version = 1
         self.started = time.time()
         self._started_mono = time.monotonic()
-        self.errors = 0
+        self.errors = 0  # requests refused
+        self.rejected_by: dict[str, int] = {}  # field -> refusals
+        self.unanswered = 0  # refusals over a sender's budget, counted but not answered
+        self.stalls = 0  # turns the registry did not listen for a quarter lease; leases were extended by as much
+        self._unlogged = 0
+        self._next_report = 0.0
+        self._refusal_budget: dict[bytes, tuple[float, float]] = {}  # sender identity -> (tokens, time)
         self._running = True
         self.handlers = {
             "register": self.register,
@@ -48,6 +62,7 @@ class Registry:
             "nodes": lambda a: self.node_list(),
             "topics": lambda a: self.topic_list(),
             "node": self.node_info,
+            "stats": lambda a: self.stats(),
             "ping": lambda a: {"graph_version": self.graph_version, "uptime_s": time.time() - self.started},
         }
 
@@ -58,11 +73,13 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ValueError("field `name` must be a non-empty string")
         _check_registration(args)
+        if not isinstance(args.get("pid"), int):
+            raise ValueError("field `pid` must be an integer")
         old = self.nodes.get(name)
-        if old is not None and old.get("pid") != args.get("pid") and self.expiry.get(name, 0) > time.monotonic() \
-                and old.get("host") == args.get("host"):
-            # A live node holds this name; a respawned one (same name, new pid) replaces a dead one.
-            if _pid_alive(old.get("pid")):
+        if old is not None and old.get("pid") != args.get("pid") and self.expiry.get(name, 0) > time.monotonic():
+            # A live lease holds this name; a respawned node on the same host (new pid) replaces a dead one, one
+            # elsewhere waits for the old lease to run out (its heartbeats register it again).
+            if old.get("host") != args.get("host") or _pid_alive(old.get("pid")):
                 raise ValueError(f"field `name`: node {name!r} is already registered (pid {old.get('pid')})")
         self.nodes[name] = dict(args)
         self.expiry[name] = time.monotonic() + self.lease_s
@@ -153,22 +170,84 @@ class Registry:
     def serve(self, should_run: Any = None) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        turn_end = time.monotonic()
         while self._running and (should_run is None or should_run()):
             if poller.poll(100):
-                while True:
-                    try:
-                        serve_one(self.sock, self.handlers, self._on_error)
-                    except zmq.Again:
-                        break
+                self._drain()
+            now = time.monotonic()
+            if now - turn_end > self.lease_s / 4:
+                self._extend_leases(now - turn_end)
+            turn_end = now
+            self._report_rejections(now)
             self.expire()
         self.sock.close(0)
+
+    def _drain(self) -> None:
+        """Read what is pending (at most READ_LIMIT frames), then answer lease traffic first, other requests next,
+        and refuse malformed ones last, each sender's refusals answered within its REFUSAL_BURST budget."""
+        pending: list[tuple[int, list[bytes], Any]] = []
+        for _ in range(READ_LIMIT):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                parsed: Any = parse_request(frames)
+                rank = 0 if parsed[1] in LEASE_SERVICES else 1
+            except RequestError as exc:
+                parsed, rank = exc, 2
+            pending.append((rank, frames, parsed))
+        pending.sort(key=lambda p: p[0])  # stable: arrival order within a rank
+        now = time.monotonic()
+        for rank, frames, parsed in pending:
+            if rank < 2:
+                serve_one(self.sock, self.handlers, self._on_error, frames)
+            elif self._refusal_allowed(frames[0], now):
+                serve_one(self.sock, self.handlers, self._on_error, frames)  # answers the refusal
+            else:
+                self._on_error(parsed.field, str(parsed), answered=False)
+
+    def _refusal_allowed(self, identity: bytes, now: float) -> bool:
+        """Token bucket per sender: REFUSAL_BURST refusals answered, refilled at REFUSAL_RATE per second."""
+        tokens, last = self._refusal_budget.pop(identity, (REFUSAL_BURST, now))
+        tokens = min(REFUSAL_BURST, tokens + (now - last) * REFUSAL_RATE)
+        allowed = tokens >= 1.0
+        self._refusal_budget[identity] = (tokens - 1.0 if allowed else tokens, now)  # newest last
+        if len(self._refusal_budget) > MAX_BUDGETS:
+            del self._refusal_budget[next(iter(self._refusal_budget))]
+        return allowed
+
+    def _extend_leases(self, gap: float) -> None:
+        """The registry did not listen for ``gap`` seconds (a flood, a stalled pipe, a paused machine): no lease
+        may run out for heartbeats it could not hear."""
+        self.stalls += 1
+        for name in self.expiry:
+            self.expiry[name] += gap
+
+    def stats(self) -> dict[str, Any]:
+        return {"rejected": self.errors, "rejected_by": dict(self.rejected_by), "unanswered": self.unanswered,
+                "stalls": self.stalls, "nodes": len(self.nodes), "graph_version": self.graph_version}
 
     def stop(self, *_: Any) -> None:
         self._running = False
 
-    def _on_error(self, text: str) -> None:
+    def _on_error(self, field: str, text: str, answered: bool = True) -> None:
         self.errors += 1
-        print(f"registry: rejected request: {text}", file=sys.stderr, flush=True)
+        self.rejected_by[field] = self.rejected_by.get(field, 0) + 1
+        self.unanswered += not answered
+        if should_log(self.errors):
+            print(f"registry: rejected request ({field}): {text[:300]} [{self.errors} rejected]", file=sys.stderr,
+                  flush=True)
+        else:
+            self._unlogged += 1
+
+    def _report_rejections(self, now: float) -> None:
+        """One line every REPORT_EVERY_S at most for the rejections not logged one by one."""
+        if self._unlogged and now >= self._next_report:
+            print(f"registry: {self._unlogged} more requests rejected (by field: {self.rejected_by})",
+                  file=sys.stderr, flush=True)
+            self._unlogged = 0
+            self._next_report = now + REPORT_EVERY_S
 
 
 def edge_problem(pub: dict[str, Any], sub: dict[str, Any]) -> str | None:
