@@ -109,6 +109,8 @@ def check(result: ChaosRun) -> dict[str, Any]:
     restarts = {name: node["restarts"] for name, node in nodes.items()}
     restarts["registry"] = summary["launch"]["registry_restarts"]
     events = {name: [e["event"] for e in run.log_events(name)] for name in ("env", "learner")}
+    resumed = [e["env_steps"] for e in run.log_events("env") if e["event"] == "books_resumed"]
+    env_kills = [k.at_steps for k in result.kills if k.victim == "env"]
     return {
         "summary": summary,
         "kills": len(result.kills),
@@ -117,6 +119,9 @@ def check(result: ChaosRun) -> dict[str, Any]:
         "violations_executed": train["violations_executed"],
         "books_consistent": train["executed_steps"] + train["fallback_steps"] == summary["env_steps"],
         "env_books_resumed": events["env"].count("books_resumed"),
+        # training steps booked when the env was killed (its gauge, read just before) minus those it resumed with:
+        # the steps a kill cost the books, at most about one `books_every_s` of stepping
+        "env_steps_unbooked": [max(0, int(k - r)) for k, r in zip(env_kills, resumed, strict=False)],
         "learner_replay_resumed": events["learner"].count("replay_resumed"),
         "complete": summary["complete"],
     }
