@@ -11,21 +11,34 @@ input the learner trains on; the estimate is for the shield. The agent proposes 
 once the estimate of step t has arrived, so the shield judges the proposal against that estimate
 (if none comes, the shield's own proposal deadline decides). See docs/estimator.md.
 Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
-``policy.show`` says which policy acts. With ``keep_every`` the agent keeps one learner policy every that
-many versions (the newest ``keep_policies``) and always the learner's newest weights: ``policy.kept``
-lists their versions, ``policy.use {version}`` switches to one of them and stops following the learner
-(the env's policy selection, or a rollback by hand).
+``policy.show`` says which policy acts, ``policy.save {path}`` writes it as a policy file. With ``keep_every``
+the agent keeps one learner policy every that many versions (the newest ``keep_policies``) and always the
+learner's newest weights: ``policy.kept`` lists their versions, ``policy.use {version}`` switches to one of
+them and stops following the learner (the env's policy selection, or a rollback by hand).
+
+``algorithm: mpc`` plans instead (nodes/mpc/planner.py: CEM scored by GridLife's known model and the shield's
+barriers and backup), from the observation's true state; learner weights are then ignored. Its proposals go to
+the shield like any other.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from nodes.sac.inference import make_inference_actor
-from nodes.sac.policy_file import CheckpointError, Policy, load_newest_policy, load_policy, policy_from_wire
+from nodes.sac.policy_file import (
+    CheckpointError,
+    Policy,
+    load_newest_policy,
+    load_policy,
+    policy_from_wire,
+    save_policy,
+)
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, PolicyWeights, ProposedAction, StateEstimate
@@ -42,6 +55,12 @@ class AgentNode(Node):
     act_dim = Param(2, "action dimension of uniform-random actions (a policy's own act_dim wins)", ge=1)
     keep_every = Param(0, "keep one learner policy every this many versions (updates); 0 keeps none", ge=0)
     keep_policies = Param(6, "how many kept policies at most (the oldest goes first)", ge=1, read_only=True)
+    algorithm = Param("sac", "sac or cvar_sac: act with the learner's actor; mpc: plan (reach-avoid CEM)",
+                      choices=("sac", "cvar_sac", "mpc"), read_only=True)
+    config = Param({}, "mpc: GridLife constants (must match the env's)", read_only=True)
+    mpc_horizon = Param(12, "mpc: steps per planned action sequence", ge=1, read_only=True)
+    mpc_population = Param(64, "mpc: sequences per arena and CEM iteration", ge=2, read_only=True)
+    mpc_iterations = Param(3, "mpc: CEM iterations per step", ge=1, read_only=True)
 
     def on_configure(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -52,6 +71,7 @@ class AgentNode(Node):
         self.newest: Policy | None = None  # the learner's newest weights, still at hand after a switch
         self.estimate_step = -1  # the step of the newest estimate
         self.waiting: Observation | None = None  # use_estimate: the observation waiting for its estimate
+        self.planner: Any = self.make_planner() if self.algorithm == "mpc" else None
         self.proposals = self.publisher("action/proposed", ProposedAction, reliable=True)
         self.subscribe("env/obs", Observation, self.on_obs, qos=LOCKSTEP)
         self.subscribe("policy/weights", PolicyWeights, self.on_weights, qos="latest")
@@ -65,6 +85,7 @@ class AgentNode(Node):
             self.install(policy, "file")
         self.service("policy.swap", self.svc_swap)
         self.service("policy.show", lambda args: self.describe_policy())
+        self.service("policy.save", self.svc_save)
         self.service("policy.kept", lambda args: {"versions": self.kept_versions()})
         self.service("policy.use", self.svc_use)
 
@@ -83,8 +104,19 @@ class AgentNode(Node):
             return
         self.act(msg)
 
+    def make_planner(self) -> Any:
+        from nodes.env.gridlife import GridLifeConfig, obs_names
+        from nodes.mpc.planner import CEMPlanner, MPCConfig
+
+        env_cfg = GridLifeConfig.from_params(self.config)
+        names = obs_names(env_cfg)
+        self.token_cols = [names.index("token_dx"), names.index("token_dy")]  # the nearest token, / arena size
+        cfg = MPCConfig(horizon=self.mpc_horizon, population=self.mpc_population, iterations=self.mpc_iterations,
+                        elites=max(1, self.mpc_population // 8), seed=self.seed)
+        return CEMPlanner(env_cfg, cfg)
+
     def act(self, msg: Observation) -> None:
-        actions = self.propose(msg.obs)
+        actions = self.plan(msg) if self.planner is not None and self.mode != "random" else self.propose(msg.obs)
         version = self.policy.version if self.policy is not None and self.mode != "random" else 0
         self.proposals.publish(ProposedAction(step=msg.step, actions=actions, policy_version=version), step=msg.step)
         self.count("proposals", len(actions))
@@ -97,6 +129,14 @@ class AgentNode(Node):
             rng = self.random_rng if self.mode == "random" else self.rng
             return rng.uniform(-1.0, 1.0, size=(obs.shape[0], dim)).astype(np.float32)
         return np.asarray(self.actor.act(obs, deterministic=self.mode == "eval", rng=self.rng), np.float32)
+
+    def plan(self, msg: Observation) -> np.ndarray:
+        """MPC actions from the true state; under partial observability the setpoints stand in for the hidden
+        internal variables (the shield still judges against its own estimate)."""
+        internal = msg.internal if msg.internal is not None else \
+            np.broadcast_to(np.asarray(self.planner.env_cfg.setpoints), (msg.obs.shape[0], 3))
+        token = msg.positions + self.planner.env_cfg.arena_size * msg.obs[:, self.token_cols].astype(np.float64)
+        return self.planner.plan(msg.positions, internal, token)
 
     def baseline_stream(self) -> np.random.Generator:
         """The random mode's own stream, from the seed alone: a random baseline draws the same actions in every
@@ -112,7 +152,7 @@ class AgentNode(Node):
     # --- policies ---------------------------------------------------------------------------
 
     def on_weights(self, msg: PolicyWeights) -> None:
-        if not self.follow_learner or self.mode != "train":
+        if not self.follow_learner or self.mode != "train" or self.planner is not None:
             self.count("weights_ignored")
             return
         expected = self.policy.spec if self.policy is not None else None
@@ -167,6 +207,22 @@ class AgentNode(Node):
         result = self.install(policy, "kept")
         self.set_param("follow_learner", False)  # or the learner's next weights would replace it
         return result
+
+    def svc_save(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Write the policy the agent acts with as a policy file (what ``policy.swap`` loads)."""
+        path = args.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ValueError(f"field `path` must be an absolute file path, got {path!r}")
+        if self.policy is None:
+            raise ValueError("field `node`: no policy to save yet (the agent acts uniformly at random)")
+        policy = replace(self.policy, metadata={**self.policy.metadata, "saved_from": self.name, "mode": self.mode})
+        try:
+            written = save_policy(path, policy)
+        except OSError as exc:
+            raise ValueError(f"field `path`: cannot write {path}: {exc.strerror or exc}") from None
+        self.count("policy_saves")
+        self.log.info("policy_saved", path=str(written), version=policy.version)
+        return {"path": str(written), "version": policy.version, "source": policy.source}
 
     def describe_policy(self) -> dict[str, Any]:
         if self.policy is None:

@@ -420,6 +420,7 @@ class StepBatch:
     internal: np.ndarray  # (N, 3) true next internal state (E, T, I)
     positions: np.ndarray  # (N, 2) next positions in metres
     task_reward: np.ndarray  # (N,) tokens collected * token_reward
+    tokens: np.ndarray  # (N,) int64, tokens collected
     homeo_reward: np.ndarray  # (N,) D(h) - D(h')
     terminated: np.ndarray  # (N,) bool, death
     truncated: np.ndarray  # (N,) bool, episode cap reached alive
@@ -509,6 +510,7 @@ class GridLifeBatch:
         pos_next, internal_next, hits, hazard = kernels.step_batch(
             self._pos, internal, action, self._tokens, cfg.token_radius, self._params, *self._tables)
         homeo_reward = self.homeostat.reward(internal, internal_next)
+        tokens = hits.sum(axis=1).astype(np.int64)
         task_reward = self._collect_tokens(hits)
         # the simulator state gets its own copies: auto-reset below rewrites it in place
         self._pos = pos_next.copy()
@@ -532,6 +534,7 @@ class GridLifeBatch:
             internal=internal_next,
             positions=pos_next,
             task_reward=task_reward,
+            tokens=tokens,
             homeo_reward=homeo_reward,
             terminated=terminated,
             truncated=truncated,

@@ -4,32 +4,43 @@ Lockstep (default): publish ``env/obs`` for step t, wait for ``action/safe`` of 
 ``deadline_s``; on a miss apply the declared ``fallback`` for that step and count it. Real time:
 step at ``rate_hz`` with whatever safe action arrived, else the fallback.
 
-With ``total_steps`` set, the env is the run's main job: it trains for that many arena-steps, then
-evaluates (deterministic policy and a uniform-random policy with the shield bypassed, then the policy
-with the shield on, all on the same fixed seeds), writes ``summary.json`` and a learning-curve plot
-into the run directory, and stops. With ``select_policy`` a selection comes first: each policy the
-agent kept during training (see the agent's ``keep_every``) runs the same unshielded, deterministic
-episodes on other seeds (``select_seed``), and the evaluations then use the one that survived longest.
+With ``total_steps`` set, the env is the run's main job: it trains for that many arena-steps, then runs the
+experiment protocol (nodes/experiment, docs/experiment.md): selection of a kept policy, unshielded
+evaluations of the policy, a random and (where the kind has one) a scripted baseline, a shielded evaluation,
+then ``summary.json``, the learning curve and the report, and stops. The env steps every phase, applies its
+fallback and keeps the books; the protocol says which phase comes next and sets up the agent and the shield
+for it. The scripted baseline is stepped by the env alone.
 
-``EnvNode`` holds the loop, the fallback, the phases and the books; a subclass supplies the arenas:
+``EnvNode`` holds the loop, the fallback and the books; a subclass supplies the arenas:
 ``GridLifeNode`` (kind ``gridlife``) and ``GymNode`` (kind ``gym``, any registered Gymnasium env).
 Actions on the wire are always in [-1, 1]^act_dim; a subclass maps them to its own action space.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nodes.env import resume
 from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig, read_only
+from nodes.experiment import (
+    EVAL_PHASES,
+    SCRIPTED_PHASES,
+    UNSHIELDED_PHASES,
+    ArenaFacts,
+    Books,
+    Experiment,
+    Phase,
+    Settings,
+    Training,
+)
 from persist_rt import Node, Param
-from persist_rt.checkpoint import CheckpointError, atomic_write_bytes
+from persist_rt.checkpoint import CheckpointError
 from persist_rt.qos import LOCKSTEP
 from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
@@ -39,27 +50,7 @@ if TYPE_CHECKING:
 
 FALLBACKS = ("hold", "zero", "seek_station", "backup")
 GYM_FALLBACKS = ("zero", "hold")
-EVAL_PHASES = ("select", "eval", "baseline_random", "eval_shielded")  # one episode per arena, then the next
-UNSHIELDED_PHASES = ("select", "eval", "baseline_random")  # the shield forwards proposals: what the agent alone does
-
-
-@dataclass
-class Books:
-    """Accounting of one phase (training or one evaluation). Counts are arena-steps."""
-
-    env_steps: int = 0
-    executed_steps: int = 0  # steps that executed the shield's action
-    fallback_steps: int = 0  # steps that executed the env's own fallback
-    shield_interventions: int = 0
-    violations_executed: int = 0
-    episodes: int = 0
-    lengths: list[int] = field(default_factory=list)
-    returns: list[float] = field(default_factory=list)
-    task_returns: list[float] = field(default_factory=list)
-    died: list[bool] = field(default_factory=list)
-    deaths: dict[str, int] = field(default_factory=dict)  # cause (the broken constraints) -> episodes
-    drives: list[float] = field(default_factory=list)
-    interventions_per_step: list[int] = field(default_factory=list)
+SCRIPTED_SLICE_S = 0.02  # a scripted phase steps for this long per tick, then lets the executor serve the rest
 
 
 @dataclass
@@ -76,6 +67,7 @@ class Outcome:
     violation: np.ndarray  # (N,) bool: the next state broke a viability constraint
     margins: dict[str, np.ndarray]  # name -> (N,) margins of the next state
     episode_steps: np.ndarray  # (N,) steps of the episode so far, counting this one
+    tokens: np.ndarray | None = None  # (N,) tokens collected in the step, by kinds that have them
     internal: np.ndarray | None = None  # (N, H) truth before the step
     next_internal: np.ndarray | None = None  # (N, H) truth after the step
 
@@ -98,6 +90,7 @@ class EnvNode(Node):
     eval_seed = Param(10_000, "seed of the evaluation arenas", ge=0)
     agent_node = Param("agent", "agent node to switch between train/eval/random ('' for none)")
     shield_node = Param("shield", "shield node to bypass during unshielded evaluation ('' for none)")
+    learner_node = Param("", "learner whose learner.summary (config, train figures) joins summary.json ('' for none)")
     publish_transitions = Param(True, "publish the replay stream")
     replay_steps = Param(8, "env steps per replay-stream message: its consumers decode one message per this many "
                          "steps (a training phase's last message may hold fewer)", ge=1)
@@ -116,6 +109,8 @@ class EnvNode(Node):
     fallback: str
     act_dim: int  # action dimension on the wire, set by build_sim
     has_drive = False  # whether episodes end with a homeostatic drive worth reporting
+    has_tokens = False  # whether steps count collected tokens (``Outcome.tokens``)
+    has_scripted = False  # whether ``scripted_actions`` gives a scripted controller (the scripted baseline)
 
     # --- what a subclass supplies ---------------------------------------------------------------
 
@@ -144,6 +139,10 @@ class EnvNode(Node):
     def own_fallback(self) -> np.ndarray:
         """Fallbacks other than ``zero`` and ``hold``."""
         raise ValueError(f"fallback: {self.fallback!r} is not available for node kind {self.kind}")
+
+    def scripted_actions(self) -> np.ndarray:
+        """The kind's scripted controller for the current state (the ``baseline_scripted`` phase)."""
+        raise NotImplementedError
 
     def death_cause(self, outcome: Outcome, i: int) -> str:
         broken = [name for name, m in outcome.margins.items() if m[i] < 0]
@@ -187,16 +186,21 @@ class EnvNode(Node):
         self.waiting_since = 0.0
         self.started = False
         self.books: dict[str, Books] = {self.phase: Books()}
-        self.curve: list[tuple[int, int, float]] = []  # (env_steps, length, return) per ended episode
+        # per ended training episode: (env_steps, length, return, task return, homeostatic return)
+        self.curve: list[tuple[int, int, float, float, float]] = []
         self.recent: deque[int] = deque(maxlen=50)
         self.recent_returns: deque[float] = deque(maxlen=50)
         self.reset_episode_books(self.num_envs)
         self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
         self.t_start = time.monotonic()
         self.train_wall_s: float | None = None  # set when training ends
-        self.selection: list[dict[str, Any]] = []  # per kept policy run to its end: version and figures
-        self.candidates: list[int] = []  # kept policy versions still to run in the selection
-        self.candidate: int | None = None  # the version the selection is running now
+        self.version_steps: dict[int, int] = {}  # policy version -> training env steps when it first acted
+        settings = Settings(self.seed, self.num_envs, self.eval_episodes, self.eval_seed, self.select_policy,
+                            self.select_seed, self.select_episodes, self.agent_node, self.shield_node,
+                            self.learner_node)
+        facts = ArenaFacts(self.episode_cap, self.train_episode_cap, self.has_drive, self.has_tokens,
+                           self.has_scripted)
+        self.experiment = Experiment(settings, facts, self.call_remote, self.log, self.run_dir)
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
@@ -227,6 +231,8 @@ class EnvNode(Node):
     def reset_episode_books(self, n: int) -> None:
         self.ep_return = np.zeros(n)
         self.ep_task_return = np.zeros(n)
+        self.ep_homeo_return = np.zeros(n)
+        self.ep_tokens = np.zeros(n, np.int64)
         self.last_action = np.zeros((n, self.act_dim), np.float32)
         self.alive = np.ones(n, bool)  # evaluation: arenas still in their first episode
 
@@ -257,6 +263,10 @@ class EnvNode(Node):
             return
         if self.phase == "done":
             return
+        if self.phase in SCRIPTED_PHASES:
+            while self.phase in SCRIPTED_PHASES and time.monotonic() - now < SCRIPTED_SLICE_S:
+                self.execute(self.scripted_actions(), source="scripted", safe=None)
+            return
         if self.phase == "train" and now >= self.next_books_save:
             self.next_books_save = now + self.books_every_s
             self.save_books()
@@ -281,11 +291,13 @@ class EnvNode(Node):
         return [n for n in self.peers() if n not in matched]
 
     def publish_obs(self) -> None:
+        if self.phase in SCRIPTED_PHASES:
+            return  # nobody else acts in this phase
         self.waiting_since = time.monotonic()
         self.obs_pub.publish(self.observation(), step=self.step_id, sim_time=self.step_id * self.sim_dt)
 
     def on_safe_action(self, msg: SafeAction) -> None:
-        if self.phase == "done" or not self.started:
+        if self.phase == "done" or self.phase in SCRIPTED_PHASES or not self.started:
             return
         if msg.step != self.step_id or msg.actions.shape != (self.arenas, self.act_dim):
             self.count("stale_or_misshapen_actions")
@@ -336,6 +348,8 @@ class EnvNode(Node):
             interventions = int(((safe.mode != MODE_PASS) & counted & ~from_fallback).sum())
             books.shield_interventions += interventions
         books.interventions_per_step.append(interventions)
+        if self.phase == "train" and safe is not None:
+            self.version_steps.setdefault(safe.policy_version, books.env_steps)
         violations = int((result.violation & counted).sum())
         if violations:
             books.violations_executed += violations
@@ -348,6 +362,9 @@ class EnvNode(Node):
             result.reward -= self.intervention_penalty * (safe.mode != MODE_PASS)
         self.ep_return += result.reward
         self.ep_task_return += result.reward_task
+        self.ep_homeo_return += result.reward_homeo
+        if result.tokens is not None:
+            self.ep_tokens += result.tokens
         self.record_episodes(result, counted, books, step)
         ongoing = early or not self.phase_over(books)
         if ongoing and not early:
@@ -394,6 +411,8 @@ class EnvNode(Node):
             books.lengths.append(int(result.episode_steps[i]))
             books.returns.append(float(self.ep_return[i]))
             books.task_returns.append(float(self.ep_task_return[i]))
+            books.homeo_returns.append(float(self.ep_homeo_return[i]))
+            books.tokens.append(int(self.ep_tokens[i]))
             books.died.append(bool(result.terminated[i]))
             if causes[j]:
                 books.deaths[causes[j]] = books.deaths.get(causes[j], 0) + 1
@@ -403,7 +422,8 @@ class EnvNode(Node):
                 self.recent.append(int(result.episode_steps[i]))
                 self.recent_returns.append(float(self.ep_return[i]))
             if self.phase == "train":
-                self.curve.append((books.env_steps, int(result.episode_steps[i]), float(self.ep_return[i])))
+                self.curve.append((books.env_steps, int(result.episode_steps[i]), float(self.ep_return[i]),
+                                   float(self.ep_task_return[i]), float(self.ep_homeo_return[i])))
         self.episodes_pub.publish(
             EpisodeEvents(
                 step=step,
@@ -417,6 +437,8 @@ class EnvNode(Node):
         )
         self.ep_return[idx] = 0.0
         self.ep_task_return[idx] = 0.0
+        self.ep_homeo_return[idx] = 0.0
+        self.ep_tokens[idx] = 0
         if self.phase in EVAL_PHASES:
             self.alive[idx] = False
 
@@ -457,70 +479,27 @@ class EnvNode(Node):
             # let the learner consume the whole replay stream, so evaluation sees the trained policy
             if not self.transitions_pub.drain(timeout_s=60.0):
                 self.log.warning("replay_stream_not_drained", timeout_s=60.0)
-        if self.phase == "select":
-            books = self.books["select"]
-            figures = _episode_section(books, survival_rate=_survival(books))
-            self.selection.append({"version": self.candidate, **figures})
-            if self.candidates:  # the next kept policy runs the same episodes
-                self.start_episodes("select", self.candidates.pop(0))
-                return True
-            best = self.best_selected()
-            if best is not None:
-                self.use_policy(best)
-        order = ["train", *EVAL_PHASES] if self.eval_episodes else ["train"]
-        nxt = order.index(self.phase) + 1
-        if nxt < len(order) and order[nxt] == "select":
-            self.candidates = self.kept_versions() if self.select_policy else []
-            if not self.candidates:
-                nxt += 1
-        if nxt >= len(order):
+        phase = self.experiment.next_phase(self.phase, self.books)
+        if phase is None:
             self.phase = "done"
             self.log.info("finished", summary=str(self.run_dir))
             self.write_summary()
             self.request_stop()
             return False
-        self.configure_peers_for(order[nxt])
-        self.start_episodes(order[nxt], self.candidates.pop(0) if order[nxt] == "select" else None)
+        self.start_episodes(phase)
         return True
 
-    def start_episodes(self, phase: str, version: int | None) -> None:
-        """One episode per arena from the phase's seed; in the selection, with the kept policy `version`."""
-        self.phase = phase
-        self.books[phase] = Books()
-        self.candidate = version
-        if version is not None:
-            self.use_policy(version)
-        episodes = self.select_episodes if phase == "select" else self.eval_episodes
-        self.build_sim(episodes)
-        self.reset_sim(self.select_seed if phase == "select" else self.eval_seed)
-        self.reset_episode_books(episodes)
-        extra = {} if version is None else {"version": version}
-        self.log.info("phase", phase=phase, episodes=episodes, **extra)
-
-    def best_selected(self) -> int | None:
-        """The kept policy that survived longest in the selection; ties go to the fewer viability violations (a
-        policy can outlive every episode and still enter hazards), then the higher return, then the newest."""
-        if not self.selection:
-            return None
-        best = max(reversed(self.selection),
-                   key=lambda c: (c["mean_survival_steps"], -c["violations"], c["mean_return"]))
-        return int(best["version"])
-
-    def configure_peers_for(self, phase: str) -> None:
-        agent_mode = {"select": "eval", "eval": "eval", "baseline_random": "random", "eval_shielded": "eval"}[phase]
-        bypass = phase in UNSHIELDED_PHASES
-        self.set_remote(self.agent_node, "mode", agent_mode)
-        self.set_remote(self.shield_node, "bypass", bypass)
-
-    def kept_versions(self) -> list[int]:
-        result = self.call_remote(self.agent_node, "policy.kept", {})
-        return [int(v) for v in result["versions"]] if result else []
-
-    def use_policy(self, version: int) -> None:
-        self.call_remote(self.agent_node, "policy.use", {"version": version})
-
-    def set_remote(self, node: str, name: str, value: Any) -> None:
-        self.call_remote(node, "param.set", {"name": name, "value": value})
+    def start_episodes(self, phase: Phase) -> None:
+        """One episode per arena from the phase's seed."""
+        self.phase = phase.name
+        books = self.books[phase.name] = Books()
+        self.build_sim(phase.arenas)
+        self.reset_sim(phase.seed)
+        self.reset_episode_books(phase.arenas)
+        books.seed = phase.seed
+        books.start_digest = hashlib.sha256(self.observation().obs.tobytes()).hexdigest()[:16]
+        extra = {} if phase.version is None else {"version": phase.version}
+        self.log.info("phase", phase=phase.name, episodes=phase.arenas, **extra)
 
     def call_remote(self, node: str, service: str, args: dict[str, Any]) -> Any:
         """Call a peer's service through the registry; a failure is logged and counted, and gives None."""
@@ -539,94 +518,10 @@ class EnvNode(Node):
     def write_summary(self) -> None:
         if self.run_dir is None:
             return
-        train = self.books.get("train", Books())
         wall_s = self.train_wall_s if self.train_wall_s is not None else time.monotonic() - self.t_start
-        summary = {
-            "run_id": self.run_dir.name,
-            "seed": self.seed,
-            "wall_s": round(wall_s, 3),
-            "env_steps": train.env_steps,
-            "episodes": train.episodes,
-            "episode_cap": self.episode_cap,
-            "env_steps_per_s": round(train.env_steps / max(1e-9, wall_s), 1),
-            **self.summary_extra(),
-            "train": {
-                "violations_executed": train.violations_executed,
-                "shield_interventions": train.shield_interventions,
-                "fallback_steps": train.fallback_steps,
-                "executed_steps": train.executed_steps,
-                "mean_survival_steps": _mean(train.lengths),
-                "intervention_rate_first_10pct": _rate(train.interventions_per_step, self.num_envs, first=True),
-                "intervention_rate_last_10pct": _rate(train.interventions_per_step, self.num_envs, first=False),
-            },
-            "complete": self.phase == "done",
-        }
-        if self.selection:
-            summary["select"] = {"seed": self.select_seed, "chosen_version": self.best_selected(),
-                                 "candidates": self.selection}
-        if "eval" in self.books:
-            e = self.books["eval"]
-            drive = {"mean_drive": _mean(e.drives)} if self.has_drive else {}
-            summary["eval"] = _episode_section(e, survival_rate=_survival(e), **drive)
-        if "baseline_random" in self.books:
-            b = self.books["baseline_random"]
-            summary["baseline_random"] = _episode_section(b, survival_rate=_survival(b))
-        if "eval_shielded" in self.books:
-            s = self.books["eval_shielded"]
-            summary["eval_shielded"] = _episode_section(
-                s, interventions_per_step=round(s.shield_interventions / max(1, s.env_steps), 5))
-        path = self.run_dir / "summary.json"
-        existing: dict[str, Any] = {}
-        if path.exists():
-            try:
-                existing = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                existing = {}
-        existing.update(summary)
-        atomic_write_bytes(path, (json.dumps(existing, indent=2) + "\n").encode())
-        self.plot_curve()
-        self.print_report(summary)
-
-    def plot_curve(self) -> None:
-        if not self.curve or self.run_dir is None:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps, lengths, returns = (np.asarray(c) for c in zip(*self.curve, strict=True))
-        window = max(1, len(steps) // 30)
-        smooth = np.convolve(lengths, np.ones(window) / window, mode="valid")
-        smooth_ret = np.convolve(returns, np.ones(window) / window, mode="valid")
-        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-        a.plot(steps, lengths, ".", alpha=0.25)
-        a.plot(steps[window - 1 :], smooth)
-        if self.train_episode_cap:
-            a.axhline(self.train_episode_cap, ls="--", c="grey")
-        a.set(xlabel="env steps", ylabel="episode length (survival)", title="survival")
-        b.plot(steps, returns, ".", alpha=0.25)
-        b.plot(steps[window - 1 :], smooth_ret)
-        b.set(xlabel="env steps", ylabel="return", title="return")
-        fig.tight_layout()
-        fig.savefig(self.run_dir / "learning_curve.png", dpi=90)
-        plt.close(fig)
-
-    def print_report(self, s: dict[str, Any]) -> None:
-        lines = [
-            f"run {s['run_id']}: {s['env_steps']} env steps, {s['episodes']} episodes in {s['wall_s']} s",
-            f"  train: violations {s['train']['violations_executed']}, interventions "
-            f"{s['train']['shield_interventions']}, fallback steps {s['train']['fallback_steps']}, "
-            f"intervention rate {s['train']['intervention_rate_first_10pct']} -> "
-            f"{s['train']['intervention_rate_last_10pct']}",
-        ]
-        if "select" in s:
-            lines.append(f"  select: version {s['select']['chosen_version']} of " + ", ".join(
-                f"{c['version']} ({c['mean_survival_steps']})" for c in s["select"]["candidates"]))
-        for key in ("eval", "baseline_random", "eval_shielded"):
-            if key in s:
-                lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
-        self.log.info("report", text="\n" + "\n".join(lines))
+        training = Training(self.books.get("train", Books()), self.curve, self.version_steps)
+        self.experiment.write_summary(self.books, training, wall_s, complete=self.phase == "done",
+                                      extra=self.summary_extra())
 
 
 class GridLifeNode(EnvNode):
@@ -641,11 +536,20 @@ class GridLifeNode(EnvNode):
     lambda_homeo = Param(1.0, "weight of the homeostatic reward", ge=0)
     lambda_task = Param(1.0, "weight of the task reward", ge=0)
     death_penalty = Param(0.0, "reward added on death (negative)", le=0)
+    homeo_discount = Param(1.0, "gamma of the homeostatic term the learner gets, D(h) - gamma D(h'): with the "
+                           "learner's discount it is potential-based shaping (no optimal policy changes); plain "
+                           "drive reduction (1.0) under discounting also charges (1 - gamma) D(h') per step",
+                           gt=0, le=1)
+    token_shaping = Param(0.0, "reward per metre the agent gets closer to its nearest token, kappa (d - gamma d') with "
+                          "gamma = homeo_discount; a collected token counts as reached (d' = 0), so the next one "
+                          "starts afresh (tokens are rare under random actions: this leads the critic to them)", ge=0)
     train_cap = Param(0, "training episodes end (truncated) after this many steps; 0: the config's episode_cap. "
                          "More, shorter episodes start from more states; evaluation always runs the full cap", ge=0)
     estimator_node = Param("estimator", "under partial observability, also wait for this node ('' for none)")
 
     has_drive = True
+    has_tokens = True
+    has_scripted = True
     act_dim = 2
 
     def setup(self) -> None:
@@ -704,6 +608,10 @@ class GridLifeNode(EnvNode):
     def own_fallback(self) -> np.ndarray:
         if self.fallback == "backup":  # induction: from a certified state the backup's step stays certified
             return self.backup_actions(self.sim.positions, self.sim.internal)
+        return self.scripted_actions()
+
+    def scripted_actions(self) -> np.ndarray:
+        """The scripted station keeper (nodes/env/scripted.py) on the true state."""
         from nodes.env.scripted import seek_station_policy
 
         return seek_station_policy(
@@ -725,11 +633,16 @@ class GridLifeNode(EnvNode):
         internal_before = self.sim.internal.astype(np.float32)
         result = self.sim.step(actions)
         self.current_obs = result.obs
+        homeo = result.homeo_reward
+        if self.homeo_discount < 1.0:  # D(h) - gamma D(h') = (D(h) - D(h')) + (1 - gamma) D(h')
+            homeo = homeo + (1.0 - self.homeo_discount) * self.sim.homeostat.drive(result.internal)
         reward = (
             self.lambda_task * result.task_reward
-            + self.lambda_homeo * result.homeo_reward
+            + self.lambda_homeo * homeo
             + self.death_penalty * result.terminated
         ).astype(np.float32)
+        if self.token_shaping:
+            reward += self.token_shaping * self.token_progress(obs_before, result.next_obs, result.task_reward)
         self._end_internal = result.internal  # float64, for the end-of-episode drive
         return Outcome(
             obs=obs_before,
@@ -742,9 +655,18 @@ class GridLifeNode(EnvNode):
             violation=result.violation,
             margins=result.margins,
             episode_steps=result.episode_steps,
+            tokens=result.tokens,
             internal=internal_before,
             next_internal=result.internal.astype(np.float32),
         )
+
+    def token_progress(self, obs: np.ndarray, next_obs: np.ndarray, collected: np.ndarray) -> np.ndarray:
+        """Metres closer to the nearest token, d - gamma d' (d' = 0 where a token was collected), from the
+        observations' token distance."""
+        column = self.sim.obs_names.index("token_dist")
+        scale = self.cfg.arena_size
+        after = np.where(collected > 0, 0.0, next_obs[:, column] * scale)
+        return (obs[:, column] * scale - self.homeo_discount * after).astype(np.float32)
 
     def death_cause(self, outcome: Outcome, i: int) -> str:
         broken = [name for name in INTERNAL_NAMES if outcome.margins[name][i] <= 0]
@@ -861,28 +783,3 @@ def pack_replay(first_step: int, held: list[dict[str, np.ndarray | None]]) -> Tr
     fields = {name: None if value is None else np.concatenate([h[name] for h in held])  # type: ignore[misc]
               for name, value in held[0].items()}
     return TransitionBatch(step=first_step, steps=len(held), **fields)
-
-
-def _mean(values: list[float] | list[int]) -> float:
-    return round(float(np.mean(values)), 3) if len(values) else 0.0
-
-
-def _episode_section(books: Books, **extra: float) -> dict[str, Any]:
-    """An evaluation's summary: what every evaluation reports, plus its own figures."""
-    return {"episodes": books.episodes, "mean_survival_steps": _mean(books.lengths),
-            "mean_return": _mean(books.returns), "violations": books.violations_executed,
-            "deaths": dict(sorted(books.deaths.items())), **extra}
-
-
-def _survival(books: Books) -> float:
-    if not books.lengths:
-        return 0.0
-    return round(float(np.mean([not d for d in books.died])), 4)
-
-
-def _rate(per_step: list[int], num_envs: int, first: bool) -> float:
-    if not per_step:
-        return 0.0
-    k = max(1, len(per_step) // 10)
-    part = per_step[:k] if first else per_step[-k:]
-    return round(float(np.sum(part)) / (len(part) * num_envs), 5)

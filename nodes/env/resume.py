@@ -21,14 +21,18 @@ from persist_rt import checkpoint
 
 FORMAT = "persist.env_books"
 VERSION = 1
-_LISTS = {"lengths": np.int64, "returns": np.float64, "task_returns": np.float64, "died": np.bool_,
-          "drives": np.float64, "interventions_per_step": np.int64}
+_DTYPES = {"list[int]": np.int64, "list[float]": np.float64, "list[bool]": np.bool_}  # list fields -> tensors
 
 
-def save(path: Path, books: Any, step_id: int, curve: list[tuple[int, int, float]]) -> None:
-    tensors = {name: np.asarray(getattr(books, name), dtype) for name, dtype in _LISTS.items()}
-    tensors["curve"] = np.asarray(curve, np.float64).reshape(-1, 3)
-    counters = {f.name: getattr(books, f.name) for f in fields(books) if f.name not in _LISTS}
+def _lists(books_type: type) -> dict[str, Any]:
+    return {f.name: _DTYPES[str(f.type)] for f in fields(books_type) if str(f.type) in _DTYPES}
+
+
+def save(path: Path, books: Any, step_id: int, curve: list[tuple[Any, ...]]) -> None:
+    lists = _lists(type(books))
+    tensors = {name: np.asarray(getattr(books, name), dtype) for name, dtype in lists.items()}
+    tensors["curve"] = np.asarray(curve, np.float64).reshape(len(curve), len(curve[0]) if curve else 0)
+    counters = {f.name: getattr(books, f.name) for f in fields(books) if f.name not in lists}
     checkpoint.save(path, tensors, {"format": FORMAT, "version": VERSION, "step_id": step_id, "books": counters},
                     keep_previous=True)
 
@@ -39,14 +43,16 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return tensors, meta
 
 
-def load(path: Path, books_type: type) -> tuple[Any, int, list[tuple[int, int, float]], Path, list[str]] | None:
+def load(path: Path, books_type: type) -> tuple[Any, int, list[tuple[Any, ...]], Path, list[str]] | None:
     """(books, step counter, curve, file used, refusals skipped) of the newest good copy; None when there is none.
-    CheckpointError when every copy is refused."""
+    CheckpointError when every copy is refused. A curve row is (env steps, length, figures...)."""
     found = checkpoint.load_newest(path, _read)
     if found is None:
         return None
     (tensors, meta), used, refusals = found
-    lists = {name: tensors[name].tolist() for name in _LISTS}
-    books = books_type(**meta["books"], **lists)
-    curve = [(int(a), int(b), float(c)) for a, b, c in tensors["curve"].tolist()]
+    try:
+        books = books_type(**meta["books"], **{name: tensors[name].tolist() for name in _lists(books_type)})
+    except (KeyError, TypeError) as exc:  # written by another version of the books
+        raise checkpoint.CheckpointError(f"{used}: books do not match this env ({exc})") from None
+    curve = [(int(row[0]), int(row[1]), *map(float, row[2:])) for row in tensors["curve"].tolist()]
     return books, int(meta["step_id"]), curve, used, refusals

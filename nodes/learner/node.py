@@ -7,6 +7,11 @@ the replay buffer ``stage_rows`` transitions at a time, and always before an upd
 ``publish_period`` updates the actor goes out on ``policy/weights``. Checkpoints (safetensors + JSON,
 atomic) are written every ``checkpoint_every_s`` and at shutdown, the replay buffer beside them; a restarted
 learner resumes from the newest good one (a corrupt file is refused by its digest, and the previous one used).
+
+With ``intrinsic`` set, an intrinsic reward (nodes/intrinsic) is fitted on every sampled batch and recomputed
+on it, so the reward always comes from the current model (none is stored in the replay buffer, where it would go
+stale): SAC learns from r_total = r + lambda_intr * r_intr. The intrinsic model's tensors travel in the learner's
+checkpoint (``attached.intrinsic.*``), and a checkpoint of another method is refused by the field ``intrinsic``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ from persist_rt import Node, Param
 from persist_rt.checkpoint import CheckpointError, load_newest
 from protocols import PolicyWeights, TransitionBatch
 
+ALGORITHMS = ("sac", "cvar_sac", "mpc")
+# nodes.intrinsic.METHODS, written out: launch files and the wizard check choices from literals, without imports
+INTRINSIC = ("none", "surprise_minimise", "surprise_seek", "rnd", "empowerment")
+INTRINSIC_PREFIX = "intrinsic."  # the intrinsic model's tensors among the checkpoint's attached ones
+
 
 class LearnerNode(Node):
     kind = "learner"
 
-    algorithm = Param("sac", "sac, or cvar_sac: a quantile critic and an actor maximising CVaR_alpha of the return",
-                      choices=("sac", "cvar_sac"), read_only=True)
+    algorithm = Param("sac", "sac, or cvar_sac: a quantile critic and an actor maximising CVaR_alpha of the return; "
+                      "mpc: the agent plans and nothing is learned here", choices=ALGORITHMS, read_only=True)
+    intrinsic = Param("none", "intrinsic reward fitted and recomputed on every sampled batch (docs/intrinsic.md)",
+                      choices=INTRINSIC, read_only=True)
+    lambda_intr = Param(0.1, "weight of the intrinsic reward: r_total = r + lambda_intr * r_intr", ge=0)
     cvar_alpha = Param(1.0, "cvar_sac: fraction of the worst returns the actor optimises (1.0: the mean)", gt=0, le=1,
                        read_only=True)
     n_quantiles = Param(32, "cvar_sac: return quantiles per critic", ge=1, read_only=True)
@@ -49,24 +62,27 @@ class LearnerNode(Node):
                        "(always all of them before an update or a checkpoint)", ge=1)
 
     def on_configure(self) -> None:
-        import torch
+        if self.algorithm != "mpc":  # a planning agent leaves the learner nothing to learn: no torch then
+            import torch
 
-        torch.set_num_threads(self.threads)
-        self.torch = torch
-        # torch's first optimiser costs about a second of lazy imports: pay it here, before the node is announced,
-        # rather than on the first transitions, where it takes the CPU from the env loop that feeds them
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
+            torch.set_num_threads(self.threads)
+            # torch's first optimiser costs about a second of lazy imports: pay it here, before the node is
+            # announced, rather than on the first transitions, where it takes the CPU from the env loop
+            torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
         self.sac: Any = None
         self.replay: Any = None
         self.transitions_seen = 0
         self.last_checkpoint = time.monotonic()
         self.update_time = 0.0
+        self.intr: Any = None  # the intrinsic reward, or None
+        self.intr_sum, self.intr_count = 0.0, 0  # the intrinsic reward's mean over every batch (summary figure)
         # a write to the replay buffer costs about the same for 1 row as for 64: batches of a few arenas are
         # gathered here first, so the learner's share of the CPU it shares with the env loop stays small
         self.staged: list[TransitionBatch] = []
         self.staged_rows = 0
         self.weights_pub = self.publisher("policy/weights", PolicyWeights)
         self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
+        self.service("learner.summary", lambda args: self.summary())
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -89,14 +105,40 @@ class LearnerNode(Node):
         else:
             self.sac = SAC(obs_dim, act_dim, SACConfig(**common))
         self.replay = ReplayBuffer(self.replay_capacity, obs_dim, act_dim, self.sac.device)
+        self.intr = self.make_intrinsic()
         self.log.info("learner_ready", device=str(self.sac.device), obs_dim=obs_dim, act_dim=act_dim)
         path = self.checkpoint_path
         if path is not None:
             self.resume(path)
 
+    def make_intrinsic(self) -> Any:
+        from nodes.intrinsic import make
+
+        intr = make(self.intrinsic, self.replay.obs_dim, self.replay.act_dim, seed=self.seed)
+        return None if intr is None else intr.to(self.sac.device)
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """SAC and the intrinsic model from one file; the intrinsic part is loaded into a fresh model and kept
+        only once SAC has accepted the file too, so a refused file changes neither."""
+        loaded: list[Any] = []
+
+        def attached(tensors: dict[str, np.ndarray], extra: dict[str, Any], source: str) -> None:
+            saved = extra.get("intrinsic", "none")
+            if saved != self.intrinsic:
+                raise CheckpointError(f"{source}: field 'intrinsic' is {saved!r}, this learner's is {self.intrinsic!r}")
+            intr = self.make_intrinsic()
+            if intr is not None:
+                intr.load_state_arrays({k[len(INTRINSIC_PREFIX):]: v for k, v in tensors.items()
+                                        if k.startswith(INTRINSIC_PREFIX)}, f"{source}: field 'intrinsic'")
+            loaded.append(intr)
+
+        extra = self.sac.resume(path, attached)
+        self.intr = loaded[0]
+        return extra
+
     def resume(self, path: Path) -> None:
         """The newest good checkpoint and replay file, saying which one and why an older one when it is."""
-        for what, target, reader in (("checkpoint", path, self.sac.resume),
+        for what, target, reader in (("checkpoint", path, self.read_checkpoint),
                                      ("replay", path.with_name("replay.safetensors"), self.replay.load)):
             try:
                 found = load_newest(target, reader)
@@ -122,6 +164,10 @@ class LearnerNode(Node):
     # --- learning ---------------------------------------------------------------------------
 
     def on_transitions(self, msg: TransitionBatch) -> None:
+        if self.algorithm == "mpc":  # the agent plans: the stream is acknowledged (so the env is not held) and dropped
+            self.transitions_seen += msg.obs.shape[0]
+            self.gauge("transitions_seen", self.transitions_seen)
+            return
         if self.sac is None:
             self.build(msg.obs.shape[1], msg.actions.shape[1])
         dims = (msg.obs.shape[1], msg.actions.shape[1])
@@ -137,8 +183,9 @@ class LearnerNode(Node):
             self.store_staged()
         t0 = time.perf_counter()
         stats: Mapping[str, float] = {}
-        for _ in range(owed):
-            stats = self.sac.update(self.replay.sample(self.batch_size, self.sac.generator))
+        for i in range(owed):
+            batch = self.replay.sample(self.batch_size, self.sac.generator)
+            stats = self.sac.update(batch if self.intr is None else self.with_intrinsic(batch, report=i == owed - 1))
             if self.sac.publish_due():
                 self.publish_weights()
             self.keep_alive()  # a message of many steps owes many updates: seconds on a loaded machine
@@ -149,6 +196,25 @@ class LearnerNode(Node):
         if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
             self.save_checkpoint()
 
+    def with_intrinsic(self, batch: Any, report: bool = True) -> Any:
+        """Fit the intrinsic model on the batch, then the batch with r_total = r + lambda_intr * r_intr (the
+        reward of the model as it is now). With ``report`` the term's figures go to telemetry: each read waits
+        for the device, so a run of updates reports its last one only."""
+        from nodes.intrinsic.base import p95
+
+        losses = self.intr.fit(batch.obs, batch.action, batch.next_obs)
+        r_intr = self.intr.reward(batch.obs, batch.action, batch.next_obs)
+        term = self.lambda_intr * r_intr
+        self.intr_sum, self.intr_count = self.intr_sum + r_intr.mean(), self.intr_count + 1  # stays on the device
+        if report:
+            self.gauge("intrinsic.mean", float(r_intr.mean()))
+            self.gauge("intrinsic.p95", p95(r_intr))
+            # share of r_total's magnitude that the intrinsic term makes up, in [0, 1]
+            magnitude = float(term.abs().sum() + batch.reward.abs().sum())
+            self.gauge("intrinsic.share", float(term.abs().sum()) / magnitude if magnitude else 0.0)
+            self.gauge("intrinsic.model_loss", sum(losses.values()))
+        return batch._replace(reward=batch.reward + term)
+
     def store_staged(self) -> None:
         """Write the staged transitions into the replay buffer, in one write."""
         staged, self.staged, self.staged_rows = self.staged, [], 0
@@ -158,6 +224,14 @@ class LearnerNode(Node):
                                 for name in ("obs", "actions", "reward", "next_obs")),
                               np.concatenate([m.terminated for m in staged]).astype(np.float32))
 
+    def summary(self) -> dict[str, Any]:
+        """What the run's summary.json records of the learner: its configuration and the intrinsic term's mean
+        over every batch it trained on (0 without one; None before the first update)."""
+        none = 0.0 if self.intrinsic == "none" else None
+        mean = float(self.intr_sum) / self.intr_count if self.intr_count else none
+        return {"config": {"agent": self.algorithm, "intrinsic": self.intrinsic, "lambda_intr": self.lambda_intr},
+                "train": {"intrinsic_mean": mean}}
+
     def refresh(self) -> None:
         if self.sac is None:
             return
@@ -165,6 +239,8 @@ class LearnerNode(Node):
         self.gauge("replay_size", min(self.replay.capacity, len(self.replay) + self.staged_rows))
         self.gauge("transitions_seen", self.transitions_seen)
         self.gauge("updates_per_s", self.sac.num_updates / self.update_time if self.update_time else 0.0)
+        if self.intr_count:
+            self.gauge("intrinsic.train_mean", float(self.intr_sum) / self.intr_count)
 
     def publish_weights(self) -> None:
         policy = self.sac.policy()
@@ -177,7 +253,10 @@ class LearnerNode(Node):
         if path is None or self.sac is None:
             return
         self.store_staged()
-        self.sac.checkpoint(path, {"transitions_seen": self.transitions_seen})
+        attached = {} if self.intr is None else \
+            {INTRINSIC_PREFIX + k: v for k, v in self.intr.state_arrays().items()}
+        self.sac.checkpoint(path, {"transitions_seen": self.transitions_seen, "intrinsic": self.intrinsic,
+                                   "lambda_intr": self.lambda_intr}, attached)
         self.replay.save(path.with_name("replay.safetensors"))
         self.count("checkpoints")
 

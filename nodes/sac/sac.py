@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from persist_rt.checkpoint import CheckpointError
 
 CHECKPOINT_FORMAT = "persist.sac"
 CHECKPOINT_FORMAT_VERSION = 1
+ATTACHED = "attached."  # prefix of the tensors of a model checkpointed with SAC (SAC.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -334,9 +335,13 @@ class SAC:
         else:  # saved on another device type: continue with a fresh stream derived from the seed
             self.generator.manual_seed(self.config.seed + num_updates)
 
-    def checkpoint(self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
+    def checkpoint(
+        self, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None,
+        attached: Mapping[str, np.ndarray] | None = None,
+    ) -> Path:
         """Atomic checkpoint (temp file, fsync, rename), the one it replaces kept as ``<stem>.prev``; ``extra``
-        is stored as JSON for the caller."""
+        is stored as JSON for the caller, ``attached`` tensors (a model trained beside SAC, such as an intrinsic
+        reward) under ``attached.<name>`` in the same write, so the two can never come from different moments."""
         metadata = {
             "format": self.checkpoint_format,
             "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -344,10 +349,16 @@ class SAC:
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
             "extra": dict(extra or {}),
         }
-        return checkpoint.save(path, self.state_dict(), metadata, keep_previous=True)
+        tensors = self.state_dict()
+        tensors.update({ATTACHED + name: value for name, value in (attached or {}).items()})
+        return checkpoint.save(path, tensors, metadata, keep_previous=True)
 
-    def resume(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Load a checkpoint written by ``checkpoint``; returns its ``extra`` metadata."""
+    def resume(
+        self, path: str | os.PathLike[str],
+        attached: Callable[[dict[str, np.ndarray], dict[str, Any], str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Load a checkpoint written by ``checkpoint``; returns its ``extra`` metadata. ``attached(tensors, extra,
+        source)`` gets the attached tensors first and may refuse them (CheckpointError) before SAC changes."""
         source = str(path)
         arrays, meta = checkpoint.load(path)
         checkpoint.check_meta(meta, source, format=self.checkpoint_format, format_version=CHECKPOINT_FORMAT_VERSION)
@@ -358,6 +369,10 @@ class SAC:
         diff = self.actor_spec.first_difference(saved_spec)
         if diff is not None:
             raise CheckpointError(f"{source}: wrong architecture: actor_spec {diff}")
-        self.load_state_dict(arrays, source)
         extra = meta.get("extra", {})
-        return extra if isinstance(extra, dict) else {}
+        extra = extra if isinstance(extra, dict) else {}
+        others = {k[len(ATTACHED):]: arrays.pop(k) for k in [k for k in arrays if k.startswith(ATTACHED)]}
+        if attached is not None:
+            attached(others, extra, source)
+        self.load_state_dict(arrays, source)
+        return extra

@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 
 from persist_rt.cli.common import CliError, Graph, RegistryOpt, err_console, parse_pairs, run_dir_of
-from persist_rt.kinds import KindError, find_node_class, load_kind
+from persist_rt.kinds import KindError, load_kind
 from persist_rt.node import MAX_BUSY_POLL_US
 from persist_rt.params import ParamError
 
 
 def attach(
     target: Annotated[str, typer.Argument(
-        metavar="FILE_OR_MODULE", help="path/to/file.py (its one Node subclass), file.py:Class, or module:Class")],
+        metavar="FILE_OR_MODULE", help="path/to/file.py (its one Node class), file.py:Class, or module:Class")],
     name: Annotated[str | None, typer.Option(help="node name (default: the class name, lower case)")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", metavar="NAME=VALUE",
                                                     help="parameter value (repeatable)")] = None,
@@ -32,9 +32,7 @@ def attach(
     params = parse_pairs(param, "--param")
     remaps = parse_pairs(remap, "--remap")
     try:
-        kind = find_node_class(target) if Path(target.partition(":")[0]).suffix == ".py" or Path(target).exists() \
-            else target
-        cls = load_kind(kind, Path.cwd())
+        cls = load_kind(target, Path.cwd())
         node_name = name or cls.__name__.lower()  # the Node default
         if node_name in {n["name"] for n in graph.nodes()}:
             raise CliError(f"--name: a node named {node_name!r} is already running; choose another with --name")

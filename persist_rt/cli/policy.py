@@ -1,7 +1,9 @@
-"""`persist policy`: which policy acts in a live agent, swapping it by hand, and going back to a kept one."""
+"""`persist policy`: which policy acts in a live agent, saving it to a file, swapping it by hand, and going back to a
+kept one."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +25,24 @@ def show(node: Annotated[str, typer.Argument(help="agent node name")], registry:
     console.print(f"{node}: version {info.get('version')} from {info.get('source')} (mode {info.get('mode')})")
     if info.get("kept"):
         console.print(f"  kept versions: {', '.join(str(v) for v in info['kept'])}")
+
+
+@app.command("save")
+def save(node: Annotated[str, typer.Argument(help="agent node name")],
+         file: Annotated[Path, typer.Argument(help="policy file to write (safetensors + JSON metadata)")],
+         registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Write the policy a running agent acts with to FILE, in the format `persist policy swap` loads."""
+    target = file.resolve()
+    if target.is_dir():
+        raise CliError(f"argument FILE: {file} is a directory")
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise CliError(f"argument FILE: cannot write into {target.parent} (no such directory, or not writable)")
+    result = Graph(registry).node_call(node, "policy.save", {"path": str(target)}, timeout=10.0)
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"{node}: policy version {result.get('version')} ({result.get('source')}) written to "
+                  f"{result.get('path')}")
 
 
 @app.command("swap")

@@ -2,7 +2,8 @@
 
 Experiments built on a maintained launch file (single-agent, multi-agent, robust agent, the
 talker/listener example, or any file given with ``--from``) start from that file and change only
-the knobs; a custom experiment is assembled feature by feature. A choice whose node kinds do not
+the knobs; a custom experiment is assembled feature by feature, each node as the main job's launch file
+(launch/single_agent.yaml) declares it, so with every default it is the main job. A choice whose node kinds do not
 exist yet is listed as unavailable, with the reason, and cannot be picked.
 """
 
@@ -85,6 +86,9 @@ KNOBS = (
     Knob("hidden", "hidden", "network size: hidden layer sizes"),
     Knob("curriculum", "curriculum", "curriculum on/off"),
     Knob("seed", "seed", "seed"),
+    Knob("intrinsic", "intrinsic", "intrinsic reward: none, surprise_minimise, surprise_seek, rnd or empowerment"),
+    Knob("lambda_intr", "lambda_intr", "weight of the intrinsic reward (>= 0)"),
+    Knob("agent", "algorithm", "agent kind: sac, cvar_sac or mpc (planning)"),
 )
 
 
@@ -167,23 +171,36 @@ def _draft_from_file(path: Path, args: dict[str, str]) -> Draft:
     return Draft(spec, {n.name: param_table(n.kind, Path(n.base_dir)) for n in spec.nodes})
 
 
+MAIN_JOB = "single_agent.yaml"  # what a custom experiment's nodes start from: the maintained main job
+
+
 def _custom_document(features: list[Feature]) -> dict[str, Any]:
+    """The chosen nodes: those the main job's launch file declares keep every value it gives them (budget, respawn,
+    fallback, reward and training settings); only what the picked features change differs."""
     chosen = {f.key for f in features}
+    # the estimator is the main job's partial-observability switch: its launch argument sets every node's side
+    base = load_launch(LAUNCH_DIR / MAIN_JOB,
+                       Overrides(args={"partial_observability": str("estimator" in chosen).lower()})).resolved()
+    entries = {entry["name"]: entry for entry in base["nodes"]}
+    names = [name for f in features for name, _ in f.nodes]
     nodes: list[dict[str, Any]] = []
     for f in features:
         for name, kind in f.nodes:
-            entry: dict[str, Any] = {"name": name, "kind": kind}
-            table = param_table(kind)
-            if name == "env" and table.declares("wait_for"):
-                entry["params"] = {"wait_for": [k for k in ("agent", "shield") if k in chosen]}
-            if name == "agent" and "estimator" in chosen and table.declares("use_estimate"):
-                entry["params"] = {"use_estimate": True}
+            entry = dict(entries.get(name, {"name": name, "kind": kind}))
+            if "depends_on" in entry:
+                entry["depends_on"] = [d for d in entry["depends_on"] if d.lstrip("/") in names]
+                if not entry["depends_on"]:
+                    del entry["depends_on"]
+            peers = [k for k in ("agent", "shield") if k in chosen]
+            if name == "env" and len(peers) < 2 and param_table(kind).declares("wait_for"):
+                entry["params"] = {**entry.get("params", {}), "wait_for": peers}  # not for nodes left out
             if name == "listener":
                 entry["depends_on"] = ["talker"]
             nodes.append(entry)
     doc: dict[str, Any] = {"description": f"custom experiment: {', '.join(sorted(chosen))}", "nodes": nodes}
     if "env" in chosen:
-        doc["main"] = "env"
+        doc["main"] = base.get("main", "env")
+    doc["shutdown_timeout"] = base["shutdown_timeout"]
     return doc
 
 
@@ -218,6 +235,9 @@ def new(
     hidden: Annotated[str | None, typer.Option(help=KNOBS[7].title + ", e.g. 256,256")] = None,
     curriculum: Annotated[bool | None, typer.Option("--curriculum/--no-curriculum", help=KNOBS[8].title)] = None,
     seed: Annotated[int | None, typer.Option(min=0, help=KNOBS[9].title)] = None,
+    intrinsic: Annotated[str | None, typer.Option(help=KNOBS[10].title)] = None,
+    lambda_intr: Annotated[float | None, typer.Option(help=KNOBS[11].title)] = None,
+    agent: Annotated[str | None, typer.Option(help=KNOBS[12].title)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="launch file to write")] = None,
     do_launch: Annotated[bool | None, typer.Option("--launch/--no-launch", help="launch it when written")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="ask nothing: flags and defaults only")] = False,
@@ -225,7 +245,7 @@ def new(
     """Build a launch file step by step (or from flags alone with --yes), then optionally launch it."""
     flags = {"steps": steps, "num_envs": num_envs, "utd_ratio": utd_ratio, "publish_period": publish_period,
              "actor_lr": actor_lr, "critic_lr": critic_lr, "amortise_after": amortise_after, "hidden": hidden,
-             "curriculum": curriculum, "seed": seed}
+             "curriculum": curriculum, "seed": seed, "intrinsic": intrinsic, "lambda_intr": lambda_intr, "agent": agent}
     interactive = not yes
     choices = template_choices()
     choice = _pick_template(choices, template, interactive)

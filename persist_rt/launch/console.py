@@ -60,6 +60,11 @@ def _short(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 class LaunchConsole:
     """Thread-safe printing of node lines; a live progress bar on a terminal, plain lines otherwise."""
 
@@ -73,6 +78,7 @@ class LaunchConsole:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._last_plain = 0.0
+        self._first: tuple[float, float] | None = None  # (time, steps) of the first progress seen
 
     def register(self, name: str) -> None:
         self._colours.setdefault(name, COLOURS[len(self._colours) % len(COLOURS)])
@@ -92,10 +98,12 @@ class LaunchConsole:
             self.console.print(text)
 
     def progress(self, snap: ProgressSnapshot, now: float) -> None:
+        if self._first is None:
+            self._first = (now, snap.steps or 0.0)
         if not self.tty:
             if now - self._last_plain >= PLAIN_PROGRESS_EVERY_S:
                 self._last_plain = now
-                self.info(f"progress {self.main}: {snap.line()}", style="")
+                self.info(f"progress {self.main}: {snap.line()}  {self.timing(snap, now)}", style="")
             return
         with self._lock:
             if self._progress is None:
@@ -106,6 +114,17 @@ class LaunchConsole:
                 self._task = self._progress.add_task(self.main or "main", total=snap.total, extra="")
             assert self._task is not None
             self._progress.update(self._task, completed=snap.steps or 0, total=snap.total, extra=snap.fields())
+
+    def timing(self, snap: ProgressSnapshot, now: float) -> str:
+        """Elapsed time since the first progress seen, and the time left at the rate since then (as the bar's)."""
+        assert self._first is not None
+        t0, steps0 = self._first
+        elapsed = now - t0
+        text = f"elapsed {_clock(elapsed)}"
+        rate = ((snap.steps or 0.0) - steps0) / elapsed if elapsed > 0 else 0.0
+        if snap.total and rate > 0:
+            text += f"  eta {_clock(max(0.0, snap.total - (snap.steps or 0.0)) / rate)}"
+        return text
 
     def close(self) -> None:
         with self._lock:

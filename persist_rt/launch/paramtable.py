@@ -82,12 +82,13 @@ def kind_source(kind: str, base_dir: Path | None = None) -> tuple[Path, str]:
 def param_table(kind: str, base_dir: Path | None = None) -> ParamTable:
     """Declared parameters of ``kind``. Raises KindError if the kind or its class cannot be found.
 
-    Built-in kinds are only ever parsed. A user kind (``module:Class``, ``file.py:Class``) whose
+    Built-in kinds are only ever parsed. A user kind (``module:Class``, ``file.py:Class``, ``file.py``) whose
     parameters cannot be read statically is imported, which is what starting it would do anyway.
     """
     path, cls_name = kind_source(kind, base_dir)
     table = ParamTable(kind)
-    _read_class(path, cls_name, table, seen=set())
+    if cls_name:  # a bare file.py names no class: importing it is the only way to find it
+        _read_class(path, cls_name, table, seen=set())
     if not table.complete and kind not in BUILTIN:
         cls = load_kind(kind, base_dir)
         table = ParamTable(kind, params=collect(cls), complete=True)

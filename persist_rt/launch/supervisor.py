@@ -31,6 +31,7 @@ from persist_rt.parent_death import SUPERVISOR_ENV
 POLL_S = 0.1
 REGISTRY_START_TIMEOUT_S = 15.0
 REGISTRY_NAME = "registry"
+PROGRESS_PERIOD_S = 0.5  # the main job's figures are read this often: the bar moves at least once a second
 
 
 @dataclass
@@ -314,7 +315,7 @@ class Supervisor:
     def _progress_loop(self) -> None:
         main = self.children[self.spec.main]
         endpoint = ""
-        while not self._stop_progress.wait(1.0):
+        while not self._stop_progress.wait(PROGRESS_PERIOD_S):
             try:
                 if not endpoint:
                     info = self._record(main.name)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nodes.agent.node import AgentNode
+from nodes.sac.policy_file import load_policy
 from tests.sac.test_policy_file import make_policy
 
 
@@ -45,3 +47,19 @@ def test_use_refuses_an_unknown_version_by_name_and_keeps_the_acting_policy(agen
         with pytest.raises(ValueError, match="version"):
             agent.svc_use({"version": bad})
     assert agent.describe_policy()["version"] == 100
+
+
+def test_save_writes_the_acting_policy_as_a_file_the_agent_loads(agent: AgentNode, tmp_path: Path) -> None:
+    for bad in ({}, {"path": ""}, {"path": 3}):
+        with pytest.raises(ValueError, match="path"):
+            agent.svc_save(bad)
+    with pytest.raises(ValueError, match="no policy"):  # nothing acts but uniform noise yet
+        agent.svc_save({"path": str(tmp_path / "p.safetensors")})
+    for version in (100, 200):
+        agent.install(make_policy(version=version), "learner")
+    agent.svc_use({"version": 100})
+    saved = agent.svc_save({"path": str(tmp_path / "p.safetensors")})
+    assert saved["version"] == 100
+    policy = load_policy(saved["path"])
+    assert policy.version == 100 and policy.spec == agent.policy.spec
+    assert all(np.array_equal(policy.tensors[k], agent.policy.tensors[k]) for k in policy.tensors)

@@ -8,23 +8,25 @@ from pathlib import Path
 import pytest
 
 from nodes.env import resume
-from nodes.env.node import Books
+from nodes.experiment import Books
 from persist_rt.checkpoint import CheckpointError
 
 
 def _books(steps: int) -> Books:
     return Books(env_steps=steps, executed_steps=steps - 3, fallback_steps=3, shield_interventions=5, episodes=2,
                  lengths=[10, 20], returns=[1.5, -2.0], task_returns=[0.0, 1.0], died=[True, False],
-                 deaths={"energy": 1}, drives=[0.25], interventions_per_step=[0, 1, 2])
+                 homeo_returns=[0.5, 0.25], tokens=[3, 0], deaths={"energy": 1}, drives=[0.25],
+                 interventions_per_step=[0, 1, 2])
 
 
 def test_books_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "env_books.safetensors"
     assert resume.load(path, Books) is None
     resume.save(path, Books(), 0, [])  # empty lists and curve are a valid state
-    resume.save(path, _books(40), 17, [(20, 10, 1.5), (40, 20, -2.0)])
-    books, step, curve, used, refused = resume.load(path, Books)
-    assert books == _books(40) and step == 17 and curve == [(20, 10, 1.5), (40, 20, -2.0)]
+    curve = [(20, 10, 1.5, 0.0, 1.5), (40, 20, -2.0, 1.0, -3.0)]  # (env steps, length, returns...)
+    resume.save(path, _books(40), 17, curve)
+    books, step, loaded, used, refused = resume.load(path, Books)
+    assert books == _books(40) and step == 17 and loaded == curve
     assert used == path and refused == []
 
 

@@ -166,3 +166,47 @@ def test_the_fallback_can_be_switched_to_the_backup_while_running() -> None:
         np.testing.assert_array_equal(node.fallback_actions(), expected)
     finally:
         node.close()
+
+
+def test_with_homeo_discount_the_homeostatic_reward_is_potential_based_shaping() -> None:
+    """r = D(h) - gamma D(h'): its discounted sum telescopes to D(h_0) - gamma^k D(h_k) whatever the actions."""
+    gamma = 0.9
+    params = {"num_envs": 3, "total_steps": 100, "lambda_task": 0.0, "lambda_homeo": 1.0, "homeo_discount": gamma,
+              "fallback": "zero"}
+    node = GridLifeNode("env", params=params)
+    try:
+        node.transition("inactive")
+        node.reset_sim(0)
+        drive = node.sim.homeostat.drive
+        start = drive(node.sim.internal)
+        rng = np.random.default_rng(1)
+        total = np.zeros(3)
+        for k in range(20):
+            before = node.sim.internal.copy()
+            outcome = node.step_sim(rng.uniform(-1, 1, (3, 2)).astype(np.float32))
+            total += gamma**k * outcome.reward
+            # the books keep plain drive reduction, so the reported homeostatic return means what it did
+            np.testing.assert_allclose(outcome.reward_homeo, drive(before) - drive(outcome.next_internal), atol=1e-5)
+        np.testing.assert_allclose(total, start - gamma**20 * drive(node.sim.internal), rtol=1e-4, atol=1e-5)
+    finally:
+        node.close()
+
+
+def test_token_shaping_pays_for_the_metres_towards_the_nearest_token() -> None:
+    params = {"num_envs": 8, "total_steps": 100, "lambda_task": 0.0, "lambda_homeo": 0.0, "token_shaping": 1.0,
+              "fallback": "zero"}
+    node = GridLifeNode("env", params=params)
+    try:
+        node.transition("inactive")
+        node.reset_sim(3)
+        column = node.sim.obs_names.index("token_dx")
+        towards = node.current_obs[:, column : column + 2].astype(np.float64)
+        towards /= np.linalg.norm(towards, axis=1, keepdims=True)
+        far = node.current_obs[:, column + 2] * node.cfg.arena_size > 1.0
+        assert far.sum() >= 4
+        outcome = node.step_sim(towards.astype(np.float32))  # full speed, straight at the token: 0.1 m
+        np.testing.assert_allclose(outcome.reward[far], node.cfg.dt * node.cfg.vmax, atol=1e-4)
+        away = node.step_sim(-towards.astype(np.float32))
+        assert (away.reward[far] < 0).all()  # and moving away costs
+    finally:
+        node.close()

@@ -356,3 +356,15 @@ def test_scripted_controller_acts_in_range_from_the_state() -> None:
     actions = seek_station_policy(batch.positions, batch.internal, batch.tokens, CFG)
     assert actions.shape == (5, 2) and actions.dtype == np.float32
     assert np.all(np.abs(actions) <= 1.0)
+
+
+def test_the_tokens_counted_are_what_the_task_reward_pays_for() -> None:
+    cfg = GridLifeConfig(token_reward=2.5)
+    batch = GridLifeBatch(cfg, num_envs=4)
+    batch.reset(seed=3)
+    collected = 0
+    for _ in range(100):
+        result = batch.step(seek_station_policy(batch.positions, batch.internal, batch.tokens, cfg, batch.layout))
+        assert result.tokens.dtype == np.int64 and np.array_equal(result.task_reward, result.tokens * 2.5)
+        collected += int(result.tokens.sum())
+    assert collected > 0  # the station keeper collects tokens between refills

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from nodes.env.gridlife import GridLifeConfig
-from nodes.sac.policy_file import save_policy
+from nodes.sac.policy_file import load_policy, save_policy
 from nodes.sac.sac import SAC, SACConfig
 from persist_rt.checkpoint import load as load_checkpoint
+from persist_rt.cli.common import CliError, Graph
 from tests.graph.conftest import LiveRun, finish, launch_single_agent
 from tests.launch.conftest import persist, persist_json, wait_for
 
@@ -90,6 +91,31 @@ def test_weights_travel_and_a_hand_swap_loses_no_step(live: LiveRun, tmp_path: P
     wait_for("steps after the refusal", lambda: live.metric_above("env", "progress.steps", steps_after + 40))
     assert counters(live, "env", ENV_LOSS_COUNTERS) == env_loss
     assert counters(live, "shield", SHIELD_LOSS_COUNTERS) == shield_loss
+
+
+def test_policy_save_writes_what_the_agent_acts_with(live: LiveRun, tmp_path: Path) -> None:
+    reg = ("--registry", live.registry)
+    saved = persist_json("policy", "save", "agent", str(tmp_path / "acting.safetensors"), *reg)
+    policy = load_policy(saved["path"])  # the format `policy swap` takes, validated on the way in
+    assert policy.version == saved["version"] and policy.metadata["saved_from"] == "agent"
+    assert policy.spec.to_dict() == persist_json("policy", "show", "agent", *reg)["spec"]
+    swap = persist_json("policy", "swap", "agent", saved["path"], *reg)
+    assert swap["new_version"] == saved["version"]
+    assert persist_json("policy", "show", "agent", *reg)["source"] == saved["path"]
+
+    unknown = persist("policy", "save", "no-such-agent", str(tmp_path / "x.safetensors"), *reg)
+    assert unknown.returncode == 1 and "no-such-agent" in unknown.stderr, unknown.stderr
+    not_a_dir = tmp_path / "plain-file"
+    not_a_dir.write_text("")
+    for bad in (not_a_dir / "x.safetensors", tmp_path / "nowhere" / "x.safetensors"):
+        refused = persist("policy", "save", "agent", str(bad), *reg)
+        assert refused.returncode == 1 and "argument FILE" in refused.stderr, refused.stderr
+    # the agent checks the path itself too (its service is reachable without the CLI): the error names the field
+    agent = Graph(live.registry)
+    for path, reason in (("relative.safetensors", "absolute"), ("/proc/self/no-such-dir/x.safetensors", "cannot write")):
+        with pytest.raises(CliError, match=f"field `path`.*{reason}"):
+            agent.node_call("agent", "policy.save", {"path": path})
+    assert counters(live, "agent", ("policy_saves",)) == {"policy_saves": 1}
 
 
 def test_intervention_reports_go_out_a_period_at_a_time_and_match_the_report_file(live: LiveRun) -> None:

@@ -119,7 +119,7 @@ def test_param_and_lifecycle(live: Live) -> None:
 def test_attach_user_node(live: Live, tmp_path: Path) -> None:
     log = tmp_path / "attach.log"
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "persist_rt.cli", "attach", str(HERE / "probe_node.py:Probe"),
+        proc = subprocess.Popen([sys.executable, "-m", "persist_rt.cli", "attach", str(HERE / "probe_subclass.py"),
                                  "--name", "probe", "--param", "source=chatter", "--registry", live.registry],
                                 stdout=f, stderr=subprocess.STDOUT)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from persist_rt.cli.wizard import template_choices
-from persist_rt.launch import load_launch
+from persist_rt.launch import Overrides, load_launch
 from tests.launch.conftest import HERE, TALKER_LISTENER, persist
 
 COUNTING = HERE / "files" / "counting.yaml"
@@ -62,3 +62,37 @@ def test_interactive_through_stdin(tmp_path: Path) -> None:
     assert "Final configuration" in out.stdout and "total_steps: 500" in out.stdout
     spec = load_launch(out_file)
     assert spec.node("job").params == {"total_steps": 500, "seed": 0}
+
+
+MAIN_JOB = HERE.parents[1] / "launch" / "single_agent.yaml"
+
+
+def test_custom_with_every_default_is_the_main_job(tmp_path: Path) -> None:
+    out_file = tmp_path / "exp.yaml"
+    out = persist("new", "--yes", "--template", "custom", "-o", str(out_file), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    custom, main = load_launch(out_file), load_launch(MAIN_JOB)
+    assert (custom.main, custom.progress_fields) == (main.main, main.progress_fields)
+    assert sorted(n.name for n in custom.nodes) == sorted(n.name for n in main.nodes)
+    for node in main.nodes:
+        mine = custom.node(node.name)
+        assert (mine.kind, mine.params, mine.respawn, mine.depends_on, mine.busy_poll_us) == \
+            (node.kind, node.params, node.respawn, node.depends_on, node.busy_poll_us), node.name
+    env = custom.node("env").params
+    assert env["total_steps"] == 300_000 and env["fallback"] == "backup" and env["lambda_homeo"] > 0
+
+
+def test_custom_changes_only_what_is_picked(tmp_path: Path) -> None:
+    out_file = tmp_path / "exp.yaml"
+    out = persist("new", "-y", "-t", "custom", "--features", "env,agent,learner,estimator", "--steps", "5000",
+                  "-o", str(out_file), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    custom, main = load_launch(out_file), load_launch(MAIN_JOB, Overrides(args={"partial_observability": "true"}))
+    assert sorted(n.name for n in custom.nodes) == ["agent", "env", "estimator", "learner"]
+    env, main_env = custom.node("env").params, main.node("env").params
+    assert env["wait_for"] == ["agent"] and env["total_steps"] == 5000  # no shield to wait for; the budget picked
+    assert {k: v for k, v in env.items() if k not in ("wait_for", "total_steps")} == \
+        {k: v for k, v in main_env.items() if k != "total_steps"}
+    assert env["config"]["partial_observability"] and custom.node("agent").params["use_estimate"]
+    assert custom.node("env").depends_on == ["agent", "learner"]  # the shield it depended on is left out
+    assert custom.node("learner").respawn == main.node("learner").respawn

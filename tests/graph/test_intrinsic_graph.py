@@ -1,0 +1,39 @@
+"""The main job with an intrinsic reward (rnd) and with the planning agent (mpc): both run in the real graph,
+their summaries keep consistent books and record the new configuration, and the intrinsic term is in telemetry."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from nodes.telemetry.history import load_history
+from tests.graph.conftest import LiveRun, launch_single_agent
+
+STEPS = 400  # 100 steps of 4 arenas: the learner (learning_starts 200) makes 50 updates
+NO_EVAL = ("--arg", "eval_episodes=0")  # training alone: the evaluations are the full run's test (test_full_run.py)
+
+
+def run(tmp_path: Path, launched: list[LiveRun], *args: str) -> dict:  # type: ignore[type-arg]
+    tmp_path.mkdir()
+    live = launch_single_agent(tmp_path, "--arg", f"steps={STEPS}", *NO_EVAL, *args)
+    launched.append(live)
+    assert live.wait_exit() == 0
+    summary = live.summary()
+    assert summary["complete"] is True and summary["env_steps"] == STEPS
+    assert summary["train"]["executed_steps"] + summary["train"]["fallback_steps"] == summary["env_steps"]
+    return summary
+
+
+def test_intrinsic_rnd_and_agent_mpc_run_in_the_graph(tmp_path: Path, launched: list[LiveRun]) -> None:
+    summary = run(tmp_path / "rnd", launched, "--arg", "intrinsic=rnd", "--arg", "lambda_intr=0.2")
+    assert summary["config"] == {"agent": "sac", "intrinsic": "rnd", "lambda_intr": 0.2}
+    assert math.isfinite(summary["train"]["intrinsic_mean"]) and summary["train"]["intrinsic_mean"] > 0
+    history = load_history(launched[-1].run_dir / "metrics.jsonl")
+    for name in ("intrinsic.mean", "intrinsic.p95", "intrinsic.share", "intrinsic.model_loss"):
+        assert math.isfinite(history[("learner", name)].v[-1]), name
+
+    summary = run(tmp_path / "mpc", launched, "--arg", "agent=mpc", "--set", "agent.mpc_population=16",
+                  "--set", "agent.mpc_iterations=2")
+    assert summary["config"] == {"agent": "mpc", "intrinsic": "none", "lambda_intr": 0.1}
+    assert summary["train"]["violations_executed"] == 0
+    assert summary["train"]["intrinsic_mean"] == 0.0
