@@ -45,6 +45,12 @@ class _Sink:
     debug = info = warning = error = critical = exception = log = msg
 
 
+def should_log(nth: float) -> bool:
+    """Log the ``nth`` occurrence of a repeated rejection? The first five, then every hundredth: a flood of bad
+    input is counted in full but cannot flood the log (or stall a node on a full console pipe)."""
+    return nth <= 5 or nth % 100 == 0
+
+
 def _render(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 

@@ -42,7 +42,7 @@ from persist_rt import lifecycle, services
 from persist_rt.codec import Codec
 from persist_rt.executor import Executor
 from persist_rt.lifecycle import State
-from persist_rt.log import get_logger
+from persist_rt.log import get_logger, should_log
 from persist_rt.params import Param, ParamError, collect
 from persist_rt.qos import QoS
 from persist_rt.security import (
@@ -286,8 +286,9 @@ class Node:
             self._next_heartbeat = now + self.heartbeat_s
             self._send_heartbeat()
 
-    def count(self, key: str, n: float = 1.0) -> None:
-        self.counters[key] = self.counters.get(key, 0.0) + n
+    def count(self, key: str, n: float = 1.0) -> float:
+        value = self.counters[key] = self.counters.get(key, 0.0) + n
+        return value
 
     def gauge(self, key: str, value: float) -> None:
         self.gauges[key] = float(value)
@@ -550,9 +551,11 @@ class Node:
         if self._registered:
             self._register()
 
-    def _service_error(self, text: str) -> None:
-        self.count("rejected.service")
-        self.log.warning("service_request_rejected", error=text)
+    def _service_error(self, field: str, text: str) -> None:
+        self.count(f"rejected.service.{field}")
+        if should_log(self.count("rejected.service")):  # a flood must not flood the log as well
+            self.log.warning("service_request_rejected", field=field, error=text,
+                             rejected_total=self.counters["rejected.service"])
 
     def _on_service(self) -> None:
         while True:

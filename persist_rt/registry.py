@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from persist_rt import qos as qos_mod
+from persist_rt.log import should_log
 from persist_rt.parent_death import die_with_supervisor
 from persist_rt.security import (
     CLIENT,
@@ -31,7 +32,14 @@ from persist_rt.security import (
     keys_from_env,
     monitor_handshakes,
 )
-from persist_rt.services import serve_one
+from persist_rt.services import RequestError, parse_request, serve_one
+
+LEASE_SERVICES = ("heartbeat", "register", "unregister")  # answered before anything else read in the same turn
+READ_LIMIT = 4096  # frames read per turn before answering (a bounded turn under a flood)
+REFUSAL_BURST = 20.0  # malformed requests answered per sender at once...
+REFUSAL_RATE = 20.0  # ...and per second after that; the others are counted, not answered
+MAX_BUDGETS = 4096  # senders whose refusal budget is remembered
+REPORT_EVERY_S = 10.0  # a summary line of the rejections not logged one by one
 
 
 class Registry:
@@ -53,7 +61,13 @@ class Registry:
         self.graph_version = 1
         self.started = time.time()
         self._started_mono = time.monotonic()
-        self.errors = 0
+        self.errors = 0  # requests refused
+        self.rejected_by: dict[str, int] = {}  # field -> refusals
+        self.unanswered = 0  # refusals over a sender's budget, counted but not answered
+        self.stalls = 0  # turns the registry did not listen for a quarter lease; leases were extended by as much
+        self._unlogged = 0
+        self._next_report = 0.0
+        self._refusal_budget: dict[bytes, tuple[float, float]] = {}  # sender identity -> (tokens, time)
         self.authority = authority_from_env()  # topic -> the nodes the launch lets publish it
         self.owner: dict[str, bytes] = {}  # node name -> the connection that registered it
         self.refused: dict[str, int] = {}  # reason -> requests refused for it
@@ -68,9 +82,8 @@ class Registry:
             "nodes": lambda a: self.node_list(),
             "topics": lambda a: self.topic_list(),
             "node": self.node_info,
+            "stats": lambda a: self.stats(),
             "ping": lambda a: {"graph_version": self.graph_version, "uptime_s": time.time() - self.started},
-            "stats": lambda a: {"refused": dict(self.refused), "errors": self.errors,
-                                "authority": {t: sorted(n) for t, n in self.authority.items()}},
         }
 
     # --- handlers ----------------------------------------------------------------------------
@@ -80,6 +93,8 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ValueError("field `name` must be a non-empty string")
         _check_registration(args)
+        if not isinstance(args.get("pid"), int):
+            raise ValueError("field `pid` must be an integer")
         self._check_key(name)
         old = self.nodes.get(name)
         if old is not None and self.owner.get(name) != self._caller and self.expiry.get(name, 0) > time.monotonic():
@@ -220,27 +235,91 @@ class Registry:
         poller.register(self.sock, zmq.POLLIN)
         if self.monitor is not None:
             poller.register(self.monitor, zmq.POLLIN)
+        turn_end = time.monotonic()
         while self._running and (should_run is None or should_run()):
             if poller.poll(100):
                 if self.monitor is not None:
                     for reason in handshake_failures(self.monitor):
                         self._refuse("handshake", reason)
-                while True:
-                    try:
-                        serve_one(self.sock, self.handlers, self._on_error, self._guard)
-                    except zmq.Again:
-                        break
+                self._drain()
+            now = time.monotonic()
+            if now - turn_end > self.lease_s / 4:
+                self._extend_leases(now - turn_end)
+            turn_end = now
+            self._report_rejections(now)
             self.expire()
         self.sock.close(0)
         if self.monitor is not None:
             self.monitor.close(0)
 
+    def _drain(self) -> None:
+        """Read what is pending (at most READ_LIMIT frames), then answer lease traffic first, other requests next,
+        and refuse malformed ones last, each sender's refusals answered within its REFUSAL_BURST budget."""
+        pending: list[tuple[int, list[zmq.Frame], Any]] = []
+        for _ in range(READ_LIMIT):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)  # a frame carries its CURVE key
+            except zmq.Again:
+                break
+            try:
+                parsed: Any = parse_request([f.bytes for f in frames])
+                rank = 0 if parsed[1] in LEASE_SERVICES else 1
+            except RequestError as exc:
+                parsed, rank = exc, 2
+            pending.append((rank, frames, parsed))
+        pending.sort(key=lambda p: p[0])  # stable: arrival order within a rank
+        now = time.monotonic()
+        for rank, frames, parsed in pending:
+            if rank < 2:
+                serve_one(self.sock, self.handlers, self._on_error, self._guard, frames)
+            elif self._refusal_allowed(frames[0].bytes, now):
+                serve_one(self.sock, self.handlers, self._on_error, self._guard, frames)  # answers the refusal
+            else:
+                self._on_error(parsed.field, str(parsed), answered=False)
+
+    def _refusal_allowed(self, identity: bytes, now: float) -> bool:
+        """Token bucket per sender: REFUSAL_BURST refusals answered, refilled at REFUSAL_RATE per second."""
+        tokens, last = self._refusal_budget.pop(identity, (REFUSAL_BURST, now))
+        tokens = min(REFUSAL_BURST, tokens + (now - last) * REFUSAL_RATE)
+        allowed = tokens >= 1.0
+        self._refusal_budget[identity] = (tokens - 1.0 if allowed else tokens, now)  # newest last
+        if len(self._refusal_budget) > MAX_BUDGETS:
+            del self._refusal_budget[next(iter(self._refusal_budget))]
+        return allowed
+
+    def _extend_leases(self, gap: float) -> None:
+        """The registry did not listen for ``gap`` seconds (a flood, a stalled pipe, a paused machine): no lease
+        may run out for heartbeats it could not hear."""
+        self.stalls += 1
+        for name in self.expiry:
+            self.expiry[name] += gap
+
+    def stats(self) -> dict[str, Any]:
+        return {"rejected": self.errors, "errors": self.errors, "rejected_by": dict(self.rejected_by),
+                "unanswered": self.unanswered, "stalls": self.stalls, "nodes": len(self.nodes),
+                "graph_version": self.graph_version, "refused": dict(self.refused),
+                "authority": {t: sorted(n) for t, n in self.authority.items()}}
+
     def stop(self, *_: Any) -> None:
         self._running = False
 
-    def _on_error(self, text: str) -> None:
+    def _on_error(self, field: str, text: str, answered: bool = True) -> None:
         self.errors += 1
-        print(f"registry: rejected request: {text}", file=sys.stderr, flush=True)
+        self.rejected_by[field] = self.rejected_by.get(field, 0) + 1
+        self.unanswered += not answered
+        if should_log(self.errors):
+            print(f"registry: rejected request ({field}): {text[:300]} [{self.errors} rejected]", file=sys.stderr,
+                  flush=True)
+        else:
+            self._unlogged += 1
+
+    def _report_rejections(self, now: float) -> None:
+        """One line every REPORT_EVERY_S at most for the rejections not logged one by one."""
+        if self._unlogged and now >= self._next_report:
+            print(f"registry: {self._unlogged} more requests rejected (by field: {self.rejected_by})",
+                  file=sys.stderr, flush=True)
+            self._unlogged = 0
+            self._next_report = now + REPORT_EVERY_S
 
 
 def edge_problem(pub: dict[str, Any], sub: dict[str, Any]) -> str | None:

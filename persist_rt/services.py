@@ -7,6 +7,7 @@ Reply:   one msgpack frame ``{"id": int, "ok": bool, "result": ...}`` or ``{...,
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,33 +36,65 @@ def encode_request(service: str, args: dict[str, Any] | None = None, req_id: int
                                    "args": args or {}})
 
 
-def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable[[str], None],
-              guard: Guard | None = None) -> None:
-    """Answer one pending request on a ROUTER socket (non-blocking); ``guard`` may refuse it first."""
-    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-    identity, body = frames[0].bytes, frames[-1].bytes
+class RequestError(ValueError):
+    """A request refused before any handler ran; ``field`` names the part at fault."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def rejected_field(exc: Exception) -> str:
+    """The field a refusal blames: a RequestError's own, ``args.<name>`` where a handler's message names a
+    ``field `name```, else ``handler``."""
+    if isinstance(exc, RequestError):
+        return exc.field
+    m = _FIELD.search(str(exc))
+    return f"args.{m.group(1)}" if m else "handler"
+
+
+def parse_request(frames: list[bytes]) -> tuple[Any, str, dict[str, Any]]:
+    """(id, service, args) of a ROUTER's ``[identity, body]``; RequestError naming the field otherwise."""
+    if len(frames) != 2:
+        raise RequestError("frames", f"expected 2 frames (identity, request), got {len(frames)}")
+    try:
+        req = msgspec.msgpack.decode(frames[1])
+    except msgspec.DecodeError as exc:
+        raise RequestError("request", f"not msgpack ({exc})") from None
+    if not isinstance(req, dict) or not isinstance(req.get("service"), str):
+        raise RequestError("request", "request must be a map with a string `service`")
+    args = req.get("args") or {}
+    if not isinstance(args, dict):
+        raise RequestError("args", "field `args` must be a map")
+    return req.get("id"), req["service"], args
+
+
+def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable[[str, str], None],
+              guard: Guard | None = None, frames: list[zmq.Frame] | None = None) -> None:
+    """Answer one pending request on a ROUTER socket (non-blocking), or ``frames`` already read from it (without
+    copying: under CURVE a frame carries the caller's proven key); ``guard`` may refuse it first.
+    ``on_error(field, text)`` hears of each refusal."""
+    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False) if frames is None else frames
+    identity = frames[0].bytes
     req_id: Any = None
     try:
-        req = msgspec.msgpack.decode(body)
-        if not isinstance(req, dict) or not isinstance(req.get("service"), str):
-            raise ValueError("request must be a map with a string `service`")
-        req_id = req.get("id")
-        args = req.get("args") or {}
-        if not isinstance(args, dict):
-            raise ValueError("field `args` must be a map")
-        handler = handlers.get(req["service"])
+        req_id, service, args = parse_request([f.bytes for f in frames])
+        if guard is not None:  # before the lookup: a refused caller learns nothing of the services
+            guard(service, identity, frames[-1])
+        handler = handlers.get(service)
         if handler is None:
-            raise LookupError(f"unknown service {req['service']!r} (known: {', '.join(sorted(handlers))})")
-        if guard is not None:
-            guard(req["service"], identity, frames[-1])
+            raise RequestError("service", f"unknown service {service[:64]!r} (known: {', '.join(sorted(handlers))})")
         reply = {"id": req_id, "ok": True, "result": handler(args)}
     except Exception as exc:  # a bad request never takes the node down
-        on_error(f"{type(exc).__name__}: {exc}")
+        on_error(rejected_field(exc), f"{type(exc).__name__}: {exc}")
         reply = {"id": req_id, "ok": False, "error": str(exc)}
     try:
         body = msgspec.msgpack.encode(reply)
     except (TypeError, ValueError, OverflowError) as exc:  # the handler returned something msgpack cannot carry
-        on_error(f"reply to {req_id!r} cannot be encoded: {exc}")
+        on_error("reply", f"reply to {req_id!r} cannot be encoded: {exc}")
         body = msgspec.msgpack.encode({"id": req_id, "ok": False, "error": f"reply cannot be encoded: {exc}"})
     try:
         sock.send_multipart([identity, body], zmq.NOBLOCK)

@@ -25,6 +25,7 @@ import msgspec
 import zmq
 
 from persist_rt.codec import DecodeError, Header, HeaderPacker
+from persist_rt.log import should_log
 from persist_rt.qos import QoS, compatible
 from protocols.base import Message, schema_id
 
@@ -41,6 +42,7 @@ SYNC_PERIOD_S = 0.5  # liveness probe of a peer the publisher is blocked on
 DRAIN_SYNC_S = 0.05  # how often drain() asks a peer for the credit it owes
 DRAIN_LIMIT = 10_000  # messages read from one socket per executor turn
 MAX_WINDOW = 1 << 16  # credit a subscriber may hold; a larger request is clamped
+MAX_SENDERS = 1024  # senders whose sequence numbers a subscription remembers
 BATCH_MAX_MESSAGES = 1024
 COALESCE_LINGER_S = 0.02  # the longest a coalescing publisher holds a message back for its batch
 BATCH_MAX_BYTES = 1 << 20
@@ -390,26 +392,29 @@ class ReliableRouter:
         self._publishers = publishers
 
     def on_readable(self) -> None:
-        node, sock = self.node, self.sock
+        sock = self.sock
         while True:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) != 3:
-                node.count("rejected.reliable_control")
+                self._reject("frames", f"expected 3 frames (identity, kind, body), got {len(frames)}")
                 continue
             identity, kind, body = frames
+            field = "kind"
             try:
+                if kind not in (HELLO, CREDIT, BYE):
+                    raise ValueError(f"unknown control frame {kind[:16]!r}")
+                field = "body"
                 info = msgspec.msgpack.decode(body)
                 topic = info["topic"]
                 window = min(MAX_WINDOW, max(1, int(info.get("window", 1))))
                 credit = max(0, int(info.get("n", 0)))
-                if kind not in (HELLO, CREDIT, BYE) or not isinstance(topic, str):
-                    raise ValueError(f"unknown control frame {kind[:16]!r}")
+                if not isinstance(topic, str):
+                    raise ValueError("field `topic` must be a string")
             except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-                node.count("rejected.reliable_control")
-                node.log.warning("reliable_control_rejected", reason=str(exc) or type(exc).__name__)
+                self._reject(field, str(exc) or type(exc).__name__)
                 continue
             pub = self._publishers.get(topic)
             if kind == HELLO:
@@ -418,6 +423,11 @@ class ReliableRouter:
                 pub.on_credit(identity, credit)
             elif pub is not None:
                 pub.on_bye(identity)
+
+    def _reject(self, field: str, reason: str) -> None:
+        self.node.count(f"rejected.reliable_control.{field}")
+        if should_log(self.node.count("rejected.reliable_control")):
+            self.node.log.warning("reliable_control_rejected", field=field, reason=reason)
 
     def _hello(self, identity: bytes, topic: str, pub: Publisher | None, info: dict[str, Any], window: int) -> None:
         node = self.node
@@ -514,7 +524,8 @@ class Subscription:
         self.unauthorised_by: dict[str, int] = {}  # sender -> messages dropped
         self._refused: dict[zmq.Socket, str] = {}  # DEALER to an unauthorised publisher -> its registered name
         self._publisher_at: dict[str, str] = {}  # endpoint -> the node the registry said publishes there
-        self._last_seq: dict[str, int] = {}
+        self._last_seq: dict[str, int] = {}  # sender -> last sequence number (at most MAX_SENDERS)
+        self._last_wall: dict[str, float] = {}  # sender -> send time of that message
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
         self._credit_owed: dict[zmq.Socket, int] = {}
         self.sock: zmq.Socket | None = None
@@ -782,17 +793,14 @@ class Subscription:
         schema, version = self.msg_type.SCHEMA, self.msg_type.VERSION
         if any(header.schema != schema or header.version != version for header, _ in items):
             return self._on_batch_items(frames)
-        seq_of = self._last_seq
         authorised = self.authorised
         for header, msg in items:
             if authorised is not None and header.sender not in authorised:
                 self._drop_unauthorised(header.sender, 1)
-                continue
-            last = seq_of.get(header.sender)
-            if last is not None and header.seq > last + 1:
-                self.lost += header.seq - last - 1
-            seq_of[header.sender] = header.seq
-            self._dispatch(header, msg)
+            elif self._note_seq(header):
+                self._dispatch(header, msg)
+            else:
+                self._reject_replay(header)
         return len(items)
 
     def _on_batch_items(self, frames: list[Any]) -> int:
@@ -829,8 +837,8 @@ class Subscription:
         self._rate_window.append((time.monotonic(), self.received))
 
     def _track_seq(self, frames: list[Any]) -> Header | None:
-        """Check size and header, count sequence gaps (messages lost in transport) and check the schema;
-        None if rejected. A message with a readable header takes its sequence number even if refused."""
+        """Check size and header, count sequence gaps (messages lost in transport), refuse replays and check the
+        schema; None if rejected. A message with a readable header takes its sequence number even if refused."""
         codec = self.node.codec
         if len(frames) < 3:
             self._reject(DecodeError("frames", f"expected at least 3 frames, got {len(frames)}"))
@@ -846,16 +854,36 @@ class Subscription:
         if self.authorised is not None and header.sender not in self.authorised:
             self._drop_unauthorised(header.sender, 1)  # a message of an authorised connection, in another's name
             return None
-        last = self._last_seq.get(header.sender)
-        if last is not None and header.seq > last + 1:
-            self.lost += header.seq - last - 1
-        self._last_seq[header.sender] = header.seq
+        if not self._note_seq(header):
+            self._reject_replay(header)
+            return None
         msg_type = self.msg_type
         if header.schema != msg_type.SCHEMA or header.version != msg_type.VERSION:
             self._reject(DecodeError("header.schema", f"got {header.schema}@{header.version}, this edge carries "
                                                       f"{msg_type.SCHEMA}@{msg_type.VERSION}"))
             return None
         return header
+
+    def _note_seq(self, header: Header) -> bool:
+        """Take the sender's sequence number, counting gaps as lost; False for a replay: a number not above the
+        last one with a send time not after it. A lower number sent later is a restarted publisher, followed."""
+        sender, seq = header.sender, header.seq
+        last = self._last_seq.get(sender)
+        if last is not None:
+            if seq <= last and header.wall_time <= self._last_wall[sender]:
+                return False
+            if seq > last + 1:
+                self.lost += seq - last - 1
+        elif len(self._last_seq) >= MAX_SENDERS:  # senders are names anyone can write: keep the newest
+            oldest = next(iter(self._last_seq))
+            del self._last_seq[oldest], self._last_wall[oldest]
+        self._last_seq[sender] = seq
+        self._last_wall[sender] = header.wall_time
+        return True
+
+    def _reject_replay(self, header: Header) -> None:
+        self._reject(DecodeError("header.seq", f"sequence number {header.seq} from {header.sender!r} is a replay "
+                                               f"(not newer than {self._last_seq[header.sender]})"))
 
     def _deliver(self, header: Header, frames: list[Any]) -> None:
         try:
@@ -878,6 +906,6 @@ class Subscription:
         self.rejected += 1
         self.rejected_by[exc.field] = self.rejected_by.get(exc.field, 0) + 1
         self.last_error = str(exc)
-        if self.rejected <= 5 or self.rejected % 100 == 0:
+        if should_log(self.rejected):
             self.node.log.warning("message_rejected", topic=self.topic, field=exc.field, reason=exc.reason,
                                   rejected_total=self.rejected)

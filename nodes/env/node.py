@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nodes.env import resume
 from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig, read_only
 from nodes.experiment import (
     EVAL_PHASES,
@@ -39,6 +40,7 @@ from nodes.experiment import (
     Training,
 )
 from persist_rt import Node, Param
+from persist_rt.checkpoint import CheckpointError
 from persist_rt.qos import LOCKSTEP
 from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
@@ -99,6 +101,8 @@ class EnvNode(Node):
     select_seed = Param(20_000, "seed of the selection arenas (not the evaluation's)", ge=0)
     select_episodes = Param(64, "episodes per kept policy in the selection (one per arena): more than an "
                             "evaluation's, so that policies that all survive a few episodes still differ", ge=1)
+    books_every_s = Param(5.0, "seconds between saves of the training books, which a respawned env resumes "
+                          "(nodes/env/resume.py)", gt=0)
     learn_from_proposals = Param(False, "where the shield changed the action, the replay stream carries the "
                                  "agent's proposal instead of the executed action, so the penalty lands on it")
 
@@ -200,6 +204,29 @@ class EnvNode(Node):
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
+        self.books_path = self.run_dir / "checkpoints" / "env_books.safetensors" if self.run_dir else None
+        self.next_books_save = 0.0
+        if self.books_path is not None and self.phase == "train":
+            self.resume_books()
+
+    def resume_books(self) -> None:
+        """A respawned env carries on with the books it saved last (the steps since then are not in them)."""
+        try:
+            found = resume.load(self.books_path, Books)
+        except CheckpointError as exc:
+            self.count("books_unusable")
+            self.log.error("books_unusable", error=str(exc))
+            return
+        if found is None:
+            return
+        self.books["train"], self.step_id, self.curve, used, refusals = found
+        self.count("books_resumed")
+        self.log.warning("books_resumed", env_steps=self.books["train"].env_steps, step=self.step_id, file=str(used),
+                         refused=refusals)
+
+    def save_books(self) -> None:
+        if self.books_path is not None and "train" in self.books:
+            resume.save(self.books_path, self.books["train"], self.step_id, self.curve)
 
     def reset_episode_books(self, n: int) -> None:
         self.ep_return = np.zeros(n)
@@ -211,6 +238,8 @@ class EnvNode(Node):
 
     def on_shutdown(self) -> None:
         self.publish_replay()  # a run stopped mid-batch: the steps held go out with the close's drain
+        if self.phase == "train":
+            self.save_books()
         if self.phase not in ("done", "run") and self.total_steps:
             self.log.warning("stopped_before_end", phase=self.phase, env_steps=self.books["train"].env_steps)
         if self.run_dir is not None and self.total_steps and self.phase != "done":
@@ -229,7 +258,7 @@ class EnvNode(Node):
             self.gauge("waiting_for_peers", 0)
             self.t_start = now
             self.log.info("start", num_envs=self.num_envs, total_steps=self.total_steps, mode=self.mode)
-            self.reset_sim(self.seed)
+            self.reset_sim(self.seed + self.restarts)  # a respawned env meets new start states, not the same again
             self.publish_obs()
             return
         if self.phase == "done":
@@ -238,6 +267,9 @@ class EnvNode(Node):
             while self.phase in SCRIPTED_PHASES and time.monotonic() - now < SCRIPTED_SLICE_S:
                 self.execute(self.scripted_actions(), source="scripted", safe=None)
             return
+        if self.phase == "train" and now >= self.next_books_save:
+            self.next_books_save = now + self.books_every_s
+            self.save_books()
         if self.mode == "realtime":
             if now - self.waiting_since >= 1.0 / self.rate_hz:
                 pending, self.pending = self.pending, None
@@ -440,6 +472,8 @@ class EnvNode(Node):
     def advance_phase(self) -> bool:
         """Move on from a phase that is over; False when the run is finished."""
         self.update_gauges()  # the phase's final figures
+        if self.phase == "train":
+            self.save_books()  # a kill during evaluation resumes with the whole of training booked
         if self.train_wall_s is None:
             self.train_wall_s = time.monotonic() - self.t_start
             # let the learner consume the whole replay stream, so evaluation sees the trained policy
