@@ -17,6 +17,7 @@ class RogueNode(Node):
     kind = "rogue"
     report = Param("", "file the number of actions sent goes to on shutdown")
     claim = Param("shield", "the sender its headers name")
+    limit = Param(0, "actions to send before falling silent (0: one per observation, for ever)", ge=0)
 
     def on_configure(self) -> None:
         self.safe_pub = self.publisher("action/safe", SafeAction, reliable=True)
@@ -24,6 +25,8 @@ class RogueNode(Node):
         self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
 
     def on_obs(self, msg: Observation) -> None:
+        if self.limit and (self.safe_pub.seq >= self.limit or not self.safe_pub.peers):
+            return  # counted attempts go to a connected env: a reliable publisher with no peer sends nothing
         n = msg.obs.shape[0]
         self.safe_pub.publish(SafeAction(
             step=msg.step, actions=np.ones((n, 2), np.float32), mode=np.full(n, MODE_PASS, np.uint8),
