@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 FALLBACKS = ("hold", "zero", "seek_station", "backup")
 GYM_FALLBACKS = ("zero", "hold")
+REWARD_PARAMS = frozenset(("lambda_task", "lambda_homeo", "death_penalty", "homeo_discount", "token_shaping",
+                           "intervention_penalty"))  # the parameters that set RewardTerms
 SCRIPTED_SLICE_S = 0.02  # a scripted phase steps for this long per tick, then lets the executor serve the rest
 
 
@@ -112,8 +114,8 @@ class EnvNode(Node):
         composed by ``reward_terms`` (its rewards float32, as the replay stream sends them)."""
         raise NotImplementedError
 
-    def reward_terms(self) -> RewardTerms:
-        """The reward's weights, read from the parameters at each step (they may be changed at run time)."""
+    def build_reward(self) -> RewardTerms:
+        """The reward's weights from the parameters (built at configure and on every change of one of them)."""
         return RewardTerms(intervention_penalty=self.intervention_penalty)
 
     def own_fallback(self) -> np.ndarray:
@@ -151,6 +153,7 @@ class EnvNode(Node):
 
     def on_configure(self) -> None:
         self.setup()
+        self.reward_terms = self.build_reward()
         self.phase = "train" if self.total_steps > 0 else "run"
         self.build_sim(self.num_envs)
         self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
@@ -184,6 +187,10 @@ class EnvNode(Node):
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
+
+    def on_param_change(self, name: str, old: Any, new: Any) -> None:
+        if name in REWARD_PARAMS:
+            self.reward_terms = self.build_reward()  # a ValueError refuses the change, naming the field
 
     def reset_episode_books(self, n: int) -> None:
         self.ep_return = np.zeros(n)
@@ -311,7 +318,7 @@ class EnvNode(Node):
             log("violation_executed", step=step, arenas=int(violations), phase=self.phase)
 
         if safe is not None:
-            self.reward_terms().penalise(result.reward, safe.mode != MODE_PASS)
+            self.reward_terms.penalise(result.reward, safe.mode != MODE_PASS)
         self.ep_return += result.reward
         self.ep_task_return += result.task_reward
         self.ep_homeo_return += result.homeo_reward
@@ -576,7 +583,7 @@ class GridLifeNode(EnvNode):
             self.backup_policy = Gatekeeper(self.cfg)
         return self.backup_policy.actions(positions, internal)
 
-    def reward_terms(self) -> RewardTerms:
+    def build_reward(self) -> RewardTerms:
         return RewardTerms(self.lambda_task, self.lambda_homeo, self.death_penalty, self.homeo_discount,
                            self.token_shaping, self.intervention_penalty)
 
@@ -586,14 +593,12 @@ class GridLifeNode(EnvNode):
         self.current_obs = result.reset_obs
         self._end_internal = result.next_internal  # float64, for the end-of-episode drive
         token_dist = self.sim.obs_names.index("token_dist"), self.cfg.arena_size
-        return replace(
-            result,
-            reward=self.reward_terms().compose(result, self.sim.homeostat, token_dist),
-            task_reward=result.task_reward.astype(np.float32),
-            homeo_reward=result.homeo_reward.astype(np.float32),
-            internal=result.internal.astype(np.float32),
-            next_internal=result.next_internal.astype(np.float32),
-        )
+        result.reward = self.reward_terms.compose(result, self.sim.homeostat, token_dist)
+        result.task_reward = result.task_reward.astype(np.float32)  # the replay stream's dtypes
+        result.homeo_reward = result.homeo_reward.astype(np.float32)
+        result.internal = result.internal.astype(np.float32)
+        result.next_internal = result.next_internal.astype(np.float32)
+        return result
 
     def death_cause(self, outcome: StepResult, i: int) -> str:
         broken = [name for name in INTERNAL_NAMES if outcome.margins[name][i] <= 0]
@@ -673,15 +678,12 @@ class GymNode(EnvNode):
         result = self.sim.step(scale_to_box(actions, self.sim.action_space))
         self.current_obs = self._flat(result.reset_obs)
         self.episode_steps = np.where(result.done, 0, result.episode_steps).astype(np.int64)
-        return replace(
-            result,
-            obs=self._flat(result.obs),
-            next_obs=self._flat(result.next_obs),
-            reset_obs=self.current_obs,
-            reward=self.reward_terms().compose(result),
-            task_reward=result.task_reward.astype(np.float32),
-            homeo_reward=result.homeo_reward.astype(np.float32),
-        )
+        result.obs, result.next_obs = self._flat(result.obs), self._flat(result.next_obs)
+        result.reset_obs = self.current_obs
+        result.reward = self.reward_terms.compose(result)
+        result.task_reward = result.task_reward.astype(np.float32)  # the replay stream's dtypes
+        result.homeo_reward = result.homeo_reward.astype(np.float32)
+        return result
 
     def on_shutdown(self) -> None:
         super().on_shutdown()

@@ -5,6 +5,7 @@ import pytest
 
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
 from nodes.env.gym_env import GridLifeEnv
+from nodes.env.node import GridLifeNode
 from nodes.env.reward import RewardTerms
 from nodes.env.step import StepResult
 
@@ -60,3 +61,16 @@ def test_gym_env_takes_the_env_nodes_terms() -> None:
     assert reward == pytest.approx(info["task_reward"] + 2.0 * info["homeo_reward"] - 5.0)
     with pytest.raises(ValueError, match="death_penalty"):
         GridLifeEnv(death_penalty=3.0)
+
+
+def test_a_live_change_of_a_weight_reaches_the_env_nodes_reward() -> None:
+    node = GridLifeNode("env", params={"num_envs": 2, "total_steps": 10, "fallback": "zero", "lambda_homeo": 5.0})
+    try:
+        node.transition("inactive")
+        node.reset_sim(0)
+        assert node.step_sim(np.zeros((2, 2), np.float32)).reward.any()  # the drive changes every step
+        node.set_param("lambda_homeo", 0.0)
+        node.set_param("lambda_task", 0.0)
+        assert not node.step_sim(np.zeros((2, 2), np.float32)).reward.any()
+    finally:
+        node.close()
