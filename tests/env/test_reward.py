@@ -5,9 +5,10 @@ import pytest
 
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
 from nodes.env.gym_env import GridLifeEnv
-from nodes.env.node import GridLifeNode
+from nodes.env.node import GridLifeNode, GymNode
 from nodes.env.reward import RewardTerms
 from nodes.env.step import StepResult
+from protocols import MODE_FILTERED, MODE_PASS, SafeAction
 
 
 def step_result(task: list[float], homeo: list[float], terminated: list[bool]) -> StepResult:
@@ -72,5 +73,26 @@ def test_a_live_change_of_a_weight_reaches_the_env_nodes_reward() -> None:
         node.set_param("lambda_homeo", 0.0)
         node.set_param("lambda_task", 0.0)
         assert not node.step_sim(np.zeros((2, 2), np.float32)).reward.any()
+    finally:
+        node.close()
+
+
+def test_the_intervention_penalty_leaves_the_task_reward_alone() -> None:
+    """Gym kind: the learner's reward pays the penalty where the shield changed the action; the task reward
+    (books and replay stream) is the env's own."""
+    node = GymNode("env", params={"num_envs": 2, "total_steps": 100, "env_id": "Pendulum-v1",
+                                  "intervention_penalty": 1.0})
+    try:
+        node.transition("inactive")
+        node.reset_sim(0)
+        node.started = True
+        actions = np.zeros((2, 1), np.float32)
+        safe = SafeAction(step=0, actions=actions, mode=np.array([MODE_PASS, MODE_FILTERED], np.uint8),
+                          constraint=["", "speed"], margin_before=np.zeros(2, np.float32),
+                          margin_after=np.zeros(2, np.float32))
+        node.execute(actions, source="shield", safe=safe)
+        sent = node.replay[-1]
+        np.testing.assert_allclose(sent["reward"], sent["reward_task"] - np.array([0.0, 1.0]), rtol=1e-6)
+        assert (sent["reward_task"] < 0).all()  # Pendulum's own cost, not the penalty
     finally:
         node.close()
