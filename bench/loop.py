@@ -6,7 +6,9 @@ loop env -> agent -> shield -> env. It is the env's `env_steps_per_s` from summa
 only, start-up excluded). Same-host edges ride IPC, as in any launch; `graph_1_tcp` is the 1-arena graph
 with `PERSIST_SAME_HOST_IPC=0` (every edge on loopback TCP), the baseline of that choice;
 `graph_1_no_busy_poll` is the 1-arena graph with `--arg busy_poll_us=0` (every node sleeps in its poll at
-once), the baseline of the launch file's idle strategy (docs/launch.md). Each is the median of `--repeats-1`
+once), the baseline of the launch file's idle strategy (docs/launch.md); `graph_1_keys` is the 1-arena graph
+with CurveZMQ on every edge (`--arg keys=DIR`, a fresh `persist keys init`), against `graph_1` without keys:
+the cost of encryption (docs/security.md). Each is the median of `--repeats-1`
 launches, alternating (`graph_1_runs` lists them all). `inproc_N`: the
 same env + policy + ShieldCore computations in this process with no transport, the limit the graph can
 approach. "The same" includes the proposals and the episodes. The graph's learner never sends weights, so
@@ -63,24 +65,31 @@ from nodes.env.gridlife import GridLifeBatch, GridLifeConfig  # noqa: E402
 from nodes.shield.core import ShieldConfig, ShieldCore  # noqa: E402
 
 ARENAS = (1, 64)
-PER_STEP_FIGURES = ("graph_1", "graph_1_tcp", "graph_1_no_busy_poll", "transport_only_1", "raw_zmq_1", "inproc_1")
-VARIANTS_1 = {"ipc": {}, "tcp": {"same_host_ipc": False}, "no_busy_poll": {"busy_poll": False}}  # 1-arena launches
+PER_STEP_FIGURES = ("graph_1", "graph_1_tcp", "graph_1_no_busy_poll", "graph_1_keys", "transport_only_1", "raw_zmq_1",
+                    "inproc_1")
+VARIANTS_1 = {"ipc": {}, "tcp": {"same_host_ipc": False}, "no_busy_poll": {"busy_poll": False},
+              "keys": {"keys": True}}  # 1-arena launches
 PERSIST = (sys.executable, "-m", "persist_rt.cli")  # the CLI of the interpreter running this bench
 TARGET_GRAPH_1 = 1500.0  # steps/s at 1 arena
 TARGET_GRAPH_64_FRACTION = 0.5  # of the in-process figure at 64 arenas
 
 
 def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: bool = True,
-                      busy_poll: bool = True) -> dict[str, Any]:
+                      busy_poll: bool = True, keys: bool = False) -> dict[str, Any]:
     """One launch of the real graph; the env's training-phase throughput from its summary.json."""
     env = {**os.environ, "PERSIST_SAME_HOST_IPC": "1" if same_host_ipc else "0"}
     with tempfile.TemporaryDirectory(prefix="persist-bench-loop-") as tmp:
         run_dir = Path(tmp) / "run"
+        key_args: tuple[str, ...] = ()
+        if keys:
+            subprocess.run([*PERSIST, "keys", "init", f"{tmp}/keys", str(LAUNCH_FILE)], cwd=REPO, check=True,
+                           capture_output=True)
+            key_args = ("--arg", f"keys={tmp}/keys")
         cmd = [
             *PERSIST, "launch", str(LAUNCH_FILE),
             "--arg", f"steps={steps}", "--arg", f"arenas={arenas}", "--arg", "eval_episodes=0",
             "--set", "learner.learning_starts=100000000", "--run-dir", str(run_dir),
-            *(() if busy_poll else ("--arg", "busy_poll_us=0")),
+            *(() if busy_poll else ("--arg", "busy_poll_us=0")), *key_args,
         ]  # fmt: skip
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
         summary_path = run_dir / "summary.json"
@@ -139,6 +148,8 @@ def main() -> None:
                              "each figure is their median")
     parser.add_argument("--floor-steps", type=int, default=FloorConfig.steps,
                         help="timed steps of each 1-arena floor (transport_only_1, raw_zmq_1)")
+    parser.add_argument("--only-1", default=None, metavar="VARIANTS",
+                        help=f"comma-separated 1-arena variants ({', '.join(VARIANTS_1)}) to launch, and nothing else")
     args = parser.parse_args()
     for name in ("steps_1", "steps_64", "floor_steps", "repeats_1"):
         if getattr(args, name) < 1:
@@ -148,16 +159,23 @@ def main() -> None:
 
     # a 1-arena launch measures a few seconds, so the machine's drift shows: alternate the variants' launches
     # and take each one's median
-    runs_1: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS_1}
+    variants = {n: VARIANTS_1[n] for n in args.only_1.split(",")} if args.only_1 else VARIANTS_1
+    runs_1: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(args.repeats_1):
-        for name, variant in VARIANTS_1.items():
+        for name, variant in variants.items():
             runs_1[name].append(graph_steps_per_s(1, args.steps_1, args.timeout, **variant))
+    if args.only_1:
+        print(json.dumps({"steps_per_s": {f"graph_1_{n}": round(_median_run(r)["steps_per_s"], 1)
+                                          for n, r in runs_1.items()},
+                          "graph_1_runs": {n: [round(x["steps_per_s"], 1) for x in r] for n, r in runs_1.items()},
+                          "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}))
+        return
     graph = {1: _median_run(runs_1["ipc"]), 64: graph_steps_per_s(64, args.steps_64, args.timeout)}
     floor_cfg = FloorConfig(steps=args.floor_steps, busy_poll_us=launch_busy_poll_us())
     floors = {"transport_only_1": transport_only_steps_per_s(floor_cfg), "raw_zmq_1": raw_zmq_steps_per_s(floor_cfg)}
     inproc = {n: inproc_steps_per_s(n, args.inproc_seconds) for n in ARENAS}
     exact = {f"graph_{n}": graph[n]["steps_per_s"] for n in ARENAS}
-    for name in ("tcp", "no_busy_poll"):
+    for name in ("tcp", "no_busy_poll", "keys"):
         exact[f"graph_1_{name}"] = _median_run(runs_1[name])["steps_per_s"]
     exact.update({f"inproc_{n}": inproc[n] for n in ARENAS})
     exact.update({name: floor["steps_per_s"] for name, floor in floors.items()})

@@ -1,6 +1,9 @@
 """Transport benchmark: round trips, reliable throughput and idle CPU, against raw pyzmq, Zenoh and dora-rs.
 
     .venv/bin/python bench/transport.py            # prints one JSON line
+    .venv/bin/python bench/transport.py --systems persist,persist_curve    # PERSIST with keys against without
+
+`persist_curve` is PERSIST's round trip with CurveZMQ on (a fresh key set, docs/security.md), next to `persist`.
 
 Every figure comes from this one run on this machine: the baselines are measured next to PERSIST.
 Each system echoes through a second process; all use loopback TCP except dora (its own shared memory).
@@ -30,7 +33,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from persist_rt import Node, services  # noqa: E402
+from persist_rt import Node, security, services  # noqa: E402
 from protocols import Blob, Text  # noqa: E402
 
 SIZES = (64, 1024, 65536, 1048576)
@@ -132,9 +135,14 @@ class IdleTicker(Node):
 REGISTRY_START_S = 30.0  # generous: a loaded machine can take seconds to start a Python process
 
 
-def _with_registry(fn: Callable[[str], Any]) -> Any:
+def _with_registry(fn: Callable[[str], Any], keys: bool = False) -> Any:
+    """``fn(registry address)`` with a registry of its own; ``keys``: the registry, the nodes this bench starts and
+    this process (its in-process node, its service calls) hold a fresh key set."""
     with tempfile.TemporaryDirectory() as tmp:
         addr = Path(tmp) / "registry.addr"
+        if keys:
+            security.KeySet.create(Path(tmp) / "keys", ["ponger", "pinger", "sink", "pusher", "ticker"])
+            os.environ[security.KEYS_ENV] = str(Path(tmp) / "keys")  # inherited by _spawn's processes
         reg = _spawn("-m", "persist_rt.registry", "--address-file", str(addr))
         try:
             deadline = time.monotonic() + REGISTRY_START_S
@@ -146,9 +154,14 @@ def _with_registry(fn: Callable[[str], Any]) -> Any:
                     raise RuntimeError(f"registry wrote no address within {REGISTRY_START_S:g} s (it was still "
                                        f"running): {reg.stderr.read()[-2000:]}")
                 time.sleep(0.01)
+            if keys:  # until its node exists, this process's calls prove the client key
+                security.use_curve(security.Curve(security.keys_from_env(), security.CLIENT, zmq.Context.instance()))
+                security.expect_server(addr.read_text().strip(), security.REGISTRY)
             return fn(addr.read_text().strip())
         finally:
             _stop(reg)
+            os.environ.pop(security.KEYS_ENV, None)
+            security.use_curve(None)
 
 
 def _run_node(kind: str, name: str, registry: str) -> subprocess.Popen:
@@ -165,7 +178,11 @@ def _wait_registered(registry: str, name: str, timeout: float = 20.0) -> str:
     raise RuntimeError(f"node {name} did not come up")
 
 
-def bench_persist_rtt(cfg: BenchConfig) -> dict[str, dict[str, float]]:
+def bench_persist_curve_rtt(cfg: BenchConfig) -> dict[str, dict[str, float]]:
+    return bench_persist_rtt(cfg, keys=True)
+
+
+def bench_persist_rtt(cfg: BenchConfig, keys: bool = False) -> dict[str, dict[str, float]]:
     def run(registry: str) -> dict[str, dict[str, float]]:
         ponger = _run_node("Ponger", "ponger", registry)
         pinger = Pinger("pinger", registry=registry)
@@ -199,7 +216,7 @@ def bench_persist_rtt(cfg: BenchConfig) -> dict[str, dict[str, float]]:
             pinger.close()
             _stop(ponger)
 
-    return _with_registry(run)
+    return _with_registry(run, keys)
 
 
 def bench_persist_reliable(cfg: BenchConfig) -> tuple[float, int]:
@@ -510,6 +527,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--role", default=None, help="internal: run one side of a benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
+    parser.add_argument("--systems", default=None,
+                        help="comma-separated round-trip systems to measure (default: all), then stop")
+    parser.add_argument("--repeats", type=int, default=1, help="with --systems: alternate them this many times")
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
     os.environ.setdefault("PERSIST_LOG_LEVEL", "error")
@@ -524,13 +544,29 @@ def main() -> None:
 
     notes: dict[str, str] = {}
     rtt: dict[str, Any] = {}
-    for system, fn in (("persist", bench_persist_rtt), ("zmq_blocking", bench_zmq_blocking),
-                       ("zmq_asyncio", bench_zmq_asyncio), ("zenoh", bench_zenoh), ("dora", bench_dora)):
+    systems = (("persist", bench_persist_rtt), ("persist_curve", bench_persist_curve_rtt),
+               ("zmq_blocking", bench_zmq_blocking), ("zmq_asyncio", bench_zmq_asyncio), ("zenoh", bench_zenoh),
+               ("dora", bench_dora))
+    chosen = args.systems.split(",") if args.systems else [name for name, _ in systems]
+    for system, fn in systems:
+        if system not in chosen:
+            continue
         try:
             rtt[system] = fn(cfg)
         except Exception as exc:  # a peer that cannot run here is recorded as null, with the reason
             rtt[system] = None
             notes[system] = f"{type(exc).__name__}: {exc}"[:400]
+    if args.systems:  # round trips only, of the systems named, alternating `--repeats` times: the median p50
+        runs = {name: [rtt[name]] for name in rtt if rtt[name] is not None}
+        for _ in range(args.repeats - 1):
+            for system, fn in systems:
+                if system in runs:
+                    runs[system].append(fn(cfg))
+        median = {name: {size: float(np.median([r[size]["p50"] for r in rs])) for size in rs[0]}
+                  for name, rs in runs.items()}
+        print(json.dumps({"rtt_p50_us_median": median, "runs": runs, "repeats": args.repeats,
+                          "transport": "tcp loopback", "cpus": os.cpu_count(), **({"notes": notes} if notes else {})}))
+        return
     throughput_persist, lost = bench_persist_reliable(cfg)
     result: dict[str, Any] = {
         "rtt_us": rtt,

@@ -45,6 +45,17 @@ from persist_rt.lifecycle import State
 from persist_rt.log import get_logger
 from persist_rt.params import Param, ParamError, collect
 from persist_rt.qos import QoS
+from persist_rt.security import (
+    REGISTRY,
+    Curve,
+    authority_from_env,
+    expect_server,
+    handshake_failures,
+    keys_from_env,
+    monitor_handshakes,
+    parse_authority,
+    use_curve,
+)
 from persist_rt.transport import (
     COALESCE_LINGER_S,
     MAX_WINDOW,
@@ -96,6 +107,7 @@ class Node:
         transport: str = "tcp",
         autostart: bool = True,
         busy_poll_us: float = 0.0,
+        authority: dict[str, list[str]] | None = None,
     ) -> None:
         try:
             self.busy_poll_s = busy_poll_seconds(busy_poll_us)
@@ -107,6 +119,8 @@ class Node:
         self.remaps = dict(remaps or {})
         self.qos_overrides = {k: QoS.parse(v) for k, v in (qos_overrides or {}).items()}
         self.registry_endpoint = registry
+        # topic -> the only nodes whose messages on it this node accepts (the launch file's `authority`)
+        self.authority = parse_authority(authority) if authority is not None else authority_from_env()
         self.run_dir = Path(run_dir) if run_dir else None
         self.host = host
         self.transport = transport
@@ -131,7 +145,13 @@ class Node:
             self._param_values[key] = decl.coerce(value)
 
         self.ctx = zmq.Context.instance()
+        keys = keys_from_env()
+        # with the launch's keys, every socket of this node speaks CURVE and proves this node's key
+        self.curve_id = Curve(keys, self.name, self.ctx) if keys is not None else None
+        if self.curve_id is not None:
+            use_curve(self.curve_id)  # this process's service calls (to the registry, to peers) prove it too
         self.executor = Executor()
+        self._monitors: list[zmq.Socket] = []  # handshake monitors of the server sockets (with keys)
         self._services: dict[str, services.Handler] = {}
         self.publishers: dict[str, Publisher] = {}
         self.subscriptions: dict[str, Subscription] = {}
@@ -159,6 +179,9 @@ class Node:
             self._reg_sock = self.ctx.socket(zmq.DEALER)
             self._reg_sock.setsockopt(zmq.LINGER, 0)
             self._reg_sock.setsockopt(zmq.SNDHWM, 16)
+            if self.curve_id is not None:
+                self.curve_id.client(self._reg_sock, REGISTRY)
+                expect_server(registry, REGISTRY)
             self._reg_sock.connect(registry)
             self._watch(self._reg_sock, self._on_registry_reply)
         self._register_builtin_services()
@@ -406,7 +429,7 @@ class Node:
         for pub in self.publishers.values():
             pub.close()
         rel_sock = self._router.sock if self._router is not None else None
-        for sock in (self._pub_sock, rel_sock, self._svc_sock, self._reg_sock):
+        for sock in (self._pub_sock, rel_sock, self._svc_sock, self._reg_sock, *self._monitors):
             if sock is not None:
                 sock.close(0)
         self._pub_sock = self._reg_sock = self._router = None
@@ -460,9 +483,14 @@ class Node:
             self.log.exception("refresh_failed", error=str(exc))
 
     def _bind(self, sock: zmq.Socket, role: str) -> str:
+        if self.curve_id is not None:  # a server socket: only the graph's keys complete a handshake, refusals counted
+            self.curve_id.server(sock)
+            monitor = monitor_handshakes(sock)
+            self._monitors.append(monitor)
+            self._watch(monitor, lambda: self._on_handshake_refused(monitor, role))
         if self.transport == "ipc":
             base = Path(os.environ.get("PERSIST_IPC_DIR", f"/tmp/persist-{os.getuid()}"))
-            base.mkdir(parents=True, exist_ok=True)
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)  # without keys, the directory's mode guards them
             path = base / f"{self.name.replace('/', '_')}-{role}-{os.getpid()}.sock"
             sock.bind(f"ipc://{path}")
         else:
@@ -482,6 +510,21 @@ class Node:
             self.ipc_domain = None  # neither offered nor used: every edge of this node stays on TCP
             return
         self._endpoints[f"{role}_local"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _on_handshake_refused(self, monitor: zmq.Socket, role: str) -> None:
+        for reason in handshake_failures(monitor):
+            self.count(f"auth.refused.{role}")
+            refused = self.counters[f"auth.refused.{role}"]
+            if refused <= 5 or refused % 100 == 0:
+                self.log.warning("handshake_refused", socket=role, reason=reason, refused_total=refused)
+
+    def _svc_guard(self, service: str, identity: bytes, frame: zmq.Frame) -> None:
+        """With keys: a request whose key the graph does not know is refused (the handshake already refuses such
+        a key; this holds even if a ZAP handler were missing)."""
+        assert self.curve_id is not None
+        if self.curve_id.caller(frame) is None:
+            self.count("auth.refused.request")
+            raise PermissionError(f"service `{service}`: the caller's key is not one of this graph's")
 
     def _watch(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
         self.executor.watch(sock, handler)
@@ -510,7 +553,8 @@ class Node:
     def _on_service(self) -> None:
         while True:
             try:
-                services.serve_one(self._svc_sock, self._services, self._service_error)
+                services.serve_one(self._svc_sock, self._services, self._service_error,
+                                   self._svc_guard if self.curve_id is not None else None)
             except zmq.Again:
                 return
 

@@ -22,6 +22,15 @@ import zmq
 
 from persist_rt import qos as qos_mod
 from persist_rt.parent_death import die_with_supervisor
+from persist_rt.security import (
+    CLIENT,
+    REGISTRY,
+    Curve,
+    authority_from_env,
+    handshake_failures,
+    keys_from_env,
+    monitor_handshakes,
+)
 from persist_rt.services import serve_one
 
 
@@ -31,6 +40,12 @@ class Registry:
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        keys = keys_from_env()
+        self.curve = Curve(keys, REGISTRY, self.ctx) if keys is not None else None
+        self.monitor: zmq.Socket | None = None
+        if self.curve is not None:  # only the graph's keys get in; a registration's name must be its key's
+            self.curve.server(self.sock)
+            self.monitor = monitor_handshakes(self.sock)
         self.sock.bind(bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -39,6 +54,11 @@ class Registry:
         self.started = time.time()
         self._started_mono = time.monotonic()
         self.errors = 0
+        self.authority = authority_from_env()  # topic -> the nodes the launch lets publish it
+        self.owner: dict[str, bytes] = {}  # node name -> the connection that registered it
+        self.refused: dict[str, int] = {}  # reason -> requests refused for it
+        self._caller = b""  # the connection of the request being served
+        self._caller_key: str | None = None  # with keys: the name its proven key is bound to
         self._running = True
         self.handlers = {
             "register": self.register,
@@ -49,6 +69,8 @@ class Registry:
             "topics": lambda a: self.topic_list(),
             "node": self.node_info,
             "ping": lambda a: {"graph_version": self.graph_version, "uptime_s": time.time() - self.started},
+            "stats": lambda a: {"refused": dict(self.refused), "errors": self.errors,
+                                "authority": {t: sorted(n) for t, n in self.authority.items()}},
         }
 
     # --- handlers ----------------------------------------------------------------------------
@@ -58,13 +80,22 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ValueError("field `name` must be a non-empty string")
         _check_registration(args)
+        self._check_key(name)
         old = self.nodes.get(name)
-        if old is not None and old.get("pid") != args.get("pid") and self.expiry.get(name, 0) > time.monotonic() \
-                and old.get("host") == args.get("host"):
-            # A live node holds this name; a respawned one (same name, new pid) replaces a dead one.
-            if _pid_alive(old.get("pid")):
-                raise ValueError(f"field `name`: node {name!r} is already registered (pid {old.get('pid')})")
+        if old is not None and self.owner.get(name) != self._caller and self.expiry.get(name, 0) > time.monotonic():
+            # A live node holds this name, and this request comes from another connection: only a respawned
+            # node (same host, its predecessor's process gone) may take the name over.
+            if old.get("host") != args.get("host") or _pid_alive(old.get("pid")):
+                self.refused["name_taken"] = self.refused.get("name_taken", 0) + 1  # _on_error logs it
+                raise PermissionError(f"field `name`: node {name!r} is already registered by another live "
+                                      f"process (pid {old.get('pid')} on {old.get('host')})")
+        for p in args.get("publications", []):
+            allowed = self.authority.get(p["topic"])
+            if allowed is not None and name not in allowed:
+                self._refuse("unauthorised_publication", f"{name} publishes {p['topic']} "
+                                                         f"(only {', '.join(sorted(allowed))} may)")
         self.nodes[name] = dict(args)
+        self.owner[name] = self._caller
         self.expiry[name] = time.monotonic() + self.lease_s
         self.graph_version += 1
         return {"graph_version": self.graph_version}
@@ -72,7 +103,7 @@ class Registry:
     def heartbeat(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("name")
         info = self.nodes.get(name)  # type: ignore[arg-type]
-        if info is None or info.get("pid") != args.get("pid"):
+        if info is None or info.get("pid") != args.get("pid") or self.owner.get(name) != self._caller:
             return {"known": False, "graph_version": self.graph_version}
         self.expiry[name] = time.monotonic() + self.lease_s  # type: ignore[index]
         for key in ("state", "status"):
@@ -84,10 +115,12 @@ class Registry:
 
     def unregister(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("name")
-        gone = name in self.nodes and self.nodes[name].get("pid") == args.get("pid")
+        gone = name in self.nodes and self.nodes[name].get("pid") == args.get("pid") \
+            and self.owner.get(name) == self._caller
         if gone:
             del self.nodes[name]
             self.expiry.pop(name, None)
+            self.owner.pop(name, None)
             self.graph_version += 1
         return {"graph_version": self.graph_version, "unregistered": gone}
 
@@ -97,7 +130,8 @@ class Registry:
             {"node": n, "ipc_domain": info.get("ipc_domain"), "endpoint": info["endpoints"].get("pub"),
              "reliable_endpoint": info["endpoints"].get("reliable"),
              "local_endpoint": info["endpoints"].get("pub_local"),
-             "reliable_local_endpoint": info["endpoints"].get("reliable_local"), **p}
+             "reliable_local_endpoint": info["endpoints"].get("reliable_local"),
+             "authorised": self._may_publish(n, topic), **p}
             for n, info in self.nodes.items()
             for p in info.get("publications", [])
             if p["topic"] == topic
@@ -118,6 +152,35 @@ class Registry:
         info["lease_left_s"] = round(self.expiry[name] - time.monotonic(), 3)
         return info
 
+    def _may_publish(self, name: str, topic: Any) -> bool:
+        allowed = self.authority.get(topic)
+        return allowed is None or name in allowed
+
+    def _refuse(self, reason: str, text: str) -> None:
+        n = self.refused[reason] = self.refused.get(reason, 0) + 1
+        if n <= 5 or n % 100 == 0:  # a flood is counted in full, not printed in full
+            print(f"registry: refused ({reason}, {n} so far): {text}", file=sys.stderr, flush=True)
+
+    def _guard(self, service: str, identity: bytes, frame: zmq.Frame) -> None:
+        self._caller = identity
+        if self.curve is not None:
+            self._caller_key = self.curve.caller(frame)
+            if self._caller_key is None:
+                self._refuse("unknown_key", f"a `{service}` request whose key is not of this graph")
+                raise PermissionError("the caller's key is not one of this graph's")
+
+    def _check_key(self, name: str) -> None:
+        """With keys, a node's name is its key's: a launch node registers with its own key, any other name (a node
+        started with `persist attach`) with the client's."""
+        if self.curve is None:
+            return
+        keys, caller = self.curve.keys, self._caller_key
+        owner = name if keys.has_node(name) else CLIENT
+        if caller != owner:
+            self._refuse("wrong_key", f"{name} claimed with {caller}'s key")
+            raise PermissionError(f"field `name`: {name!r} registers with {owner}'s key, this request proves "
+                                  f"{caller}'s")
+
     def node_list(self) -> list[dict[str, Any]]:
         return [self._public(n) for n in sorted(self.nodes)]
 
@@ -129,7 +192,8 @@ class Registry:
                                                    "subscribers": [], "incompatible": []})
                 t["publishers"].append({"node": n, "endpoint": info["endpoints"].get("pub"),
                                         "reliable_endpoint": info["endpoints"].get("reliable"),
-                                        "schema": p["schema"], "reliable": p.get("reliable", False)})
+                                        "schema": p["schema"], "reliable": p.get("reliable", False),
+                                        "authorised": self._may_publish(n, p["topic"])})
         for n, info in self.nodes.items():
             for s in info.get("subscriptions", []):
                 t = topics.setdefault(s["topic"], {"name": s["topic"], "schema": s["schema"], "publishers": [],
@@ -148,20 +212,28 @@ class Registry:
         for name in [n for n, t in self.expiry.items() if t < now]:
             del self.nodes[name]
             del self.expiry[name]
+            self.owner.pop(name, None)
             self.graph_version += 1
 
     def serve(self, should_run: Any = None) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
         while self._running and (should_run is None or should_run()):
             if poller.poll(100):
+                if self.monitor is not None:
+                    for reason in handshake_failures(self.monitor):
+                        self._refuse("handshake", reason)
                 while True:
                     try:
-                        serve_one(self.sock, self.handlers, self._on_error)
+                        serve_one(self.sock, self.handlers, self._on_error, self._guard)
                     except zmq.Again:
                         break
             self.expire()
         self.sock.close(0)
+        if self.monitor is not None:
+            self.monitor.close(0)
 
     def stop(self, *_: Any) -> None:
         self._running = False

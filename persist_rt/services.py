@@ -13,7 +13,12 @@ from typing import Any
 import msgspec
 import zmq
 
+from persist_rt import security
+
 Handler = Callable[[dict[str, Any]], Any]
+# Called before a handler with the service's name, the caller's routing id and the request's frame (whose
+# "User-Id" property is the caller's proven key under CURVE); raises PermissionError to refuse the request.
+Guard = Callable[[str, bytes, zmq.Frame], None]
 _ids = itertools.count(1)
 
 
@@ -30,10 +35,11 @@ def encode_request(service: str, args: dict[str, Any] | None = None, req_id: int
                                    "args": args or {}})
 
 
-def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable[[str], None]) -> None:
-    """Answer one pending request on a ROUTER socket (non-blocking)."""
-    frames = sock.recv_multipart(zmq.NOBLOCK)
-    identity, body = frames[0], frames[-1]
+def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable[[str], None],
+              guard: Guard | None = None) -> None:
+    """Answer one pending request on a ROUTER socket (non-blocking); ``guard`` may refuse it first."""
+    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+    identity, body = frames[0].bytes, frames[-1].bytes
     req_id: Any = None
     try:
         req = msgspec.msgpack.decode(body)
@@ -46,6 +52,8 @@ def serve_one(sock: zmq.Socket, handlers: dict[str, Handler], on_error: Callable
         handler = handlers.get(req["service"])
         if handler is None:
             raise LookupError(f"unknown service {req['service']!r} (known: {', '.join(sorted(handlers))})")
+        if guard is not None:
+            guard(req["service"], identity, frames[-1])
         reply = {"id": req_id, "ok": True, "result": handler(args)}
     except Exception as exc:  # a bad request never takes the node down
         on_error(f"{type(exc).__name__}: {exc}")
@@ -68,6 +76,12 @@ def call(endpoint: str, service: str, args: dict[str, Any] | None = None, timeou
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        curve = security.process_curve()
+        if curve is not None:
+            server = security.server_at(endpoint)
+            if server is None:
+                raise ServiceError(f"keys: no key known for the server at {endpoint} (ask the registry first)")
+            curve.client(sock, server)
         sock.connect(endpoint)
         req_id = next(_ids)
         sock.send(encode_request(service, args, req_id))
@@ -85,6 +99,11 @@ def call(endpoint: str, service: str, args: dict[str, Any] | None = None, timeou
                 break
         if not reply.get("ok"):
             raise ServiceError(reply.get("error", "unknown error"))
-        return reply.get("result")
+        result = reply.get("result")
+        if service == "node" and isinstance(result, dict):  # the node's service endpoint, and whose key it is
+            endpoint = (result.get("endpoints") or {}).get("service")
+            if isinstance(endpoint, str) and isinstance(result.get("name"), str):
+                security.expect_server(endpoint, result["name"])
+        return result
     finally:
         sock.close(0)

@@ -48,6 +48,7 @@ _NOBLOCK, _SNDMORE, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(z
 # pyzmq's Python-level wrappers cost more than the call itself for small frames: go to the backend directly
 _zsend, _zrecv, _zget = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
 _EHOSTUNREACH = int(zmq.EHOSTUNREACH)
+MAX_SENDER_LABELS = 32  # distinct unauthorised senders counted by name per subscription; the rest as `other`
 
 
 def ipc_domain() -> str | None:
@@ -507,6 +508,12 @@ class Subscription:
         self.last_error = ""
         self.received = self.delivered = self.dropped = self.lost = self.rejected = self.errors = 0
         self.batches = 0  # BATCH frames received (a backlog, or a coalescing publisher)
+        # command authority: None, anyone may publish this topic; else only these nodes (docs/security.md)
+        self.authorised: frozenset[str] | None = node.authority.get(topic)
+        self.unauthorised = 0  # messages dropped because their sender may not publish this topic
+        self.unauthorised_by: dict[str, int] = {}  # sender -> messages dropped
+        self._refused: dict[zmq.Socket, str] = {}  # DEALER to an unauthorised publisher -> its registered name
+        self._publisher_at: dict[str, str] = {}  # endpoint -> the node the registry said publishes there
         self._last_seq: dict[str, int] = {}
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=256)
         self._credit_owed: dict[zmq.Socket, int] = {}
@@ -525,7 +532,8 @@ class Subscription:
 
     def counts(self) -> dict[str, int]:
         return {"received": self.received, "delivered": self.delivered, "dropped": self.dropped,
-                "lost": self.lost, "rejected": self.rejected, "callback_errors": self.errors}
+                "lost": self.lost, "rejected": self.rejected, "callback_errors": self.errors,
+                "unauthorised": self.unauthorised}
 
     def stats(self) -> dict[str, Any]:
         rate = 0.0
@@ -535,7 +543,7 @@ class Subscription:
         return {**self.counts(), "qos": str(self.qos), "schema": self.schema, "rate_hz": round(rate, 3),
                 "publishers": len(self.endpoints), "endpoints": sorted(self.endpoints), "batches": self.batches,
                 "incompatible": dict(self.incompatible), "rejected_by": dict(self.rejected_by),
-                "last_error": self.last_error}
+                "unauthorised_by": dict(self.unauthorised_by), "last_error": self.last_error}
 
     @property
     def needs_lookup(self) -> bool:
@@ -544,7 +552,7 @@ class Subscription:
     def update_publishers(self, publishers: list[dict[str, Any]], drop_missing: bool = True) -> None:
         """Connect to new publishers, drop gone ones (unless the registry has just restarted and may not
         know them yet); refuse incompatible ones by name."""
-        wanted: set[str] = set()
+        wanted: dict[str, str] = {}  # endpoint -> the publisher's node name
         for p in publishers:
             reason = None
             if p.get("schema") != self.schema:
@@ -563,39 +571,69 @@ class Subscription:
                           else ("endpoint", "local_endpoint"))
             same_host = self.node.ipc_domain is not None and p.get("ipc_domain") == self.node.ipc_domain
             endpoint = (same_host and p.get(local)) or p.get(tcp)
-            if endpoint:
-                wanted.add(endpoint)
-        for endpoint in wanted - set(self.endpoints):
-            self.connect(endpoint)
+            if endpoint and self._may_connect(p["node"]):
+                wanted[endpoint] = p["node"]
+        if self.authorised is not None:  # an endpoint now another node's (a port reused): judge it afresh
+            for endpoint in [e for e in wanted if e in self.endpoints and self._publisher_at.get(e) != wanted[e]]:
+                self.disconnect(endpoint)
+        for endpoint in wanted.keys() - self.endpoints.keys():
+            self.connect(endpoint, wanted[endpoint])
         if drop_missing:
-            for endpoint in set(self.endpoints) - wanted:
+            for endpoint in self.endpoints.keys() - wanted.keys():
                 self.disconnect(endpoint)
 
-    def connect(self, endpoint: str) -> None:
+    def _may_connect(self, publisher: str) -> bool:
+        """Connect to this publisher? An unauthorised one only over a reliable edge, where its connection is
+        its own and every frame on it can be dropped and counted under its name; a best-effort SUB socket
+        cannot tell its publishers apart, so an unauthorised publisher is not connected to at all."""
+        if self.authorised is None or publisher in self.authorised or self.qos.reliable:
+            return True
+        if self.incompatible.get(publisher) != "unauthorised":
+            self.incompatible[publisher] = "unauthorised"
+            self.node.count(f"authority.{self.topic}.refused_publisher")
+            self.node.log.error("unauthorised_publisher", topic=self.topic, publisher=publisher,
+                                authorised=sorted(self.authorised))
+        return False
+
+    def connect(self, endpoint: str, publisher: str | None = None) -> None:
         if endpoint in self.endpoints:
             return
+        self._publisher_at[endpoint] = publisher or "?"
+        curve = self.node.curve_id
         if self.qos.reliable:
             dealer = self.node.ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
+            if curve is not None:  # the handshake proves the publisher holds the key of the name it registered
+                curve.client(dealer, publisher or "?")
             # notice a publisher host that vanished without a FIN; set before connect, or libzmq ignores them
             dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
             dealer.connect(endpoint)
             dealer.send_multipart([HELLO, msgspec.msgpack.encode(
                 {"topic": self.topic, "schema": self.schema, "window": self.qos.depth, "node": self.node.name})])
+            self.endpoints[endpoint] = dealer
+            if self.authorised is not None and publisher not in self.authorised:
+                self._refused[dealer] = publisher or "?"
+                self.node.log.error("unauthorised_publisher", topic=self.topic, publisher=publisher,
+                                    authorised=sorted(self.authorised), action="its messages are dropped")
+                self._executor.watch(dealer, lambda d=dealer: self._on_refused(d))
+                return
             self._credit_owed[dealer] = 0
             self._executor.watch(dealer, lambda d=dealer: self._on_reliable(d))
-            self.endpoints[endpoint] = dealer
         else:
             assert self.sock is not None
+            if curve is not None:  # applies to this connect: each publisher's connection checks its own key
+                curve.client(self.sock, publisher or "?")
             self.sock.connect(endpoint)
             self.endpoints[endpoint] = None
 
     def disconnect(self, endpoint: str) -> None:
         dealer = self.endpoints.pop(endpoint, None)
+        self._publisher_at.pop(endpoint, None)
         if dealer is not None:
             self._executor.unwatch(dealer)
             self._credit_owed.pop(dealer, None)
+            self._refused.pop(dealer, None)
             dealer.close(0)
         elif self.sock is not None:
             try:
@@ -687,6 +725,36 @@ class Subscription:
         if n is not None and n * 2 >= self.qos.depth and self._grant(dealer, n):
             owed[dealer] = 0
 
+    def _on_refused(self, dealer: zmq.Socket) -> None:
+        """An unauthorised publisher's connection: every message on it is dropped and counted under its name,
+        never decoded; credit is paid back so that each further attempt arrives and is counted too."""
+        got = 0
+        while got < DRAIN_LIMIT and readable(dealer):
+            frames = recv_frames(dealer)
+            if frames[0] in CONTROL:
+                if frames[0] != SYNC:
+                    self._on_control(frames[0], frames)
+            elif frames[0] == BATCH and len(frames) == 3 and frames[2][:1] == b"\xdd":  # msgpack array32 of messages
+                got += min(BATCH_MAX_MESSAGES, max(1, int.from_bytes(frames[2][1:5], "big")))
+            else:
+                got += 1
+        if got:
+            self.received += got
+            self._drop_unauthorised(self._refused.get(dealer, "?"), got)
+            self._grant(dealer, got)
+
+    def _drop_unauthorised(self, sender: str, n: int) -> None:
+        self.unauthorised += n
+        by = self.unauthorised_by
+        if sender not in by and len(by) >= MAX_SENDER_LABELS:
+            sender = "other"  # a name per attacker must not grow the counters without bound
+        before = by.get(sender, 0)
+        by[sender] = before + n
+        self.node.count(f"authority.{self.topic}.refused.{sender}", n)
+        if before < 5 or before // 1000 != by[sender] // 1000:
+            self.node.log.warning("unauthorised_message", topic=self.topic, sender=sender, dropped=by[sender],
+                                  authorised=sorted(self.authorised or ()))
+
     def grant_owed(self) -> None:
         """Pay back credit for what was consumed but not yet credited (the executor calls this when idle), so
         the publisher can forget those messages."""
@@ -715,7 +783,11 @@ class Subscription:
         if any(header.schema != schema or header.version != version for header, _ in items):
             return self._on_batch_items(frames)
         seq_of = self._last_seq
+        authorised = self.authorised
         for header, msg in items:
+            if authorised is not None and header.sender not in authorised:
+                self._drop_unauthorised(header.sender, 1)
+                continue
             last = seq_of.get(header.sender)
             if last is not None and header.seq > last + 1:
                 self.lost += header.seq - last - 1
@@ -770,6 +842,9 @@ class Subscription:
             header = codec.decode_header(frames[1])
         except DecodeError as exc:
             self._reject(exc)
+            return None
+        if self.authorised is not None and header.sender not in self.authorised:
+            self._drop_unauthorised(header.sender, 1)  # a message of an authorised connection, in another's name
             return None
         last = self._last_seq.get(header.sender)
         if last is not None and header.seq > last + 1:

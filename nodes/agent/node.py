@@ -6,10 +6,11 @@ baseline). Inference is numpy-only, so this process never imports torch.
 
 Policies change only between steps (the executor is single-threaded), so step ids stay contiguous.
 
-Partial observability (``use_estimate``): the policy acts on the env's observation as it is, the same
-input the learner trains on; the estimate is for the shield. The agent proposes for step t only
-once the estimate of step t has arrived, so the shield judges the proposal against that estimate
-(if none comes, the shield's own proposal deadline decides). See docs/estimator.md.
+Partial observability (``use_estimate``): the policy acts on its belief, the observation with the
+estimate of the same step appended (mean and std, ``with_belief``): the input the estimator's replay
+stream carries for the learner. The agent proposes for step t only once the estimate of step t has
+arrived, so the shield judges the proposal against that estimate (if none comes, the agent does not
+propose and the shield's own proposal deadline decides). See docs/estimator.md.
 Services: ``policy.swap {path, follow_learner}`` loads and validates a policy file and switches to it,
 ``policy.show`` says which policy acts, ``policy.save {path}`` writes it as a policy file. With ``keep_every``
 the agent keeps one learner policy every that many versions (the newest ``keep_policies``) and always the
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from nodes.estimator.inputs import with_belief
 from nodes.sac.inference import make_inference_actor
 from nodes.sac.policy_file import (
     CheckpointError,
@@ -70,6 +72,7 @@ class AgentNode(Node):
         self.kept: deque[Policy] = deque(maxlen=self.keep_policies)
         self.newest: Policy | None = None  # the learner's newest weights, still at hand after a switch
         self.estimate_step = -1  # the step of the newest estimate
+        self.estimates: dict[int, StateEstimate] = {}  # the newest few, by step: the input of the step acted on
         self.waiting: Observation | None = None  # use_estimate: the observation waiting for its estimate
         self.planner: Any = self.make_planner() if self.algorithm == "mpc" else None
         self.proposals = self.publisher("action/proposed", ProposedAction, reliable=True)
@@ -93,6 +96,9 @@ class AgentNode(Node):
 
     def on_estimate(self, msg: StateEstimate) -> None:
         self.estimate_step = msg.step
+        self.estimates[msg.step] = msg
+        if len(self.estimates) > 8:
+            del self.estimates[min(self.estimates)]
         waiting = self.waiting
         if waiting is not None and waiting.step <= msg.step:
             self.waiting = None
@@ -116,7 +122,17 @@ class AgentNode(Node):
         return CEMPlanner(env_cfg, cfg)
 
     def act(self, msg: Observation) -> None:
-        actions = self.plan(msg) if self.planner is not None and self.mode != "random" else self.propose(msg.obs)
+        if self.planner is not None and self.mode != "random":
+            actions = self.plan(msg)
+        else:
+            obs = msg.obs
+            if self.use_estimate:
+                est = self.estimates.get(msg.step)
+                if est is None or est.mean.shape[0] != obs.shape[0]:
+                    self.count("no_estimate_for_step")  # the shield's proposal deadline decides this step
+                    return
+                obs = with_belief(obs, est.mean, est.std)
+            actions = self.propose(obs)
         version = self.policy.version if self.policy is not None and self.mode != "random" else 0
         self.proposals.publish(ProposedAction(step=msg.step, actions=actions, policy_version=version), step=msg.step)
         self.count("proposals", len(actions))

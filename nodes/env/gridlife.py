@@ -22,6 +22,8 @@ from nodes.env.step import StepResult
 INTERNAL_NAMES: tuple[str, str, str] = ("energy", "temperature", "integrity")
 MARGIN_NAMES: tuple[str, str, str, str] = ("energy", "temperature", "integrity", "hazard")
 STATION_KINDS: tuple[str, str, str] = ("refuel", "cool", "repair")
+# start states are clipped into this box, which keeps them strictly viable whatever the setpoints
+START_LOW, START_HIGH = (0.05, 0.0, 0.05), (1.0, 0.95, 1.0)
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,13 @@ def _tables(layout: GridLifeLayout) -> tuple[np.ndarray, ...]:
     return kernels.tables(layout)
 
 
+def start_box(cfg: GridLifeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) (3,) of the internal state an episode starts from: setpoints +- init_spread, clipped."""
+    setpoints = np.asarray(cfg.setpoints, dtype=np.float64)
+    return (np.clip(setpoints - cfg.init_spread, START_LOW, START_HIGH),
+            np.clip(setpoints + cfg.init_spread, START_LOW, START_HIGH))  # fmt: skip
+
+
 def margins(
     pos: np.ndarray,
     internal: np.ndarray,
@@ -551,8 +560,7 @@ class GridLifeBatch:
         self._pos[i] = self._free_positions(rng, 1, avoid_stations=False)[0]
         self._velocity[i] = 0.0
         start = np.asarray(cfg.setpoints) + rng.uniform(-cfg.init_spread, cfg.init_spread, size=3)
-        # keep the start state strictly viable whatever the setpoints
-        self._internal[i] = np.clip(start, [0.05, 0.0, 0.05], [1.0, 0.95, 1.0])
+        self._internal[i] = np.clip(start, START_LOW, START_HIGH)
         if cfg.n_tokens:
             self._tokens[i] = self._free_positions(rng, cfg.n_tokens, avoid_stations=True)
         self._steps[i] = 0

@@ -73,6 +73,13 @@ def internal_next(nx, ny, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr):  # ty
     in_repair = inside(nx, ny, sc, sr, sk, REPAIR, False)
     in_hot = inside(nx, ny, zc, zr, no_kind, -1, False)
     in_hazard = inside(nx, ny, hc, hr, no_kind, -1, True)
+    return internal_update(e, t, i, work, in_refuel, in_cool, in_repair, in_hot, in_hazard, P)
+
+
+@numba.njit(cache=True, inline="always")
+def internal_update(e, t, i, work, in_refuel, in_cool, in_repair, in_hot, in_hazard, P):  # type: ignore[no-untyped-def]
+    """h' from h, the effort |a|^2/2 and the indicators (0.0 or 1.0) of the new position: each of E', T', I' is
+    nondecreasing in its own variable (the estimator's interval belief propagates its corners through it)."""
     dt = P[E_DT]
     e2 = min(1.0, e - dt * (P[E_KB] + P[E_KE] * work) + dt * P[E_RHO_E] * in_refuel)
     t2 = max(0.0, t + dt * (P[E_EB] + P[E_EE] * work + P[E_EH] * in_hot) - dt * P[E_RHO_C] * in_cool)

@@ -27,6 +27,7 @@ class CalibrationConfig:
     window: int = 20_000  # scored rows (arena-steps) the coverage and the quantile are taken over
     min_samples: int = 2_000  # scored rows before the belief can be calibrated
     k_start: float = 3.0
+    k_min: float = 0.0  # k never falls below this (1 for a box that is exact by construction)
     k_max: float = 1e6
     widen: float = 1.05  # k *= widen per scored step while coverage is below target
     margin: float = 1.2  # k >= margin * the window's target quantile of z
@@ -42,8 +43,9 @@ class CalibrationConfig:
         for name in ("window", "min_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"CalibrationConfig field '{name}' must be an integer >= 1")
-        if not 0.0 < self.k_start <= self.k_max:
-            raise ValueError("CalibrationConfig fields 'k_start'/'k_max': need 0 < k_start <= k_max")
+        if not 0.0 < self.k_start <= self.k_max or not 0.0 <= self.k_min <= self.k_start:
+            raise ValueError("CalibrationConfig fields 'k_min'/'k_start'/'k_max': need 0 <= k_min <= k_start <= k_max, "
+                             "k_start > 0")
         if self.widen < 1.0 or self.margin < 1.0 or not 0.0 < self.relax <= 1.0:
             raise ValueError("CalibrationConfig fields 'widen', 'margin' must be >= 1 and 'relax' in (0, 1]")
 
@@ -93,7 +95,7 @@ class Calibration:
             k = max(self.k * cfg.widen, needed)
         else:
             k = max(self.k * cfg.relax, needed)
-        self.k = min(k, cfg.k_max) if math.isfinite(k) else cfg.k_max
+        self.k = max(min(k, cfg.k_max), cfg.k_min) if math.isfinite(k) else cfg.k_max
 
     def figures(self) -> dict[str, Any]:
         """The calibration's state for telemetry and the run summary."""

@@ -44,6 +44,8 @@ class LearnerNode(Node):
     cvar_alpha = Param(1.0, "cvar_sac: fraction of the worst returns the actor optimises (1.0: the mean)", gt=0, le=1,
                        read_only=True)
     n_quantiles = Param(32, "cvar_sac: return quantiles per critic", ge=1, read_only=True)
+    use_estimate = Param(False, "learn from estimator/transitions (observations with the belief appended)",
+                         read_only=True)
     device = Param("auto", "auto (CUDA when present), cpu or cuda", read_only=True)
     seed = Param(0, "seed of network initialisation and sampling", ge=0)
     utd_ratio = Param(0.25, "gradient updates per transition", gt=0)
@@ -81,7 +83,10 @@ class LearnerNode(Node):
         self.staged: list[TransitionBatch] = []
         self.staged_rows = 0
         self.weights_pub = self.publisher("policy/weights", PolicyWeights)
-        self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
+        # under partial observability the estimator's copy of the replay stream: the observations with the belief
+        # the agent acted on appended (docs/estimator.md)
+        topic = "estimator/transitions" if self.use_estimate else "env/transitions"
+        self.subscribe(topic, TransitionBatch, self.on_transitions, qos="reliable(8)")
         self.service("learner.summary", lambda args: self.summary())
 
     @property

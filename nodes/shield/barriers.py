@@ -194,6 +194,18 @@ def belief_corner(mean: np.ndarray, std: np.ndarray, k: float, calibrated: bool)
     return worst_corner(mean, half_width)
 
 
+def drifted_corner(mean: np.ndarray, half_width: np.ndarray, gap: int, drift: np.ndarray, episode_step: np.ndarray,
+                   start_corner: np.ndarray) -> np.ndarray:
+    """The worst corner now of a box mean +- half_width (B, 3) that held the truth `gap` steps ago, each variable
+    able to worsen by at most `drift` (3,) per step; an arena whose episode started since (episode_step < gap)
+    is a start state (worst corner `start_corner`) worsened for episode_step steps."""
+    corner = worst_corner(mean, np.abs(half_width) + gap * np.asarray(drift))
+    restarted = np.asarray(episode_step) < gap
+    since = np.asarray(episode_step)[restarted, None].astype(np.float64)
+    corner[restarted] = worst_corner(np.tile(start_corner, (int(restarted.sum()), 1)), since * np.asarray(drift))
+    return corner
+
+
 # -------------------------------------------------------------------------------------------- kernels
 # Compiled with numba: the shield evaluates these per decision, often for one arena, where numpy's
 # per-call overhead would dominate. Arena by arena, with the disc table built in GridLifeBarriers.

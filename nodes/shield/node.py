@@ -32,8 +32,9 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
-from nodes.env.gridlife import GridLifeConfig
-from nodes.shield.barriers import belief_corner
+from nodes.env.gridlife import GridLifeConfig, start_box
+from nodes.estimator.interval import IntervalBelief, worst_drift
+from nodes.shield.barriers import WORST_DIRECTION, belief_corner, drifted_corner
 from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
 from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig, EnsembleFilter
@@ -85,6 +86,12 @@ class ShieldNode(Node):
             models = [load_viability(path)[0] for path in self.viability_files]
         self.learned_model = LearnedInternalModel(env_cfg) if self.internal_model == "learned" else None
         self.core = ShieldCore(env_cfg, cfg, viability_models=models, internal_model=self.learned_model)
+        self.drift = worst_drift(env_cfg)  # a missing estimate: the last one widened by this per step since
+        start = start_box(env_cfg)
+        self.start_corner = np.where(WORST_DIRECTION < 0, start[0], start[1])  # worst corner of every start state
+        self.last_estimate: StateEstimate | None = None  # the newest calibrated estimate
+        self.interval = IntervalBelief(env_cfg)  # carries its box on through steps without an estimate
+        self.carried: tuple[int, np.ndarray, np.ndarray] | None = None  # (step, low, high) of the certified box
         self.last_sent: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # step, pos, internal, action
         self.ood_states: list[np.ndarray] = []
         self.viability_states: list[np.ndarray] = []
@@ -281,12 +288,40 @@ class ShieldNode(Node):
         n = obs.obs.shape[0]
         if est is None or est.step != obs.step or est.mean.shape != (n, 3):
             self.count("missing_estimate")
-            return np.full((n, 3), np.nan), None  # -> bad_input: the core falls back
+            return self.widened_corner(obs), None
         self.gauge("belief.k", est.k)
         self.gauge("belief.coverage", est.coverage)
         if not est.calibrated:
             self.count("belief.uncalibrated_steps", n)
+            self.carried = None
+        else:
+            self.last_estimate = est
+            half = est.k * est.std.astype(np.float64)
+            self.carried = (obs.step, est.mean - half, est.mean + half)
         return belief_corner(est.mean, est.std, est.k, est.calibrated), None
+
+    def widened_corner(self, obs: Observation) -> np.ndarray:
+        """No estimate for this step (it comes late, or the estimator is down): the certified box of the step
+        before carried through this step's observation by the known dynamics (IntervalBelief, as the estimator
+        does); after a gap, the newest calibrated box widened on the bad side by the most the dynamics can move
+        in the steps since (an arena that started an episode since then: the worst start state so widened).
+        Nothing to carry or widen -> NaN, bad input: the core falls back."""
+        last, n = self.last_estimate, obs.obs.shape[0]
+        if last is None or last.step >= obs.step or last.mean.shape != (n, 3):
+            return np.full((n, 3), np.nan)
+        carried = self.carried
+        if carried is not None and carried[0] == obs.step - 1 and carried[1].shape == (n, 3):
+            # the box of the step before, carried through this observation by the known dynamics (as the
+            # estimator would have): exact, where widening by the worst drift soon leaves nothing certified
+            low, high = self.interval.propagate(carried[1], carried[2], obs.obs)
+            fresh = obs.episode_step == 0
+            low[fresh], high[fresh] = self.interval.start_low, self.interval.start_high
+            self.carried = (obs.step, low, high)
+            self.count("belief.carried_steps", n)
+            return np.clip(np.where(WORST_DIRECTION < 0, low, high), 0.0, 1.0)
+        self.count("belief.widened_steps", n)
+        return drifted_corner(last.mean, last.k * last.std.astype(np.float64), obs.step - last.step, self.drift,
+                              obs.episode_step, self.start_corner)
 
     def report(self, step: int, reports: list[dict[str, Any]]) -> None:
         if self.report_file is not None:

@@ -17,6 +17,7 @@ from persist_rt.cli.attach import attach
 from persist_rt.cli.common import CliError, err_console
 from persist_rt.cli.control import lifecycle_app, param_app
 from persist_rt.cli.graph import graph_cmd, node_app, topic_app
+from persist_rt.cli.keys_cmd import keys_app
 from persist_rt.cli.launch_cmd import launch
 from persist_rt.cli.protocols_cmd import protocols_app
 from persist_rt.cli.wizard import new
@@ -34,6 +35,7 @@ app.add_typer(topic_app, name="topic")
 app.add_typer(param_app, name="param")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(protocols_app, name="protocols")
+app.add_typer(keys_app, name="keys")
 
 # (module, command name): sub-apps that live with the code they drive; absent until written.
 OPTIONAL_APPS = (("reachability.cli", "reach"), ("persist_rt.cli.policy", "policy"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from persist_rt.cli.common import CliError, Graph, RegistryOpt, err_console, par
 from persist_rt.kinds import KindError, load_kind
 from persist_rt.node import MAX_BUSY_POLL_US
 from persist_rt.params import ParamError
+from persist_rt.security import KEYS_ENV
 
 
 def attach(
@@ -34,6 +36,8 @@ def attach(
     try:
         cls = load_kind(target, Path.cwd())
         node_name = name or cls.__name__.lower()  # the Node default
+        if graph.keys:  # the node proves the client key (a launch node's own key is its alone)
+            os.environ[KEYS_ENV] = graph.keys
         if node_name in {n["name"] for n in graph.nodes()}:
             raise CliError(f"--name: a node named {node_name!r} is already running; choose another with --name")
         node = cls(node_name, registry=graph.address, params=params, namespace=namespace, remaps=remaps,

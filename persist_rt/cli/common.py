@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import zmq
 from rich.console import Console
 
-from persist_rt import services
+from persist_rt import security, services
 
 RUNS_DIR = Path("runs")
 CALL_TIMEOUT_S = 2.0
@@ -54,11 +55,30 @@ def run_dir_of(source: str) -> Path | None:
     return path.parent if path.name == "registry" and path.exists() else None
 
 
+def find_keys(source: str) -> str | None:
+    """The graph's key directory: $PERSIST_KEYS, else the one its run directory names; None: it runs without keys."""
+    env = os.environ.get(security.KEYS_ENV)
+    if env:
+        return env
+    run_dir = run_dir_of(source)
+    if run_dir is not None and (run_dir / "keys").exists():
+        return (run_dir / "keys").read_text().strip() or None
+    return None
+
+
 class Graph:
-    """The live system as the registry describes it."""
+    """The live system as the registry describes it. With the graph's keys, every call proves the client key."""
 
     def __init__(self, registry: str | None) -> None:
         self.address, self.source = find_registry(registry)
+        self.keys = find_keys(self.source)
+        if self.keys:
+            try:
+                keyset = security.KeySet(self.keys)
+                security.use_curve(security.Curve(keyset, security.CLIENT, zmq.Context.instance()))
+            except security.KeysError as exc:
+                raise CliError(str(exc)) from None
+            security.expect_server(self.address, security.REGISTRY)
 
     def call(self, service: str, args: dict[str, Any] | None = None, timeout: float = CALL_TIMEOUT_S) -> Any:
         try:
@@ -84,6 +104,7 @@ class Graph:
         endpoint = self.node(name).get("endpoints", {}).get("service")
         if not endpoint:
             raise CliError(f"node {name!r} has no service endpoint in the registry")
+        security.expect_server(endpoint, name)
         try:
             return services.call(endpoint, service, args, timeout=timeout)
         except services.ServiceTimeout:

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 import zmq
 
+from persist_rt import security
 from persist_rt.cli.common import Graph
 from persist_rt.codec import Codec, DecodeError, Header
 from protocols import SCHEMAS
@@ -56,6 +57,9 @@ class TopicTap:
         for p in pubs:
             endpoint = p.get("endpoint")
             if endpoint and endpoint not in self.connected:
+                curve = security.process_curve()
+                if curve is not None:  # the graph's keys: this connect checks the publisher's
+                    curve.client(self.sock, p.get("node", "?"))
                 self.sock.connect(endpoint)
                 self.connected.add(endpoint)
 

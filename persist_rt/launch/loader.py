@@ -12,6 +12,9 @@
       - include: other.yaml   # with its own arguments
         args: {rate: 5}
       - group: {namespace: robot1, nodes: [...]}
+    authority:                # who may publish a topic: its subscribers take it from these nodes only
+      chatter: [talker]
+    keys: keys/               # CurveZMQ keys of every node (`persist keys init keys/ FILE`); "" or absent: none
 
 Every error is a LaunchError naming the file, the line, the field and the reason.
 """
@@ -33,8 +36,9 @@ from persist_rt.launch.yaml_lines import line_of, load_yaml, parse_scalar
 from persist_rt.node import MAX_BUSY_POLL_US
 from persist_rt.params import ParamError
 from persist_rt.qos import QoS
+from persist_rt.security import KeysError, KeySet, parse_authority
 
-TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes"}
+TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes", "authority", "keys"}
 NODE_KEYS = {"name", "kind", "enabled", "params", "namespace", "remaps", "qos", "env", "respawn", "depends_on",
              "required", "start_timeout", "fallback", "busy_poll_us"}
 INCLUDE_KEYS = {"include", "args", "namespace"}
@@ -56,6 +60,7 @@ class Overrides:
     sets: dict[str, str] = field(default_factory=dict)  # "node.param" -> value
     seed: int | None = None
     steps: int | None = None
+    check_keys: bool = True  # False: the launch file's key directory need not exist yet (`persist keys init`)
 
 
 @dataclass
@@ -117,7 +122,9 @@ def load_launch(path: str | Path, overrides: Overrides | None = None) -> LaunchS
         _check_params(node, tables[node.name])
     timeout = _number(path, doc, "shutdown_timeout", doc.get("shutdown_timeout", 10.0), minimum=0.1)
     return LaunchSpec(file=str(path), args=args, nodes=_start_order(nodes), main=main, progress_fields=show,
-                      shutdown_timeout_s=timeout, env=top_env, description=str(doc.get("description") or ""))
+                      shutdown_timeout_s=timeout, env=top_env, description=str(doc.get("description") or ""),
+                      authority=_authority(path, doc, args, nodes),
+                      keys=_keys(path, doc, args, nodes, overrides.check_keys))
 
 
 # --- documents and arguments ----------------------------------------------------------------
@@ -411,6 +418,44 @@ def _main_value(path: Path, doc: dict[str, Any], args: dict[str, Any]) -> tuple[
 
 
 # --- checks ---------------------------------------------------------------------------------
+
+
+def _authority(path: Path, doc: dict[str, Any], args: dict[str, Any], nodes: list[NodeSpec]) -> dict[str, list[str]]:
+    """``authority: {topic: [node, ...]}``, every node one this launch starts."""
+    if "authority" not in doc:
+        return {}
+    value = _subst_tree(path, doc["authority"], args, "authority", doc, "authority")
+    try:
+        authority = parse_authority(value)
+    except ValueError as exc:
+        raise LaunchError(path, line_of(doc, "authority"), "authority", str(exc).partition(": ")[2]) from None
+    known = {n.name for n in nodes}
+    for topic, names in authority.items():
+        for name in sorted(names - known):
+            raise LaunchError(path, line_of(value, topic), f"authority.{topic}",
+                              f"no node named {name!r} in this launch (nodes: {', '.join(sorted(known))})")
+    return {t: sorted(n) for t, n in authority.items()}
+
+
+def _keys(path: Path, doc: dict[str, Any], args: dict[str, Any], nodes: list[NodeSpec], check: bool) -> str:
+    """``keys: DIR`` (relative to the launch file): a key set holding a key for every node this launch starts."""
+    value = _subst_tree(path, doc.get("keys") or "", args, "keys", doc, "keys")
+    if not value:
+        return ""
+    if not isinstance(value, str):
+        raise LaunchError(path, line_of(doc, "keys"), "keys", f"expected a directory, got {value!r}")
+    where = (path.parent / value).resolve()
+    if not check:
+        return str(where)
+    try:
+        missing = KeySet(where).missing([n.name for n in nodes])
+    except KeysError as exc:
+        raise LaunchError(path, line_of(doc, "keys"), "keys", str(exc).partition(": ")[2]) from None
+    if missing:
+        raise LaunchError(path, line_of(doc, "keys"), "keys",
+                          f"{where} holds no key for {', '.join(missing)}: add them with "
+                          f"`persist keys init {where} {path}` (the same --arg as the launch)")
+    return str(where)
 
 
 def _check_unique(nodes: list[NodeSpec]) -> None:

@@ -53,6 +53,8 @@ class LaunchSpec:
     shutdown_timeout_s: float = 10.0
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    authority: dict[str, list[str]] = field(default_factory=dict)  # topic -> the nodes that may publish it
+    keys: str = ""  # the graph's key directory (absolute); "" runs without CurveZMQ
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -69,6 +71,10 @@ class LaunchSpec:
         if self.main is not None:
             doc["main"] = {"node": self.main, "show": self.progress_fields} if self.progress_fields else self.main
         doc["shutdown_timeout"] = self.shutdown_timeout_s
+        if self.keys:
+            doc["keys"] = self.keys
+        if self.authority:
+            doc["authority"] = {t: list(n) for t, n in self.authority.items()}
         doc["nodes"] = [_node_entry(n) for n in self.nodes]
         return doc
 

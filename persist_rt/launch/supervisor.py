@@ -22,11 +22,23 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+import zmq
 
 from persist_rt import services
 from persist_rt.launch.console import LaunchConsole, ProgressSnapshot
 from persist_rt.launch.spec import LaunchSpec, NodeSpec
 from persist_rt.parent_death import SUPERVISOR_ENV
+from persist_rt.security import (
+    AUTHORITY_ENV,
+    CLIENT,
+    KEYS_ENV,
+    REGISTRY,
+    Curve,
+    KeySet,
+    authority_json,
+    expect_server,
+    use_curve,
+)
 
 POLL_S = 0.1
 REGISTRY_START_TIMEOUT_S = 15.0
@@ -83,6 +95,12 @@ class Supervisor:
         self.console.register(REGISTRY_NAME)
         for name in self.children:
             self.console.register(name)
+        if spec.keys:  # the supervisor's own calls (registry, progress) prove the client key
+            use_curve(Curve(KeySet(spec.keys), CLIENT, zmq.Context.instance()))
+        else:
+            self.console.info("warning: the launch file names no `keys`: no CurveZMQ, so any process that reaches "
+                              "this graph's ports can connect, call its services and publish (docs/security.md)",
+                              style="bold yellow")
 
     # --- top level ------------------------------------------------------------------------------
 
@@ -118,6 +136,8 @@ class Supervisor:
         with open(self.run_dir / "launch.yaml", "w") as f:
             f.write(f"# {self.spec.file} as this run resolved it (launch arguments: {self.spec.args})\n")
             yaml.safe_dump(self.spec.resolved(), f, sort_keys=False)
+        if self.spec.keys:  # where `persist` commands find the client key of this run (the path, never a key)
+            (self.run_dir / "keys").write_text(self.spec.keys + "\n")
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -125,6 +145,10 @@ class Supervisor:
         env = {**os.environ, **self.spec.env, **extra}
         env.update(PERSIST_RUN_ID=self.run_id, PERSIST_RESTARTS=str(restarts), PYTHONUNBUFFERED="1")
         env[SUPERVISOR_ENV] = str(os.getpid())  # children die with this process (persist_rt.parent_death)
+        env[AUTHORITY_ENV] = authority_json(self.spec.authority)  # set even when empty: never inherited
+        env.pop(KEYS_ENV, None)
+        if self.spec.keys:
+            env[KEYS_ENV] = self.spec.keys
         if self.address:
             env["PERSIST_REGISTRY"] = self.address
         return env
@@ -166,6 +190,7 @@ class Supervisor:
                 break
             text = address_file.read_text().strip() if address_file.exists() else ""
             if text:
+                expect_server(text, REGISTRY)
                 try:
                     services.call(text, "ping", timeout=1.0)
                 except services.ServiceTimeout:
@@ -322,6 +347,7 @@ class Supervisor:
                     if info is None:
                         continue
                     endpoint = info["endpoints"]["service"]
+                    expect_server(endpoint, main.name)
                 stats = services.call(endpoint, "stats", timeout=1.0)
             except (services.ServiceError, services.ServiceTimeout, KeyError, TypeError):
                 endpoint = ""  # respawned or not registered yet: look it up again

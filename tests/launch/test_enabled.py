@@ -52,12 +52,13 @@ def test_single_agent_partial_observability_switches_the_estimator_path() -> Non
     path = ROOT / "launch" / "single_agent.yaml"
     full = load_launch(path)
     assert "estimator" not in [n.name for n in full.nodes]
-    assert not full.node("agent").params["use_estimate"] and not full.node("shield").params["use_estimate"]
+    assert not any(full.node(n).params["use_estimate"] for n in ("agent", "shield", "learner"))
     assert full.node("env").params["config"]["partial_observability"] is False
 
     po = load_launch(path, Overrides(args={"partial_observability": "true"}))
     assert "estimator" in [n.name for n in po.nodes]
-    assert po.node("agent").params["use_estimate"] and po.node("shield").params["use_estimate"]
+    # the shield certifies against the belief, the agent acts on it, the learner trains on the stream that carries it
+    assert all(po.node(n).params["use_estimate"] for n in ("agent", "shield", "learner"))
     assert po.node("env").params["config"]["partial_observability"] is True
     for spec in (full, po):  # the run directory's launch.yaml and `launch --check` dump the resolved file
         again = yaml.safe_load(yaml.safe_dump(spec.resolved(), sort_keys=False))

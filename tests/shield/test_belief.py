@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from nodes.env import kernels
 from nodes.env.gridlife import GridLifeConfig
-from nodes.shield.barriers import WORST_DIRECTION, GridLifeBarriers, belief_corner
+from nodes.shield.barriers import WORST_DIRECTION, GridLifeBarriers, belief_corner, drifted_corner
 from nodes.shield.core import FALLBACK, ShieldCore
 from tests.shield.conftest import safe_states
 
@@ -72,3 +72,60 @@ def test_an_uncalibrated_belief_is_no_knowledge_and_the_backup_policy_acts() -> 
     assert decision.constraint == ["backup"] * 16
     assert core.counts["gatekeeper.backup"] - backups == 16
     assert decision.actions == pytest.approx(core.gatekeeper.actions(pos, certified))
+
+
+# corners the backup alone certifies from (the induction's premise: every state the shield leaves is one), drawn
+# over the whole arena and the whole internal range, low corners included, so that the backup often has to act
+_rng = np.random.default_rng(5)
+_pos = _rng.uniform(0.0, ENV_CFG.arena_size, size=(4000, 2))
+_h = np.column_stack([_rng.uniform(0.05, 1.0, 4000), _rng.uniform(0.0, 0.95, 4000), _rng.uniform(0.05, 1.0, 4000)])
+_ok = CORE.gatekeeper.certified(_pos, _h)
+BACKUP_POS, BACKUP_H = _pos[_ok][:400], _h[_ok][:400]
+
+
+@settings(max_examples=25, deadline=None)
+@given(index=st.integers(0, len(BACKUP_POS) - 1), width=st.tuples(*[st.floats(0.0, 0.2)] * 3),
+       where=st.tuples(unit, unit, unit), proposal=st.tuples(*[st.floats(-1.0, 1.0)] * 2))
+def test_what_passes_is_safe_for_every_state_of_the_set(index: int, width: tuple[float, ...],
+                                                        where: tuple[float, ...], proposal: tuple[float, ...]) -> None:
+    """Whatever acts (the filter's action, or the backup on the worst corner when nothing is certified for it),
+    its certificate from the worst corner holds for every true state of the box: the same actions taken from the
+    truth keep every viability margin of every next state >= -1e-9, all the way to the backup's terminal set."""
+    pos, corner = BACKUP_POS[index], BACKUP_H[index]
+    best = np.clip(corner - WORST_DIRECTION * np.array(width), 0.0, 1.0)
+    truth = corner + np.array(where) * (best - corner)
+    mean, std = 0.5 * (corner + best), 0.5 * np.abs(best - corner)
+    certified = belief_corner(mean[None], std[None], 1.0, calibrated=True)  # the box's worst corner
+    decision = CORE.step(0, pos[None], certified, np.array([proposal]), 0.0)
+    action = decision.actions[0]
+    ok, steps = CORE.gatekeeper.certify(pos[None], certified, action[None])
+    assert ok[0]  # from a certified corner, what acts is certified: the filter's action, or the backup's
+    # replay the corner's certified trajectory (the action, then the backup acting on the corner) from the truth
+    p, h, p_true, h_true = pos[None], certified, pos, truth
+    for k in range(int(steps[0]) + 1):
+        a = action[None] if k == 0 else CORE.gatekeeper.actions(p, h)
+        p, h, viable = CORE.gatekeeper.step(p, h, a)
+        p_true, h_true = true_next(p_true, h_true, a[0])
+        assert viable[0] and (p_true == p[0]).all()  # positions do not depend on the internal state
+        assert (WORST_DIRECTION * (h_true - h[0]) <= 1e-12).all()  # the truth stays on the good side of the corner
+        assert h_true[0] >= -1e-9 and 1.0 - h_true[1] >= -1e-9 and h_true[2] >= -1e-9
+        assert kernels.hazard_margin(p_true[0], p_true[1], TABLES[0], TABLES[4], TABLES[5]) >= -1e-9
+
+
+def test_a_missing_estimate_widened_by_the_worst_drift_still_holds_the_truth() -> None:
+    from nodes.env.gridlife import GridLifeBatch, start_box
+    from nodes.estimator.interval import IntervalBelief, as_estimate, worst_drift
+
+    cfg = GridLifeConfig(partial_observability=True)
+    sim, belief = GridLifeBatch(cfg, 8), IntervalBelief(cfg)
+    obs, rng, gap = sim.reset(4), np.random.default_rng(4), 7
+    low, high = start_box(cfg)
+    start_corner = np.where(WORST_DIRECTION < 0, low, high)
+    history = []
+    for step in range(160):  # uniform actions: hazards, hot zones, deaths and restarts
+        history.append((as_estimate(*belief.advance(step, obs, sim.episode_steps)), np.array(sim.internal)))
+        if step >= gap:
+            (mean, std), _ = history[step - gap]
+            corner = drifted_corner(mean, std, gap, worst_drift(cfg), sim.episode_steps, start_corner)
+            assert (WORST_DIRECTION * (sim.internal - corner) <= 1e-12).all()
+        obs = sim.step(rng.uniform(-1.0, 1.0, size=(8, 2)).astype(np.float32)).obs
