@@ -47,10 +47,11 @@ TRAIN_SEED, EVAL_SEED = 0, 10_000
 
 
 def learner_params(method: str) -> dict[str, Any]:
-    params: dict[str, Any] = {"device": "cpu", "seed": 0, "utd_ratio": 0.25, "gamma": 0.98, "learning_starts": 500,
-                              "batch_size": 128, "checkpoint_every_s": 0.0, "publish_period": 25}
+    params: dict[str, Any] = {"device": "cpu", "seed": 0, "checkpoint_every_s": 0.0,
+                              "sac": {"utd_ratio": 0.25, "gamma": 0.98, "learning_starts": 500, "batch_size": 128,
+                                      "publish_period": 25}}
     if method == "cvar_sac":
-        params.update(algorithm="cvar_sac", cvar_alpha=0.25)
+        params.update(algorithm="cvar_sac", cvar_sac={"cvar_alpha": 0.25})
     elif method != "sac":
         params.update(intrinsic=method, lambda_intr=0.1)
     return params
@@ -104,15 +105,15 @@ def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int) -> tuple[An
                 .astype(np.float32), reward=reward, reward_task=out.task_reward.astype(np.float32),
                 reward_homeo=out.homeo_reward.astype(np.float32), next_obs=out.next_obs, terminated=out.terminated,
                 truncated=out.truncated))
-            if node.sac is not None and node.sac.num_updates >= version + 25:  # the agent's weights, every 25
-                actor, version = make_inference_actor(node.sac.policy()), node.sac.num_updates
+            if node.algo is not None and node.algo.num_updates >= version + 25:  # the agent's weights, every 25
+                actor, version = make_inference_actor(node.algo.policy()), node.algo.num_updates
         obs = out.reset_obs
     figures = {"coverage": float(visited.mean()), "interventions_per_step": interventions / max(1, steps),
                "violations": violations, "updates_per_s": 0.0}
     if node is not None:
         node.refresh()
         figures["updates_per_s"] = float(node.gauges.get("updates_per_s", 0.0))
-        final = make_inference_actor(node.sac.policy()) if node.sac is not None and node.sac.num_updates else None
+        final = make_inference_actor(node.algo.policy()) if node.algo is not None and node.algo.num_updates else None
         node.close()
         return final, figures
     return planner, figures
@@ -165,8 +166,8 @@ def update_cost(methods: list[str], obs_dim: int, blocks: int = 7, per_block: in
         for method, node in nodes.items():
             t0 = time.perf_counter()
             for _ in range(per_block):
-                batch = node.replay.sample(node.batch_size, node.sac.generator)
-                node.sac.update(batch if node.intr is None else node.with_intrinsic(batch, report=False))
+                batch = node.replay.sample(node.algo.config.batch_size, node.algo.generator)
+                node.algo.update(batch if node.intr is None else node.with_intrinsic(batch, report=False))
             if block:
                 times[method].append(time.perf_counter() - t0)
     for node in nodes.values():

@@ -33,7 +33,7 @@ def sync(device: str) -> None:
 
 def learner_node_run(rng: np.random.Generator) -> dict[str, object]:
     """Feed the real node transition messages (no sockets) and let it learn, publish and checkpoint."""
-    node = LearnerNode("learner", params={"device": "auto", "learning_starts": 512, "publish_period": 20,
+    node = LearnerNode("learner", params={"device": "auto", "sac": {"learning_starts": 512, "publish_period": 20},
                                           "checkpoint_every_s": 0.0}, run_dir=tempfile.mkdtemp())
     node.transition("active")
     start = time.perf_counter()
@@ -44,8 +44,8 @@ def learner_node_run(rng: np.random.Generator) -> dict[str, object]:
             step=step, obs=obs, actions=rng.uniform(-1, 1, (ARENAS, 2)).astype(np.float32),
             reward=rng.normal(size=ARENAS).astype(np.float32), reward_task=zeros, reward_homeo=zeros,
             next_obs=obs, terminated=np.zeros(ARENAS, bool), truncated=np.zeros(ARENAS, bool)))
-    sync(node.sac.device.type)
-    result = {"device": str(node.sac.device), "updates": node.sac.num_updates,
+    sync(node.algo.device.type)
+    result = {"device": str(node.algo.device), "updates": node.algo.num_updates,
               "published_version": node.gauges.get("published_version"),
               "wall_s": round(time.perf_counter() - start, 2)}
     node.save_checkpoint()

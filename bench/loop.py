@@ -88,7 +88,7 @@ def graph_steps_per_s(arenas: int, steps: int, timeout_s: float, same_host_ipc: 
         cmd = [
             *PERSIST, "launch", str(LAUNCH_FILE),
             "--arg", f"steps={steps}", "--arg", f"arenas={arenas}", "--arg", "eval_episodes=0",
-            "--set", "learner.learning_starts=100000000", "--run-dir", str(run_dir),
+            "--set", "learner.sac.learning_starts=100000000", "--run-dir", str(run_dir),
             *(() if busy_poll else ("--arg", "busy_poll_us=0")), *key_args,
         ]  # fmt: skip
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)

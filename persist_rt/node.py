@@ -295,6 +295,10 @@ class Node:
     # ================================ parameters ================================================
 
     def set_param(self, name: str, value: Any) -> Any:
+        head, dot, field = name.partition(".")
+        if dot and name not in self._param_decls and getattr(self._param_decls.get(head), "config", None):
+            # one field of a typed config (``sac.batch_size``): the others keep their values
+            name, value = head, {**self._param_values[head], field: value}
         decl = self._param_decls.get(name)
         if decl is None:
             raise ParamError(name, f"no such parameter (known: {', '.join(sorted(self._param_decls)) or 'none'})")
@@ -686,6 +690,14 @@ class Node:
 
     def _svc_param_get(self, args: dict[str, Any]) -> Any:
         name = args.get("name")
+        head, dot, field = str(name).partition(".")
+        decl = self._param_decls.get(head)
+        if dot and name not in self._param_values and decl is not None and decl.config:  # one field of a config
+            cls = decl.config_class()
+            if not hasattr(cls, field):
+                raise ParamError(str(name), f"{cls.__name__} has no field {field!r}")
+            value = self._param_values[head].get(field, getattr(cls, field))  # a dataclass default is the class's
+            return _plain(list(value) if isinstance(value, tuple) else value)
         if name not in self._param_values:
             raise ParamError(str(name), f"no such parameter (known: {', '.join(sorted(self._param_values))})")
         return _plain(self._param_values[name])

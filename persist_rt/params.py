@@ -5,10 +5,15 @@
 
 Values from a launch file or the CLI may arrive as strings; ``coerce`` converts them by the
 declared type and rejects what does not fit with a ``ParamError`` naming the parameter.
+
+A parameter may hold a whole typed config (``config="module:Class"``): a mapping of some of the class's
+fields, checked field by field by ``Class.check_mapping`` (errors name ``param.field``). The class is
+imported by name on first use, so its module must be cheap to import (no torch).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,6 +46,7 @@ class Param:
         lt: float | None = None,
         validate: Callable[[Any], str | None] | None = None,
         read_only: bool = False,
+        config: str | None = None,
     ) -> None:
         self.default = default
         self.doc = doc
@@ -49,6 +55,7 @@ class Param:
         self.bounds = (ge, gt, le, lt)
         self.validate = validate
         self.read_only = read_only
+        self.config = config  # "module:Class" of a typed config whose fields this mapping sets
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -65,6 +72,8 @@ class Param:
     def coerce(self, value: Any) -> Any:
         """The value converted to the declared type, or ParamError."""
         name, t = self.name, self.type
+        if self.config is not None:
+            return self.check_config(value)
         if value is None and self.default is None:
             return None
         if isinstance(value, str) and t is not str:
@@ -104,6 +113,18 @@ class Param:
             if problem:
                 raise ParamError(name, problem)
         return value
+
+    def config_class(self) -> Any:
+        module, _, cls = (self.config or "").partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def check_config(self, value: Any) -> dict[str, Any]:
+        try:
+            return self.config_class().check_mapping(value)
+        except ValueError as exc:
+            field = getattr(exc, "field", "")
+            where = f"{self.name}.{field}" if field else self.name
+            raise ParamError(self.name, f"{where}: {getattr(exc, 'reason', exc)}") from None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type.__name__, "default": self.default, "doc": self.doc,

@@ -30,6 +30,8 @@ from protocols import PolicyWeights, TransitionBatch
 ALGORITHMS = ("sac", "cvar_sac", "mpc")
 # nodes.intrinsic.METHODS, written out: launch files and the wizard check choices from literals, without imports
 INTRINSIC = ("none", "surprise_minimise", "surprise_seek", "rnd", "empowerment")
+# what SAC reads afresh on every update: the only config fields a running learner can change
+LIVE_FIELDS = ("batch_size", "gamma", "utd_ratio", "publish_period", "learning_starts")
 INTRINSIC_PREFIX = "intrinsic."  # the intrinsic model's tensors among the checkpoint's attached ones
 
 
@@ -41,23 +43,15 @@ class LearnerNode(Node):
     intrinsic = Param("none", "intrinsic reward fitted and recomputed on every sampled batch (docs/intrinsic.md)",
                       choices=INTRINSIC, read_only=True)
     lambda_intr = Param(0.1, "weight of the intrinsic reward: r_total = r + lambda_intr * r_intr", ge=0)
-    cvar_alpha = Param(1.0, "cvar_sac: fraction of the worst returns the actor optimises (1.0: the mean)", gt=0, le=1,
-                       read_only=True)
-    n_quantiles = Param(32, "cvar_sac: return quantiles per critic", ge=1, read_only=True)
     use_estimate = Param(False, "learn from estimator/transitions (observations with the belief appended)",
                          read_only=True)
+    # the algorithm's hyperparameters, whole, with their defaults in nodes/sac/config.py: e.g. {batch_size: 64}
+    sac = Param({}, "SAC hyperparameters: a mapping of SACConfig fields (nodes/sac/config.py)",
+                config="nodes.sac.config:SACConfig")
+    cvar_sac = Param({}, "cvar_sac: CVaRSACConfig fields over those of `sac` (n_quantiles, cvar_alpha, ...)",
+                     config="nodes.sac.config:CVaRSACConfig")
     device = Param("auto", "auto (CUDA when present), cpu or cuda", read_only=True)
     seed = Param(0, "seed of network initialisation and sampling", ge=0)
-    utd_ratio = Param(0.25, "gradient updates per transition", gt=0)
-    batch_size = Param(128, "minibatch size", ge=1)
-    hidden = Param([128, 128], "hidden layer sizes of actor and critics", read_only=True)
-    gamma = Param(0.99, "discount", ge=0, lt=1)
-    actor_lr = Param(3e-4, "actor learning rate", gt=0)
-    critic_lr = Param(1e-3, "critic learning rate", gt=0)
-    learning_starts = Param(2000, "transitions before the first update", ge=0)
-    replay_capacity = Param(200_000, "replay buffer size in transitions", ge=1, read_only=True)
-    publish_period = Param(50, "publish actor weights every K updates", ge=1)
-    policy_average = Param(0.0, "> 0: publish a running (Polyak) average of the actor with this rate", ge=0, le=1)
     checkpoint_every_s = Param(60.0, "checkpoint cadence in seconds (0: only at shutdown)", ge=0)
     threads = Param(1, "torch CPU threads", ge=1)
     stage_rows = Param(64, "transitions gathered before they go into the replay buffer in one write "
@@ -71,7 +65,7 @@ class LearnerNode(Node):
             # torch's first optimiser costs about a second of lazy imports: pay it here, before the node is
             # announced, rather than on the first transitions, where it takes the CPU from the env loop
             torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
-        self.sac: Any = None
+        self.algo: Any = None  # SAC or CVaRSAC, built on the first transitions
         self.replay: Any = None
         self.transitions_seen = 0
         self.last_checkpoint = time.monotonic()
@@ -93,25 +87,38 @@ class LearnerNode(Node):
     def checkpoint_path(self) -> Path | None:
         return self.run_dir / "checkpoints" / "learner.safetensors" if self.run_dir else None
 
+    def config(self) -> Any:
+        """The algorithm's effective config: the launch file's fields over the defaults, the node's device and seed."""
+        from nodes.sac.config import CVaRSACConfig, SACConfig
+
+        if self.algorithm == "cvar_sac":
+            return CVaRSACConfig(**{**self.sac, **self.cvar_sac}, device=self.device, seed=self.seed)
+        return SACConfig(**self.sac, device=self.device, seed=self.seed)
+
+    def on_param_change(self, name: str, old: Any, new: Any) -> None:
+        """A live change of the config reaches SAC only in the fields it reads on every update."""
+        if name not in ("sac", "cvar_sac") or getattr(self, "algo", None) is None:
+            return
+        config = self.config()
+        for field in set(old) | set(new):
+            if old.get(field) != new.get(field) and field not in LIVE_FIELDS:
+                raise ValueError(f"{name}.{field}: fixed once the networks are built (live: {', '.join(LIVE_FIELDS)})")
+        self.algo.config = config
+
     def build(self, obs_dim: int, act_dim: int) -> None:
         from nodes.sac.replay import ReplayBuffer
-        from nodes.sac.sac import SAC, SACConfig
+        from nodes.sac.sac import SAC
 
-        common: dict[str, Any] = dict(
-            gamma=self.gamma, actor_lr=self.actor_lr, critic_lr=self.critic_lr, batch_size=self.batch_size,
-            hidden=tuple(self.hidden), utd_ratio=self.utd_ratio, publish_period=self.publish_period,
-            learning_starts=self.learning_starts, replay_capacity=self.replay_capacity, device=self.device,
-            seed=self.seed, policy_average=self.policy_average)
+        config = self.config()
         if self.algorithm == "cvar_sac":
-            from nodes.sac.cvar_sac import CVaRSAC, CVaRSACConfig
+            from nodes.sac.cvar_sac import CVaRSAC
 
-            cvar_config = CVaRSACConfig(**common, cvar_alpha=self.cvar_alpha, n_quantiles=self.n_quantiles)
-            self.sac = CVaRSAC(obs_dim, act_dim, cvar_config)
+            self.algo = CVaRSAC(obs_dim, act_dim, config)
         else:
-            self.sac = SAC(obs_dim, act_dim, SACConfig(**common))
-        self.replay = ReplayBuffer(self.replay_capacity, obs_dim, act_dim, self.sac.device)
+            self.algo = SAC(obs_dim, act_dim, config)
+        self.replay = ReplayBuffer(config.replay_capacity, obs_dim, act_dim, self.algo.device)
         self.intr = self.make_intrinsic()
-        self.log.info("learner_ready", device=str(self.sac.device), obs_dim=obs_dim, act_dim=act_dim)
+        self.log.info("learner_ready", device=str(self.algo.device), obs_dim=obs_dim, act_dim=act_dim)
         path = self.checkpoint_path
         if path is not None:
             self.resume(path)
@@ -120,7 +127,7 @@ class LearnerNode(Node):
         from nodes.intrinsic import make
 
         intr = make(self.intrinsic, self.replay.obs_dim, self.replay.act_dim, seed=self.seed)
-        return None if intr is None else intr.to(self.sac.device)
+        return None if intr is None else intr.to(self.algo.device)
 
     def read_checkpoint(self, path: Path) -> dict[str, Any]:
         """SAC and the intrinsic model from one file; the intrinsic part is loaded into a fresh model and kept
@@ -137,7 +144,7 @@ class LearnerNode(Node):
                                         if k.startswith(INTRINSIC_PREFIX)}, f"{source}: field 'intrinsic'")
             loaded.append(intr)
 
-        extra = self.sac.resume(path, attached)
+        extra = self.algo.resume(path, attached)
         self.intr = loaded[0]
         return extra
 
@@ -159,7 +166,7 @@ class LearnerNode(Node):
                 self.count(f"{what}_fallbacks")
             if what == "checkpoint":
                 self.transitions_seen = int(result.get("transitions_seen", 0))
-                self.log.info("resumed", path=str(used), updates=self.sac.num_updates,
+                self.log.info("resumed", path=str(used), updates=self.algo.num_updates,
                               transitions_seen=self.transitions_seen)
                 self.count("resumes")
                 self.publish_weights()
@@ -173,7 +180,7 @@ class LearnerNode(Node):
             self.transitions_seen += msg.obs.shape[0]
             self.gauge("transitions_seen", self.transitions_seen)
             return
-        if self.sac is None:
+        if self.algo is None:
             self.build(msg.obs.shape[1], msg.actions.shape[1])
         dims = (msg.obs.shape[1], msg.actions.shape[1])
         if dims != (self.replay.obs_dim, self.replay.act_dim):  # refused alone, before it joins a staged write
@@ -183,15 +190,15 @@ class LearnerNode(Node):
         self.staged_rows += msg.obs.shape[0]
         self.transitions_seen += msg.obs.shape[0]
         stored = len(self.replay) + self.staged_rows
-        owed = self.sac.updates_owed(self.transitions_seen) if stored >= self.batch_size else 0
+        owed = self.algo.updates_owed(self.transitions_seen) if stored >= self.algo.config.batch_size else 0
         if owed or self.staged_rows >= self.stage_rows:
             self.store_staged()
         t0 = time.perf_counter()
         stats: Mapping[str, float] = {}
         for i in range(owed):
-            batch = self.replay.sample(self.batch_size, self.sac.generator)
-            stats = self.sac.update(batch if self.intr is None else self.with_intrinsic(batch, report=i == owed - 1))
-            if self.sac.publish_due():
+            batch = self.replay.sample(self.algo.config.batch_size, self.algo.generator)
+            stats = self.algo.update(batch if self.intr is None else self.with_intrinsic(batch, report=i == owed - 1))
+            if self.algo.publish_due():
                 self.publish_weights()
             self.keep_alive()  # a message of many steps owes many updates: seconds on a loaded machine
         if owed:
@@ -238,29 +245,29 @@ class LearnerNode(Node):
                 "train": {"intrinsic_mean": mean}}
 
     def refresh(self) -> None:
-        if self.sac is None:
+        if self.algo is None:
             return
-        self.gauge("updates", self.sac.num_updates)
+        self.gauge("updates", self.algo.num_updates)
         self.gauge("replay_size", min(self.replay.capacity, len(self.replay) + self.staged_rows))
         self.gauge("transitions_seen", self.transitions_seen)
-        self.gauge("updates_per_s", self.sac.num_updates / self.update_time if self.update_time else 0.0)
+        self.gauge("updates_per_s", self.algo.num_updates / self.update_time if self.update_time else 0.0)
         if self.intr_count:
             self.gauge("intrinsic.train_mean", float(self.intr_sum) / self.intr_count)
 
     def publish_weights(self) -> None:
-        policy = self.sac.policy()
+        policy = self.algo.policy()
         self.weights_pub.publish(PolicyWeights(**policy.wire_fields()))
         self.gauge("published_version", policy.version)
 
     def save_checkpoint(self) -> None:
         path = self.checkpoint_path
         self.last_checkpoint = time.monotonic()
-        if path is None or self.sac is None:
+        if path is None or self.algo is None:
             return
         self.store_staged()
         attached = {} if self.intr is None else \
             {INTRINSIC_PREFIX + k: v for k, v in self.intr.state_arrays().items()}
-        self.sac.checkpoint(path, {"transitions_seen": self.transitions_seen, "intrinsic": self.intrinsic,
+        self.algo.checkpoint(path, {"transitions_seen": self.transitions_seen, "intrinsic": self.intrinsic,
                                    "lambda_intr": self.lambda_intr}, attached)
         self.replay.save(path.with_name("replay.safetensors"))
         self.count("checkpoints")

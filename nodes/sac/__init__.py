@@ -6,7 +6,8 @@ Modules, each with one job:
 - ``policy_file``: ``Policy`` = spec + tensors + version; files and the wire form, validated.
 - ``inference``: ``NumpyActor`` / ``TorchActor`` for the agent; ``make_inference_actor``.
 - ``replay``: the learner's bounded replay ring buffer on its device.
-- ``sac``: ``SACConfig`` and ``SAC`` (updates, targets, entropy tuning, checkpoints).
+- ``config``: ``SACConfig`` and ``CVaRSACConfig``, the one home of the hyperparameters (torch-free).
+- ``sac``: ``SAC`` (updates, targets, entropy tuning, checkpoints).
 
 Nothing here imports torch at package import time.
 """

@@ -12,30 +12,14 @@ targets, entropy tuning, checkpoints (named ``persist.cvar_sac``) and the publis
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from nodes.sac.config import CVaRSACConfig
 from nodes.sac.networks import TwinQ
 from nodes.sac.replay import ReplayBatch
-from nodes.sac.sac import SAC, SACConfig, UpdateStats
-
-
-@dataclass(frozen=True)
-class CVaRSACConfig(SACConfig):
-    n_quantiles: int = 32
-    cvar_alpha: float = 1.0  # the fraction of the worst returns the actor optimises; 1.0: the mean
-    huber_kappa: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.n_quantiles, bool) or not isinstance(self.n_quantiles, int) or self.n_quantiles < 1:
-            raise ValueError(f"CVaRSACConfig field 'n_quantiles' must be an integer >= 1, got {self.n_quantiles!r}")
-        if not (isinstance(self.cvar_alpha, int | float) and 0.0 < self.cvar_alpha <= 1.0):
-            raise ValueError(f"CVaRSACConfig field 'cvar_alpha' must be in (0, 1], got {self.cvar_alpha!r}")
-        if not (isinstance(self.huber_kappa, int | float) and self.huber_kappa > 0):
-            raise ValueError(f"CVaRSACConfig field 'huber_kappa' must be > 0, got {self.huber_kappa!r}")
+from nodes.sac.sac import SAC, UpdateStats
 
 
 def quantile_huber_loss(pred: Tensor, target: Tensor, taus: Tensor, kappa: float) -> Tensor:

@@ -13,7 +13,7 @@ import copy
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,89 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nodes.sac.config import SACConfig
 from nodes.sac.networks import Actor, TwinQ
 from nodes.sac.policy_file import Policy, numpy_to_state_dict, state_dict_to_numpy
 from nodes.sac.replay import ReplayBatch
-from nodes.sac.spec import ACTIVATIONS, ActorSpec
+from nodes.sac.spec import ActorSpec
 from persist_rt import checkpoint
 from persist_rt.checkpoint import CheckpointError
 
 CHECKPOINT_FORMAT = "persist.sac"
 CHECKPOINT_FORMAT_VERSION = 1
 ATTACHED = "attached."  # prefix of the tensors of a model checkpointed with SAC (SAC.checkpoint)
-
-
-@dataclass(frozen=True)
-class SACConfig:
-    gamma: float = 0.99  # discount
-    tau: float = 0.005  # target networks move this fraction towards the online ones per update
-    actor_lr: float = 3e-4
-    critic_lr: float = 1e-3
-    alpha_lr: float = 1e-3
-    batch_size: int = 256
-    hidden: tuple[int, ...] = (256, 256)  # actor and critics alike
-    activation: str = "relu"
-    initial_alpha: float = 0.2  # entropy temperature at the start
-    autotune_alpha: bool = True  # learn alpha so that the policy entropy tracks target_entropy
-    target_entropy: float | None = None  # None: -act_dim
-    utd_ratio: float = 1.0  # gradient updates per transition received
-    publish_period: int = 100  # K: publish actor weights every K updates
-    policy_average: float = 0.0  # > 0: the policy handed out is a Polyak average of the actor with this rate
-    learning_starts: int = 1_000  # transitions before the first update
-    replay_capacity: int = 200_000
-    device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda" | "cuda:N"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        def bad(name: str, reason: str) -> ValueError:
-            return ValueError(f"SACConfig field '{name}' {reason}, got {getattr(self, name)!r}")
-
-        if not 0.0 <= self.gamma < 1.0:
-            raise bad("gamma", "must be in [0, 1)")
-        if not 0.0 < self.tau <= 1.0:
-            raise bad("tau", "must be in (0, 1]")
-        if not (isinstance(self.policy_average, int | float) and 0.0 <= self.policy_average <= 1.0):
-            raise bad("policy_average", "must be in [0, 1]")
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha", "utd_ratio"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise bad(name, "must be a finite number > 0")
-        for name, low in (
-            ("batch_size", 1),
-            ("publish_period", 1),
-            ("learning_starts", 0),
-            ("replay_capacity", 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise bad(name, f"must be an integer >= {low}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise bad("seed", "must be an integer >= 0")
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.hidden):
-            raise bad("hidden", "must be a non-empty list of positive integers")
-        if self.activation not in ACTIVATIONS:
-            raise bad("activation", f"must be one of {ACTIVATIONS}")
-        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
-            raise bad("target_entropy", "must be finite or None")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SACConfig:
-        """Config from launch-file parameters; an unknown key is an error naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"SACConfig field '{unknown[0]}' is not known (known: {', '.join(sorted(known))})")
-        return cls(**data)
-
-    def resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"SACConfig field 'device' is {self.device!r} but CUDA is not available")
-        return torch.device(self.device)
 
 
 class UpdateStats(Mapping[str, float]):

@@ -71,19 +71,19 @@ FEATURES = (
 @dataclass(frozen=True)
 class Knob:
     key: str  # the flag is --key with _ as -
-    param: str  # set on every node of the experiment that declares this parameter
+    param: str  # set on every node of the experiment that declares this parameter (``sac.hidden``: a config field)
     title: str
 
 
 KNOBS = (
     Knob("steps", "total_steps", "training budget (env steps)"),
     Knob("num_envs", "num_envs", "arenas per env node"),
-    Knob("utd_ratio", "utd_ratio", "update cadence: gradient updates per transition"),
-    Knob("publish_period", "publish_period", "update cadence: weights to the agent every K updates"),
-    Knob("actor_lr", "actor_lr", "actor learning rate"),
-    Knob("critic_lr", "critic_lr", "critic learning rate"),
+    Knob("utd_ratio", "sac.utd_ratio", "update cadence: gradient updates per transition"),
+    Knob("publish_period", "sac.publish_period", "update cadence: weights to the agent every K updates"),
+    Knob("actor_lr", "sac.actor_lr", "actor learning rate"),
+    Knob("critic_lr", "sac.critic_lr", "critic learning rate"),
     Knob("amortise_after", "amortise_after", "shield amortisation threshold (samples before the learned filter)"),
-    Knob("hidden", "hidden", "network size: hidden layer sizes"),
+    Knob("hidden", "sac.hidden", "network size: hidden layer sizes"),
     Knob("curriculum", "curriculum", "curriculum on/off"),
     Knob("seed", "seed", "seed"),
     Knob("intrinsic", "intrinsic", "intrinsic reward: none, surprise_minimise, surprise_seek, rnd or empowerment"),
@@ -106,29 +106,40 @@ class Draft:
     tables: dict[str, ParamTable] = field(default_factory=dict)
 
     def holders(self, param: str) -> list[str]:
-        return [n.name for n in self.spec.nodes if self.tables[n.name].declares(param)]
+        head, dot, _ = param.partition(".")
+        return [n.name for n in self.spec.nodes if self.tables[n.name].declares(head)
+                and (not dot or getattr(self.tables[n.name].params.get(head), "config", None))]
 
     def current(self, param: str) -> Any:
+        head, dot, field = param.partition(".")
         for n in self.spec.nodes:
-            table = self.tables[n.name]
-            if param in n.params:
-                return n.params[param]
-            if param in table.params:
-                return table.params[param].default
+            decl = self.tables[n.name].params.get(head)
+            if head in n.params or decl is not None:
+                value = n.params.get(head, decl.default if decl is not None else None)
+                if not dot:
+                    return value
+                if isinstance(value, dict) and field in value:
+                    return value[field]
+                default = getattr(decl.config_class()(), field, None) if decl is not None else None
+                return list(default) if isinstance(default, tuple) else default
         return None
 
     def set(self, knob: Knob, raw: Any) -> None:
+        head, dot, field = knob.param.partition(".")
         for name in self.holders(knob.param):
-            decl = self.tables[name].params.get(knob.param)
+            decl = self.tables[name].params.get(head)
             value = raw
             if decl is not None:
-                if decl.type is list and isinstance(raw, str) and not raw.strip().startswith("["):
+                listed = decl.type is list or (dot and isinstance(self.current(knob.param), list))
+                if listed and isinstance(raw, str) and not raw.strip().startswith("["):
                     value = [_number(x) for x in raw.split(",") if x.strip()]
+                if dot:  # one field of a typed config: the others keep their values
+                    value = {**self.spec.node(name).params.get(head, decl.default), field: value}
                 try:
                     value = decl.coerce(value)
                 except ParamError as exc:
                     raise typer.BadParameter(exc.reason, param_hint=f"'--{knob.key.replace('_', '-')}'") from None
-            self.spec.node(name).params[knob.param] = value
+            self.spec.node(name).params[head] = value
 
 
 def _number(text: str) -> Any:

@@ -526,13 +526,20 @@ def _tables(nodes: list[NodeSpec]) -> dict[str, ParamTable]:
 def _apply_overrides(path: Path, nodes: list[NodeSpec], tables: dict[str, ParamTable], ov: Overrides) -> None:
     by_name = {n.name: n for n in nodes}
     for target, value in ov.sets.items():
-        name, dot, param = target.rpartition(".")
+        name, dot, param = target.partition(".")  # node names hold no dot; NODE.CONFIG.FIELD sets one field
         if not dot or not name or not param:
             raise LaunchError(path, None, f"--set {target}", "expected NODE.PARAM=VALUE")
         if name not in by_name:
             raise LaunchError(path, None, f"--set {target}",
                               f"no node named {name!r} (nodes: {', '.join(by_name)})")
-        by_name[name].params[param] = value
+        param, dot, field = param.partition(".")
+        params = by_name[name].params
+        if dot:
+            current = params.get(param, {})
+            if not isinstance(current, dict):
+                raise LaunchError(path, None, f"--set {target}", f"parameter {param!r} is not a mapping")
+            value = {**current, field: value}
+        params[param] = value
         by_name[name].origin.from_cli.add(param)
     for param, value in ((SEED_PARAM, ov.seed), (STEPS_PARAM, ov.steps)):
         if value is None:

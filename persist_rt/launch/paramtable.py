@@ -194,7 +194,7 @@ def _param_from_call(call: ast.Call, constants: dict[str, Any]) -> Param | None:
                 if not isinstance(kw.value, ast.Name) or kw.value.id not in _TYPES:
                     return None
                 kwargs["type"] = _TYPES[kw.value.id]
-            elif kw.arg in ("choices", "ge", "gt", "le", "lt", "read_only"):
+            elif kw.arg in ("choices", "ge", "gt", "le", "lt", "read_only", "config"):
                 kwargs[kw.arg] = _literal(kw.value, constants)
             elif kw.arg == "doc":
                 doc = _literal(kw.value, constants)

@@ -19,8 +19,8 @@ from tests.launch.conftest import ROOT, nodes_by_name, run_processes, start_laun
 SINGLE_AGENT = ROOT / "launch" / "single_agent.yaml"
 # Small enough for the suite: 4 arenas, short episodes, 2 evaluation episodes, early learning.
 SMALL = ("--arg", "arenas=4", "--arg", "eval_episodes=2", "--set", 'env.config={"episode_cap": 150}',
-         "--set", "learner.learning_starts=200", "--set", "learner.batch_size=64",
-         "--set", "learner.publish_period=20")
+         "--set", "learner.sac.learning_starts=200", "--set", "learner.sac.batch_size=64",
+         "--set", "learner.sac.publish_period=20")
 LAUNCH_TIMEOUT_S = 120.0
 
 

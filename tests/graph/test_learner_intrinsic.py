@@ -13,7 +13,8 @@ from persist_rt.launch.paramtable import param_table
 from persist_rt.params import ParamError
 from tests.graph.test_learner_staging import ACT_DIM, OBS_DIM, transitions
 
-PARAMS = {"learning_starts": 8, "batch_size": 8, "utd_ratio": 1.0, "hidden": [16, 16], "device": "cpu", "stage_rows": 4}
+PARAMS = {"sac": {"learning_starts": 8, "batch_size": 8, "utd_ratio": 1.0, "hidden": [16, 16]}, "device": "cpu",
+          "stage_rows": 4}
 
 
 def trained(tmp_path, intrinsic: str, steps: int = 12, **params) -> LearnerNode:  # type: ignore[no-untyped-def]
@@ -29,7 +30,7 @@ def trained(tmp_path, intrinsic: str, steps: int = 12, **params) -> LearnerNode:
 def test_each_method_trains_reports_and_resumes(tmp_path, intrinsic: str) -> None:  # type: ignore[no-untyped-def]
     node = trained(tmp_path, intrinsic)
     try:
-        assert node.sac.num_updates > 0 and node.intr.name == intrinsic
+        assert node.algo.num_updates > 0 and node.intr.name == intrinsic
         gauges = node.stats()["gauges"]
         for name in ("intrinsic.mean", "intrinsic.p95", "intrinsic.share", "intrinsic.model_loss"):
             assert np.isfinite(gauges[name]), name
@@ -56,7 +57,7 @@ def test_the_reward_comes_from_the_model_as_it_is_now(tmp_path) -> None:  # type
     """The same batch twice: the model learnt in between, so the recomputed reward differs (nothing is stored)."""
     node = trained(tmp_path, "rnd")
     try:
-        batch = node.replay.sample(8, node.sac.generator)
+        batch = node.replay.sample(8, node.algo.generator)
         first = node.with_intrinsic(batch).reward - batch.reward
         second = node.with_intrinsic(batch).reward - batch.reward
         assert not np.allclose(first.numpy(), second.numpy())
@@ -70,10 +71,10 @@ def test_a_checkpoint_of_another_method_is_refused_by_field_and_the_learner_star
     other = trained(tmp_path, "surprise_seek", steps=1)
     try:
         assert other.stats()["counters"].get("checkpoint_unusable") == 1
-        assert other.sac.num_updates == 0 and other.intr.name == "surprise_seek"
+        assert other.algo.num_updates == 0 and other.intr.name == "surprise_seek"
         for step in range(1, 12):  # and it keeps learning
             other.on_transitions(transitions(step))
-        assert other.sac.num_updates > 0
+        assert other.algo.num_updates > 0
     finally:
         other.close()
 
@@ -90,9 +91,9 @@ def test_bad_parameters_are_refused_by_field(tmp_path) -> None:  # type: ignore[
         with pytest.raises(ParamError, match="lambda_intr"):
             node.set_param("lambda_intr", -1.0)
         assert node.lambda_intr == 0.5
-        updates = node.sac.num_updates
+        updates = node.algo.num_updates
         node.on_transitions(transitions(99))
-        assert node.sac.num_updates > updates
+        assert node.algo.num_updates > updates
     finally:
         node.close()
 
@@ -100,7 +101,7 @@ def test_bad_parameters_are_refused_by_field(tmp_path) -> None:  # type: ignore[
 def test_with_a_planning_agent_the_learner_acknowledges_transitions_and_learns_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     node = trained(tmp_path, "none", algorithm="mpc")
     try:
-        assert node.sac is None and node.transitions_seen == 12
+        assert node.algo is None and node.transitions_seen == 12
         assert node.summary() == {"config": {"agent": "mpc", "intrinsic": "none", "lambda_intr": 0.5},
                                   "train": {"intrinsic_mean": 0.0}}
     finally:

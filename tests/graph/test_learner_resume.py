@@ -10,7 +10,7 @@ import pytest
 from nodes.learner.node import LearnerNode
 from tests.graph.test_learner_staging import transitions
 
-PARAMS = {"learning_starts": 20, "batch_size": 8, "utd_ratio": 1.0, "hidden": [16, 16], "device": "cpu",
+PARAMS = {"sac": {"learning_starts": 20, "batch_size": 8, "utd_ratio": 1.0, "hidden": [16, 16]}, "device": "cpu",
           "stage_rows": 4, "checkpoint_every_s": 0}
 
 
@@ -35,7 +35,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_with_its_replay(
     for step in range(30):
         first.on_transitions(transitions(step))
     first.save_checkpoint()  # 30 rows, 11 updates: becomes the previous copy
-    older = (first.sac.num_updates, len(first.replay))
+    older = (first.algo.num_updates, len(first.replay))
     for step in range(30, 40):
         first.on_transitions(transitions(step))
     first.save_checkpoint()
@@ -51,7 +51,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_with_its_replay(
     assert second.counters["checkpoint_fallbacks"] == 1 and second.counters["replay_fallbacks"] == 1
     assert second.counters["resumes"] == 1
     assert second.transitions_seen == 31 and len(second.replay) + second.staged_rows == older[1] + 1
-    assert second.sac.num_updates >= older[0]
+    assert second.algo.num_updates >= older[0]
     events = [line for line in (tmp_path / "logs" / "learner.jsonl").read_text().splitlines()
               if "checkpoint_fallback" in line]
     assert len(events) == 1 and "persist_sha256" in events[0] and "learner.prev.safetensors" in events[0]

@@ -21,8 +21,8 @@ def transitions(step: int, arenas: int = 1, obs_dim: int = OBS_DIM) -> Transitio
 
 @pytest.fixture
 def learner() -> LearnerNode:
-    node = LearnerNode("learner", params={"learning_starts": 40, "batch_size": 8, "utd_ratio": 1.0,
-                                          "hidden": [16, 16], "device": "cpu", "stage_rows": 16})
+    node = LearnerNode("learner", params={"sac": {"learning_starts": 40, "batch_size": 8, "utd_ratio": 1.0,
+                                                  "hidden": [16, 16]}, "device": "cpu", "stage_rows": 16})
     node.transition("inactive")
     yield node
     node.close()
@@ -32,10 +32,10 @@ def test_staged_transitions_reach_the_replay_buffer_in_order_and_before_any_upda
     sent = [transitions(step) for step in range(39)]
     for msg in sent:
         learner.on_transitions(msg)
-    assert learner.sac.num_updates == 0
+    assert learner.algo.num_updates == 0
     assert len(learner.replay) == 32 and learner.staged_rows == 7  # two full writes of 16, seven rows waiting
     learner.on_transitions(transitions(39))  # learning starts: the staged rows go in first
-    assert learner.sac.num_updates == 1 and learner.staged_rows == 0 and len(learner.replay) == 40
+    assert learner.algo.num_updates == 1 and learner.staged_rows == 0 and len(learner.replay) == 40
     stored = learner.replay._columns["obs"][:39].numpy()
     np.testing.assert_array_equal(stored, np.concatenate([m.obs for m in sent]))
 

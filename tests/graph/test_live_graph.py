@@ -57,7 +57,13 @@ def test_weights_travel_and_a_hand_swap_loses_no_step(live: LiveRun, tmp_path: P
     assert before["version"] > 0 and before["source"] == "policy/weights"  # the learner's, over the wire
     assert before["follow_learner"] is True
     assert before["spec"]["obs_dim"] == GridLifeConfig().obs_dim
-    hidden = tuple(json.loads(persist("param", "get", "learner", "hidden", *reg).stdout))
+    hidden = tuple(json.loads(persist("param", "get", "learner", "sac.hidden", *reg).stdout))
+    assert hidden == SACConfig().hidden  # the launch file leaves it at the config's default
+    # one field of the running learner's config, live; a field fixed by the built networks is refused by name
+    assert persist("param", "set", "learner", "sac.batch_size", "48", *reg).returncode == 0
+    assert json.loads(persist("param", "get", "learner", "sac.batch_size", *reg).stdout) == 48
+    refused_field = persist("param", "set", "learner", "sac.hidden", "[32]", *reg)
+    assert refused_field.returncode != 0 and "sac.hidden: fixed once the networks are built" in refused_field.stderr
     env_loss, shield_loss = counters(live, "env", ENV_LOSS_COUNTERS), counters(live, "shield", SHIELD_LOSS_COUNTERS)
 
     good = policy_file(tmp_path / "good.safetensors", hidden, SWAPPED_VERSION)

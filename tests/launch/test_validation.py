@@ -260,3 +260,25 @@ def test_cli_rejects_bad_arguments_by_name(tmp_path: Path) -> None:
     out = persist("node", "list", cwd=tmp_path, env={"PERSIST_REGISTRY": ""})
     assert out.returncode == 1 and "no live system found" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_learners_sac_config_is_checked_field_by_field(tmp_path: Path) -> None:
+    f = write(tmp_path, "bad.yaml", "nodes:\n  - {name: learner, kind: learner, params: {sac: {tau: 2}}}\n")
+    err = error_of(f)
+    assert err.field == "nodes[0] (learner).params.sac" and "sac.tau: must be in (0, 1]" in err.reason
+    f = write(tmp_path, "bad2.yaml", "nodes:\n  - {name: learner, kind: learner, params: {sac: {tua: 0.1}}}\n")
+    assert "sac.tua: is not known" in error_of(f).reason
+    f = write(tmp_path, "bad3.yaml", "nodes:\n  - {name: learner, kind: learner, params: {cvar_sac: {cvar_alpha: 0}}}\n")
+    assert "cvar_sac.cvar_alpha: must be in (0, 1]" in error_of(f).reason
+    f = write(tmp_path, "bad4.yaml", "nodes:\n  - {name: learner, kind: learner, params: {sac: {seed: 3}}}\n")
+    assert "sac.seed: is the learner's own parameter `seed`" in error_of(f).reason
+    single = HERE.parent.parent / "launch" / "single_agent.yaml"
+    err = error_of(single, Overrides(sets={"learner.sac.tau": "0"}))
+    assert err.field == "--set learner.sac" and "sac.tau: must be in (0, 1]" in err.reason
+
+
+def test_set_changes_one_field_of_the_sac_config(tmp_path: Path) -> None:
+    single = HERE.parent.parent / "launch" / "single_agent.yaml"
+    spec = load_launch(single, Overrides(sets={"learner.sac.batch_size": "64", "learner.sac.hidden": "[32, 32]"}))
+    assert spec.node("learner").params["sac"] == {"utd_ratio": 0.25, "gamma": 0.98, "batch_size": 64,
+                                                  "hidden": [32, 32]}

@@ -34,3 +34,16 @@ def test_bad_values_are_refused_by_flag(tmp_path: Path) -> None:
         with pytest.raises(typer.BadParameter) as info:
             draft.set(next(k for k in KNOBS if k.key == key), value)
         assert info.value.param_hint == f"'--{key.replace('_', '-')}'"
+
+
+def test_sac_knobs_set_fields_of_the_learners_config() -> None:
+    draft = _draft_from_file(ROOT / "launch" / "single_agent.yaml", {})
+    knob = {k.key: k for k in KNOBS}
+    assert draft.current("sac.hidden") == [128, 128] and draft.current("sac.utd_ratio") == 0.25
+    draft.set(knob["hidden"], "64,64")
+    draft.set(knob["actor_lr"], "0.001")
+    assert draft.spec.node("learner").params["sac"] == {"utd_ratio": 0.25, "gamma": 0.98, "hidden": [64, 64],
+                                                        "actor_lr": 0.001}
+    with pytest.raises(typer.BadParameter, match=r"sac\.publish_period: must be an integer >= 1") as info:
+        draft.set(knob["publish_period"], "0")
+    assert info.value.param_hint == "'--publish-period'"
