@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig, obs_names
+from nodes.env.reward import RewardTerms
 from nodes.learner.node import LearnerNode
 from nodes.mpc.planner import CEMPlanner, MPCConfig
 from nodes.sac.inference import make_inference_actor
@@ -41,7 +42,7 @@ from protocols import TransitionBatch
 
 METHODS = ("sac", "surprise_minimise", "surprise_seek", "rnd", "empowerment", "cvar_sac", "mpc")
 VARIANTS = {"default": {}, "sparse": {"n_tokens": 1, "token_reward": 5.0}}
-LAMBDA_HOMEO, DEATH_PENALTY, INTERVENTION_PENALTY = 10.0, -10.0, 1.0  # as launch/single_agent.yaml
+REWARD = RewardTerms(lambda_homeo=10.0, death_penalty=-10.0, intervention_penalty=1.0)  # as launch/single_agent.yaml
 TRAIN_SEED, EVAL_SEED = 0, 10_000
 
 
@@ -94,11 +95,11 @@ def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int) -> tuple[An
         out = env.step(decision.actions)
         interventions += int(changed.sum())
         violations += int(out.violation.sum())
-        cell = np.clip(out.positions.astype(int), 0, visited.shape[0] - 1)
+        cell = np.clip(out.next_positions.astype(int), 0, visited.shape[0] - 1)
         visited[cell[:, 0], cell[:, 1]] = True
         if node is not None:
-            reward = (out.task_reward + LAMBDA_HOMEO * out.homeo_reward + DEATH_PENALTY * out.terminated
-                      - INTERVENTION_PENALTY * changed).astype(np.float32)
+            reward = REWARD.compose(out)
+            REWARD.penalise(reward, changed)
             node.on_transitions(TransitionBatch(
                 step=step, obs=obs, actions=np.where(changed[:, None], decision.proposed, decision.actions)
                 .astype(np.float32), reward=reward, reward_task=out.task_reward.astype(np.float32),
@@ -106,7 +107,7 @@ def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int) -> tuple[An
                 truncated=out.truncated))
             if node.algo is not None and node.algo.num_updates >= version + 25:  # the agent's weights, every 25
                 actor, version = make_inference_actor(node.algo.policy()), node.algo.num_updates
-        obs = out.obs
+        obs = out.reset_obs
     figures = {"coverage": float(visited.mean()), "interventions_per_step": interventions / max(1, steps),
                "violations": violations, "updates_per_s": 0.0}
     if node is not None:
@@ -134,12 +135,12 @@ def evaluate(agent: Any, cfg: GridLifeConfig, episodes: int) -> dict[str, float]
         else:
             actions = agent.act(obs, deterministic=True)
         out = env.step(actions)
-        reward = out.task_reward + LAMBDA_HOMEO * out.homeo_reward + DEATH_PENALTY * out.terminated
+        reward = REWARD.compose(out, dtype=np.float64)
         returns += running * reward
         lengths += running
         eval_violations += int((running & out.violation).sum())
         running &= ~out.done
-        obs = out.obs
+        obs = out.reset_obs
         if not running.any():
             break
     return {"survival": float(np.mean(lengths) / cfg.episode_cap), "return": float(returns.mean()),

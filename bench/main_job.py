@@ -88,8 +88,8 @@ def evaluate(act: Act, cfg: GridLifeConfig, episodes: int, seed: int) -> dict[st
     drive = 0.0  # summed over the steps alive: how far from its setpoints a policy lives
     while running.any():
         result = batch.step(act(batch, obs))
-        obs = result.obs
-        drive += float(batch.homeostat.drive(result.internal)[running].sum())
+        obs = result.reset_obs
+        drive += float(batch.homeostat.drive(result.next_internal)[running].sum())
         tokens += result.task_reward * running
         violations += int((result.violation & running).sum())
         ended = result.done & running

@@ -17,6 +17,7 @@ import numpy as np
 
 from nodes.env import kernels
 from nodes.env.homeostat import DRIVE_FORMS, Homeostat
+from nodes.env.step import StepResult
 
 INTERNAL_NAMES: tuple[str, str, str] = ("energy", "temperature", "integrity")
 MARGIN_NAMES: tuple[str, str, str, str] = ("energy", "temperature", "integrity", "hazard")
@@ -415,33 +416,6 @@ def observe(
 # ---------------------------------------------------------------------------------------- simulator
 
 
-@dataclass(frozen=True)
-class StepBatch:
-    """Result of one step of N arenas.
-
-    `obs` is the observation to act on next (arenas that ended are already reset); every other field
-    describes the transition's next state before any reset: `next_obs` (the terminal observation for
-    arenas that ended), the true `internal` h' (N, 3), `positions` p' (N, 2) and the `margins` of (p', h').
-    """
-
-    obs: np.ndarray  # (N, obs_dim) float32, after auto-reset
-    next_obs: np.ndarray  # (N, obs_dim) float32, before auto-reset
-    internal: np.ndarray  # (N, 3) true next internal state (E, T, I)
-    positions: np.ndarray  # (N, 2) next positions in metres
-    task_reward: np.ndarray  # (N,) tokens collected * token_reward
-    tokens: np.ndarray  # (N,) int64, tokens collected
-    homeo_reward: np.ndarray  # (N,) D(h) - D(h')
-    terminated: np.ndarray  # (N,) bool, death
-    truncated: np.ndarray  # (N,) bool, episode cap reached alive
-    violation: np.ndarray  # (N,) bool, the next state breaks a viability constraint
-    margins: dict[str, np.ndarray]  # name -> (N,), >= 0 when viable
-    episode_steps: np.ndarray  # (N,) steps of the episode so far, counting this one
-
-    @property
-    def done(self) -> np.ndarray:
-        return self.terminated | self.truncated
-
-
 class GridLifeBatch:
     """N independent GridLife arenas stepped together; arenas that end are reset automatically."""
 
@@ -469,6 +443,7 @@ class GridLifeBatch:
         self._internal = np.zeros((n, 3))
         self._tokens = np.zeros((n, k, 2))
         self._steps = np.zeros(n, dtype=np.int64)
+        self._obs = np.zeros((n, self.obs_dim), np.float32)  # the last observation handed out
 
     # read-only views of the current state (after any auto-reset), for the shield and the fallback
     @property
@@ -508,9 +483,10 @@ class GridLifeBatch:
             self._rngs = [np.random.default_rng(child) for child in children]
         for i in range(self.num_envs):
             self._reset_arena(i)
-        return self.observe()
+        self._obs = self.observe()
+        return self._obs
 
-    def step(self, actions: np.ndarray) -> StepBatch:
+    def step(self, actions: np.ndarray) -> StepResult:
         if not self._rngs:
             raise RuntimeError("GridLifeBatch.step called before reset")
         action = self._checked_actions(actions)
@@ -536,12 +512,14 @@ class GridLifeBatch:
         if ended:
             for i in np.flatnonzero(done):
                 self._reset_arena(int(i))
-        obs = self.observe() if ended else next_obs
-        return StepBatch(
+        obs, self._obs = self._obs, self.observe() if ended else next_obs
+        return StepResult(
             obs=obs,
             next_obs=next_obs,
-            internal=internal_next,
-            positions=pos_next,
+            reset_obs=self._obs,
+            internal=internal,
+            next_internal=internal_next,
+            next_positions=pos_next,
             task_reward=task_reward,
             tokens=tokens,
             homeo_reward=homeo_reward,

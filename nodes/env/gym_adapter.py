@@ -2,8 +2,8 @@
 
 Viability constraints come from a spec string `module:function` or `path/to/file.py:function`; the
 function maps one arena's `(obs, info)` to a dict of named margins, each >= 0 when viable.  The batch
-interface mirrors GridLifeBatch: arenas that end are reset automatically and the terminal observation
-is kept in the result.
+interface mirrors GridLifeBatch: arenas that end are reset automatically; both return a
+`nodes.env.step.StepResult`.
 """
 
 import importlib
@@ -11,13 +11,14 @@ import importlib.util
 import math
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+
+from nodes.env.step import StepResult
 
 ConstraintFn = Callable[[np.ndarray, dict[str, Any]], Mapping[str, float]]
 
@@ -62,24 +63,6 @@ def _load_file(spec: str, path: Path) -> Any:
         raise ConstraintError(f"constraint {spec!r}: executing {str(path)!r} failed: {error}") from error
     sys.modules[module_name] = module
     return module
-
-
-@dataclass(frozen=True)
-class GymStepBatch:
-    """Result of one step of N Gymnasium arenas (same conventions as gridlife.StepBatch)."""
-
-    obs: np.ndarray  # (N, *obs_shape) float32, after auto-reset
-    next_obs: np.ndarray  # (N, *obs_shape) float32, before auto-reset
-    reward: np.ndarray  # (N,) float64
-    terminated: np.ndarray  # (N,) bool
-    truncated: np.ndarray  # (N,) bool
-    violation: np.ndarray  # (N,) bool: some margin of the next state is < 0
-    margins: dict[str, np.ndarray]  # name -> (N,) margins of the next state
-    episode_steps: np.ndarray  # (N,) steps of the episode so far, counting this one
-
-    @property
-    def done(self) -> np.ndarray:
-        return self.terminated | self.truncated
 
 
 class GymBatch:
@@ -138,6 +121,7 @@ class GymBatch:
         if seed is not None:
             children = np.random.SeedSequence(int(seed)).spawn(self.num_envs)
             seeds = [int(child.generate_state(1)[0]) for child in children]
+        self._obs = np.zeros_like(self._obs)  # a new array: the last step's result keeps its own
         for i, env in enumerate(self._envs):
             obs, info = env.reset(seed=seeds[i])
             self._obs[i] = obs
@@ -146,7 +130,7 @@ class GymBatch:
         self._started = True
         return self._obs.copy()
 
-    def step(self, actions: np.ndarray) -> GymStepBatch:
+    def step(self, actions: np.ndarray) -> StepResult:
         if not self._started:
             raise RuntimeError("GymBatch.step called before reset")
         checked = self._checked_actions(actions)
@@ -163,6 +147,7 @@ class GymBatch:
         self._steps += 1
         episode_steps = self._steps.copy()
         margins = self._stack_margins(next_margins)
+        obs_before = self._obs
         self._obs = next_obs.copy()
         self._margins = next_margins
         for i in np.flatnonzero(terminated | truncated):
@@ -173,10 +158,12 @@ class GymBatch:
         violation = np.zeros(n, dtype=bool)
         for values in margins.values():
             violation |= values < 0
-        return GymStepBatch(
-            obs=self._obs.copy(),
+        return StepResult(
+            obs=obs_before,
             next_obs=next_obs,
-            reward=reward,
+            reset_obs=self._obs.copy(),
+            task_reward=reward,
+            homeo_reward=np.zeros(n),
             terminated=terminated,
             truncated=truncated,
             violation=violation,

@@ -1,5 +1,6 @@
 """GridLife as a single-arena `gymnasium.Env`, registered as `persist/GridLife-v0` on import."""
 
+from dataclasses import fields
 from typing import Any
 
 import gymnasium
@@ -7,15 +8,19 @@ import numpy as np
 from gymnasium import spaces
 
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
-from nodes.env.homeostat import total_reward
+from nodes.env.reward import RewardTerms
 
 ENV_ID = "persist/GridLife-v0"
+# the reward's terms this env takes as keyword arguments (it has no shield, so no intervention penalty)
+REWARD_KWARGS = tuple(f.name for f in fields(RewardTerms) if f.name != "intervention_penalty")
 
 
 class GridLifeEnv(gymnasium.Env):
-    """One GridLife arena.  reward = r_task + lambda_homeo * r_homeo; both parts are also in `info`.
+    """One GridLife arena. The reward is the env node's (nodes/env/reward.py; by default r_task + r_homeo);
+    both parts are also in `info`.
 
-    Keyword arguments other than `config`, `lambda_homeo` and `render_mode` are GridLifeConfig fields.
+    Keyword arguments `lambda_task`, `lambda_homeo`, `death_penalty`, `homeo_discount` and `token_shaping` weigh
+    the reward's terms; the others, except `config` and `render_mode`, are GridLifeConfig fields.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -23,18 +28,15 @@ class GridLifeEnv(gymnasium.Env):
     def __init__(
         self,
         config: GridLifeConfig | None = None,
-        lambda_homeo: float = 1.0,
         render_mode: str | None = None,
         **params: Any,
     ) -> None:
+        self.reward_terms = RewardTerms(**{name: params.pop(name) for name in REWARD_KWARGS if name in params})
         if config is not None and params:
             raise ValueError(f"pass either config or GridLife parameters, not both (got {sorted(params)})")
         if render_mode is not None:
             raise ValueError(f"render_mode: GridLife has no renderer, got {render_mode!r}")
-        if isinstance(lambda_homeo, bool) or not isinstance(lambda_homeo, int | float) or not np.isfinite(lambda_homeo):
-            raise ValueError(f"lambda_homeo: must be finite, got {lambda_homeo!r}")
         self.config = config if config is not None else GridLifeConfig.from_params(params)
-        self.lambda_homeo = float(lambda_homeo)
         self.render_mode = render_mode
         self._batch = GridLifeBatch(self.config, num_envs=1)
         low, high = self._batch.obs_low, self._batch.obs_high
@@ -56,13 +58,14 @@ class GridLifeEnv(gymnasium.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         result = self._batch.step(np.asarray(action, dtype=np.float32).reshape(1, 2))
-        reward = total_reward(result.task_reward, result.homeo_reward, 0.0, self.lambda_homeo, 0.0)
+        token_dist = self._batch.obs_names.index("token_dist"), self.config.arena_size
+        reward = self.reward_terms.compose(result, self._batch.homeostat, token_dist, dtype=np.float64)
         info = {
             "task_reward": float(result.task_reward[0]),
             "homeo_reward": float(result.homeo_reward[0]),
             "violation": bool(result.violation[0]),
-            "internal": result.internal[0].copy(),
-            "position": result.positions[0].copy(),
+            "internal": result.next_internal[0].copy(),
+            "position": result.next_positions[0].copy(),
             "margins": {name: float(value[0]) for name, value in result.margins.items()},
         }
         # gymnasium semantics: the terminal observation is returned; the caller resets

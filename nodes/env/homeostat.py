@@ -77,17 +77,6 @@ class Homeostat:
         return np.ascontiguousarray(h).reshape(-1, self.dim)  # a view when it already is
 
 
-def total_reward(
-    r_task: np.ndarray | float,
-    r_homeo: np.ndarray | float,
-    r_intr: np.ndarray | float,
-    lambda_h: float,
-    lambda_i: float,
-) -> np.ndarray:
-    """r_total = r_task + lambda_h * r_homeo + lambda_i * r_intr (r_intr: intrinsic terms, 0 until used)."""
-    return np.asarray(r_task) + lambda_h * np.asarray(r_homeo) + lambda_i * np.asarray(r_intr)
-
-
 @numba.njit(cache=True)
 def _power(x, p):  # type: ignore[no-untyped-def]
     """x ** p as numpy computes it (exact square and square root for p = 2 and 0.5), so compiled and numpy

@@ -21,7 +21,6 @@ from pettingzoo import ParallelEnv
 from nodes.env import kernels
 from nodes.env.gridlife import (
     GridLifeConfig,
-    StepBatch,
     build_layout,
     edge_distance,
     free_positions,
@@ -32,7 +31,9 @@ from nodes.env.gridlife import (
     obs_names,
     read_only,
 )
-from nodes.env.homeostat import Homeostat, total_reward
+from nodes.env.homeostat import Homeostat
+from nodes.env.reward import RewardTerms
+from nodes.env.step import StepResult
 
 # constants of a body that an agent type may change; the world's (layout, station rates) stay shared
 TYPE_FIELDS: tuple[str, ...] = ("vmax", "k_basal", "k_effort", "eta_basal", "eta_effort", "omega_wear")
@@ -143,9 +144,9 @@ def multi_obs_bounds(cfg: MultiGridLifeConfig) -> tuple[np.ndarray, np.ndarray]:
     return bounds
 
 
-@dataclass(frozen=True)
-class MultiStepBatch(StepBatch):
-    """StepBatch with leading axes (arenas, agents), and what only shared arenas have.
+@dataclass(kw_only=True)
+class MultiStepResult(StepResult):
+    """StepResult with leading axes (arenas, agents), and what only shared arenas have.
 
     `margins` gains "separation" (distance to the nearest other body minus min_separation); `violation`
     includes collisions. Bodies that are not `active` (ended, without auto-reset) have all-False flags.
@@ -249,7 +250,7 @@ class MultiGridLifeBatch:
         out = np.concatenate([own, neighbour.astype(np.float32)], axis=-1)
         return np.clip(out, self.obs_low, self.obs_high)
 
-    def step(self, actions: np.ndarray, shares: np.ndarray | None = None) -> MultiStepBatch:
+    def step(self, actions: np.ndarray, shares: np.ndarray | None = None) -> MultiStepResult:
         """One step of every arena. `shares` (N, A) are the allocator's grants: the fraction of its station's
         rate each body gets (the grants in one station must sum to <= 1); None shares every station equally."""
         if not self._rngs:
@@ -257,6 +258,7 @@ class MultiGridLifeBatch:
         cfg, world, layout = self.cfg, self.cfg.world, self.layout
         active = self._active.copy()
         action = np.where(active[..., None], self._checked_actions(actions), 0.0)
+        obs, internal = self.observe(), self._internal  # before the step (`place` may have moved the bodies)
         pos_next = np.clip(self._pos + self._step_len[:, None] * action, 0.0, world.arena_size)
         # which station each body is in at p' (stations are disjoint), and how many share each station
         inside = (edge_distance(pos_next, layout.station_centres, layout.station_radii) <= 0) & active[..., None]
@@ -289,9 +291,10 @@ class MultiGridLifeBatch:
                 self._spawn(int(i), int(j))
             else:
                 self._active[i, j] = False
-        obs = self.observe() if done.any() else next_obs
-        return MultiStepBatch(
-            obs=obs, next_obs=next_obs, internal=internal_next, positions=pos_next, task_reward=task_reward,
+        reset_obs = self.observe() if done.any() else next_obs
+        return MultiStepResult(
+            obs=obs, next_obs=next_obs, reset_obs=reset_obs, internal=internal, next_internal=internal_next,
+            next_positions=pos_next, task_reward=task_reward,
             tokens=tokens, homeo_reward=homeo_reward, terminated=terminated, truncated=truncated, violation=violation,
             margins=margin, episode_steps=episode_steps, collision=collision, station=station, share=share,
             occupancy=occupancy, active=active,
@@ -421,7 +424,7 @@ class MultiGridLifeParallelEnv(ParallelEnv):
         for agent, action in actions.items():
             joint[0, self.possible_agents.index(agent)] = np.asarray(action, dtype=np.float64).reshape(2)
         result = self._batch.step(joint)
-        reward = total_reward(result.task_reward[0], result.homeo_reward[0], 0.0, self.lambda_homeo, 0.0)
+        reward = RewardTerms(lambda_homeo=self.lambda_homeo).compose(result, dtype=np.float64)[0]
         live = [(j, a) for j, a in enumerate(self.possible_agents) if a in self.agents]
         obs = {a: result.next_obs[0, j] for j, a in live}
         rewards = {a: float(reward[j]) for j, a in live}

@@ -21,13 +21,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nodes.env import resume
 from nodes.env.gridlife import INTERNAL_NAMES, GridLifeBatch, GridLifeConfig, read_only
+from nodes.env.reward import RewardTerms
+from nodes.env.step import StepResult
 from nodes.experiment import (
     EVAL_PHASES,
     SCRIPTED_PHASES,
@@ -50,30 +52,9 @@ if TYPE_CHECKING:
 
 FALLBACKS = ("hold", "zero", "seek_station", "backup")
 GYM_FALLBACKS = ("zero", "hold")
+REWARD_PARAMS = frozenset(("lambda_task", "lambda_homeo", "death_penalty", "homeo_discount", "token_shaping",
+                           "intervention_penalty"))  # the parameters that set RewardTerms
 SCRIPTED_SLICE_S = 0.02  # a scripted phase steps for this long per tick, then lets the executor serve the rest
-
-
-@dataclass
-class Outcome:
-    """One executed step of N arenas, in the terms the books and the replay stream need."""
-
-    obs: np.ndarray  # (N, obs_dim) float32, before the step
-    next_obs: np.ndarray  # (N, obs_dim) float32, before any auto-reset
-    reward: np.ndarray  # (N,) float32, what the learner optimises
-    reward_task: np.ndarray  # (N,) float32
-    reward_homeo: np.ndarray  # (N,) float32
-    terminated: np.ndarray  # (N,) bool
-    truncated: np.ndarray  # (N,) bool
-    violation: np.ndarray  # (N,) bool: the next state broke a viability constraint
-    margins: dict[str, np.ndarray]  # name -> (N,) margins of the next state
-    episode_steps: np.ndarray  # (N,) steps of the episode so far, counting this one
-    tokens: np.ndarray | None = None  # (N,) tokens collected in the step, by kinds that have them
-    internal: np.ndarray | None = None  # (N, H) truth before the step
-    next_internal: np.ndarray | None = None  # (N, H) truth after the step
-
-    @property
-    def done(self) -> np.ndarray:
-        return self.terminated | self.truncated
 
 
 class EnvNode(Node):
@@ -109,7 +90,7 @@ class EnvNode(Node):
     fallback: str
     act_dim: int  # action dimension on the wire, set by build_sim
     has_drive = False  # whether episodes end with a homeostatic drive worth reporting
-    has_tokens = False  # whether steps count collected tokens (``Outcome.tokens``)
+    has_tokens = False  # whether steps count collected tokens (``StepResult.tokens``)
     has_scripted = False  # whether ``scripted_actions`` gives a scripted controller (the scripted baseline)
 
     # --- what a subclass supplies ---------------------------------------------------------------
@@ -132,9 +113,14 @@ class EnvNode(Node):
         """The message for the current state, at ``self.step_id``."""
         raise NotImplementedError
 
-    def step_sim(self, actions: np.ndarray) -> Outcome:
-        """Step every arena with ``actions`` in [-1, 1]^act_dim (already checked)."""
+    def step_sim(self, actions: np.ndarray) -> StepResult:
+        """Step every arena with ``actions`` in [-1, 1]^act_dim (already checked); the result's ``reward``
+        composed by ``reward_terms`` (its rewards float32, as the replay stream sends them)."""
         raise NotImplementedError
+
+    def build_reward(self) -> RewardTerms:
+        """The reward's weights from the parameters (built at configure and on every change of one of them)."""
+        return RewardTerms(intervention_penalty=self.intervention_penalty)
 
     def own_fallback(self) -> np.ndarray:
         """Fallbacks other than ``zero`` and ``hold``."""
@@ -144,11 +130,11 @@ class EnvNode(Node):
         """The kind's scripted controller for the current state (the ``baseline_scripted`` phase)."""
         raise NotImplementedError
 
-    def death_cause(self, outcome: Outcome, i: int) -> str:
+    def death_cause(self, outcome: StepResult, i: int) -> str:
         broken = [name for name, m in outcome.margins.items() if m[i] < 0]
         return ",".join(broken) or "terminated"
 
-    def end_drives(self, outcome: Outcome, idx: np.ndarray) -> np.ndarray | None:
+    def end_drives(self, outcome: StepResult, idx: np.ndarray) -> np.ndarray | None:
         return None
 
     @property
@@ -171,6 +157,7 @@ class EnvNode(Node):
 
     def on_configure(self) -> None:
         self.setup()
+        self.reward_terms = self.build_reward()
         self.phase = "train" if self.total_steps > 0 else "run"
         self.build_sim(self.num_envs)
         self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
@@ -227,6 +214,10 @@ class EnvNode(Node):
     def save_books(self) -> None:
         if self.books_path is not None and "train" in self.books:
             resume.save(self.books_path, self.books["train"], self.step_id, self.curve)
+
+    def on_param_change(self, name: str, old: Any, new: Any) -> None:
+        if name in REWARD_PARAMS:
+            self.reward_terms = self.build_reward()  # a ValueError refuses the change, naming the field
 
     def reset_episode_books(self, n: int) -> None:
         self.ep_return = np.zeros(n)
@@ -358,11 +349,11 @@ class EnvNode(Node):
             log = self.log.debug if self.phase in UNSHIELDED_PHASES else self.log.warning
             log("violation_executed", step=step, arenas=int(violations), phase=self.phase)
 
-        if safe is not None and self.intervention_penalty:
-            result.reward -= self.intervention_penalty * (safe.mode != MODE_PASS)
+        if safe is not None:
+            self.reward_terms.penalise(result.reward, safe.mode != MODE_PASS)
         self.ep_return += result.reward
-        self.ep_task_return += result.reward_task
-        self.ep_homeo_return += result.reward_homeo
+        self.ep_task_return += result.task_reward
+        self.ep_homeo_return += result.homeo_reward
         if result.tokens is not None:
             self.ep_tokens += result.tokens
         self.record_episodes(result, counted, books, step)
@@ -374,7 +365,7 @@ class EnvNode(Node):
                 self.replay_step = step
             self.replay.append({
                 "obs": result.obs, "actions": self.replay_actions(actions, safe, from_fallback),
-                "reward": result.reward, "reward_task": result.reward_task, "reward_homeo": result.reward_homeo,
+                "reward": result.reward, "reward_task": result.task_reward, "reward_homeo": result.homeo_reward,
                 "next_obs": result.next_obs, "terminated": result.terminated, "truncated": result.truncated,
                 "internal": result.internal, "next_internal": result.next_internal,
             })
@@ -399,7 +390,7 @@ class EnvNode(Node):
         changed = (safe.mode != MODE_PASS) & ~from_fallback
         return np.where(changed[:, None], safe.proposed, executed).astype(np.float32)
 
-    def record_episodes(self, result: Outcome, counted: np.ndarray, books: Books, step: int) -> None:
+    def record_episodes(self, result: StepResult, counted: np.ndarray, books: Books, step: int) -> None:
         done = result.done & counted
         if not done.any():
             return
@@ -626,53 +617,28 @@ class GridLifeNode(EnvNode):
             self.backup_policy = Gatekeeper(self.cfg)
         return self.backup_policy.actions(positions, internal)
 
-    def step_sim(self, actions: np.ndarray) -> Outcome:
-        # the observation of the state before the step is the one last published: computing it costs as much
-        # as a third of the step, so it is kept from reset/step instead of computed again
-        obs_before = self.current_obs
-        internal_before = self.sim.internal.astype(np.float32)
+    def build_reward(self) -> RewardTerms:
+        return RewardTerms(self.lambda_task, self.lambda_homeo, self.death_penalty, self.homeo_discount,
+                           self.token_shaping, self.intervention_penalty)
+
+    def step_sim(self, actions: np.ndarray) -> StepResult:
         result = self.sim.step(actions)
-        self.current_obs = result.obs
-        homeo = result.homeo_reward
-        if self.homeo_discount < 1.0:  # D(h) - gamma D(h') = (D(h) - D(h')) + (1 - gamma) D(h')
-            homeo = homeo + (1.0 - self.homeo_discount) * self.sim.homeostat.drive(result.internal)
-        reward = (
-            self.lambda_task * result.task_reward
-            + self.lambda_homeo * homeo
-            + self.death_penalty * result.terminated
-        ).astype(np.float32)
-        if self.token_shaping:
-            reward += self.token_shaping * self.token_progress(obs_before, result.next_obs, result.task_reward)
-        self._end_internal = result.internal  # float64, for the end-of-episode drive
-        return Outcome(
-            obs=obs_before,
-            next_obs=result.next_obs,
-            reward=reward,
-            reward_task=result.task_reward.astype(np.float32),
-            reward_homeo=result.homeo_reward.astype(np.float32),
-            terminated=result.terminated,
-            truncated=result.truncated,
-            violation=result.violation,
-            margins=result.margins,
-            episode_steps=result.episode_steps,
-            tokens=result.tokens,
-            internal=internal_before,
-            next_internal=result.internal.astype(np.float32),
-        )
+        # the observation to act on next is kept, not computed again: that costs as much as a third of the step
+        self.current_obs = result.reset_obs
+        self._end_internal = result.next_internal  # float64, for the end-of-episode drive
+        token_dist = self.sim.obs_names.index("token_dist"), self.cfg.arena_size
+        result.reward = self.reward_terms.compose(result, self.sim.homeostat, token_dist)
+        result.task_reward = result.task_reward.astype(np.float32)  # the replay stream's dtypes
+        result.homeo_reward = result.homeo_reward.astype(np.float32)
+        result.internal = result.internal.astype(np.float32)
+        result.next_internal = result.next_internal.astype(np.float32)
+        return result
 
-    def token_progress(self, obs: np.ndarray, next_obs: np.ndarray, collected: np.ndarray) -> np.ndarray:
-        """Metres closer to the nearest token, d - gamma d' (d' = 0 where a token was collected), from the
-        observations' token distance."""
-        column = self.sim.obs_names.index("token_dist")
-        scale = self.cfg.arena_size
-        after = np.where(collected > 0, 0.0, next_obs[:, column] * scale)
-        return (obs[:, column] * scale - self.homeo_discount * after).astype(np.float32)
-
-    def death_cause(self, outcome: Outcome, i: int) -> str:
+    def death_cause(self, outcome: StepResult, i: int) -> str:
         broken = [name for name in INTERNAL_NAMES if outcome.margins[name][i] <= 0]
         return ",".join(broken) or "hazard"
 
-    def end_drives(self, outcome: Outcome, idx: np.ndarray) -> np.ndarray | None:
+    def end_drives(self, outcome: StepResult, idx: np.ndarray) -> np.ndarray | None:
         return self.sim.homeostat.drive(self._end_internal[idx])
 
 
@@ -742,24 +708,16 @@ class GymNode(EnvNode):
         return Observation(step=self.step_id, obs=self.current_obs, positions=np.zeros((n, 2)),
                            internal=None, episode_step=self.episode_steps.copy())
 
-    def step_sim(self, actions: np.ndarray) -> Outcome:
-        obs_before = self.current_obs
+    def step_sim(self, actions: np.ndarray) -> StepResult:
         result = self.sim.step(scale_to_box(actions, self.sim.action_space))
-        self.current_obs = self._flat(result.obs)
+        self.current_obs = self._flat(result.reset_obs)
         self.episode_steps = np.where(result.done, 0, result.episode_steps).astype(np.int64)
-        reward = result.reward.astype(np.float32)
-        return Outcome(
-            obs=obs_before,
-            next_obs=self._flat(result.next_obs),
-            reward=reward,
-            reward_task=reward,
-            reward_homeo=np.zeros_like(reward),
-            terminated=result.terminated,
-            truncated=result.truncated,
-            violation=result.violation,
-            margins=result.margins,
-            episode_steps=result.episode_steps,
-        )
+        result.obs, result.next_obs = self._flat(result.obs), self._flat(result.next_obs)
+        result.reset_obs = self.current_obs
+        result.reward = self.reward_terms.compose(result)
+        result.task_reward = result.task_reward.astype(np.float32)  # the replay stream's dtypes
+        result.homeo_reward = result.homeo_reward.astype(np.float32)
+        return result
 
     def on_shutdown(self) -> None:
         super().on_shutdown()

@@ -186,7 +186,7 @@ def test_with_homeo_discount_the_homeostatic_reward_is_potential_based_shaping()
             outcome = node.step_sim(rng.uniform(-1, 1, (3, 2)).astype(np.float32))
             total += gamma**k * outcome.reward
             # the books keep plain drive reduction, so the reported homeostatic return means what it did
-            np.testing.assert_allclose(outcome.reward_homeo, drive(before) - drive(outcome.next_internal), atol=1e-5)
+            np.testing.assert_allclose(outcome.homeo_reward, drive(before) - drive(outcome.next_internal), atol=1e-5)
         np.testing.assert_allclose(total, start - gamma**20 * drive(node.sim.internal), rtol=1e-4, atol=1e-5)
     finally:
         node.close()

@@ -139,7 +139,7 @@ def test_leaving_each_bound_ends_the_episode(params: dict, margin: str) -> None:
     # the arenas restarted: the new state is alive again, the terminal one is kept in next_obs
     assert not is_dead(batch.margins()).any()
     assert np.all(batch.episode_steps == 0)
-    assert not np.array_equal(result.obs, result.next_obs)
+    assert not np.array_equal(result.reset_obs, result.next_obs)
 
 
 def test_walking_into_a_hazard_is_reported_and_costs_integrity() -> None:
@@ -157,7 +157,7 @@ def test_walking_into_a_hazard_is_reported_and_costs_integrity() -> None:
         raise AssertionError("never reached the hazard")
     assert result.margins["hazard"][0] < 0
     assert not result.terminated[0]
-    assert integrity_before - result.internal[0, 2] >= CFG.dt * CFG.delta_hazard - 1e-9
+    assert integrity_before - result.next_internal[0, 2] >= CFG.dt * CFG.delta_hazard - 1e-9
 
 
 def test_episode_cap_truncates() -> None:
@@ -191,7 +191,7 @@ def rollout(seed: int, steps: int = 300, num_envs: int = 4) -> list[np.ndarray]:
     actions = np.random.default_rng(123).uniform(-1, 1, size=(steps, num_envs, 2)).astype(np.float32)
     for a in actions:
         result = batch.step(a)
-        record += [result.obs, result.internal, result.task_reward, result.done]
+        record += [result.reset_obs, result.next_internal, result.task_reward, result.done]
     return record
 
 
@@ -253,7 +253,7 @@ def test_observation_layout_and_partial_observability() -> None:
     assert "energy" not in hidden.obs_names
     np.testing.assert_array_equal(obs_hidden, obs[:, : full.obs_dim - 3])
     result = hidden.step(np.zeros((3, 2), dtype=np.float32))
-    assert result.internal.shape == (3, 3)  # the true state stays available
+    assert result.next_internal.shape == (3, 3)  # the true state stays available
 
 
 def test_observation_points_at_the_nearest_feature_of_each_kind() -> None:
@@ -261,7 +261,7 @@ def test_observation_points_at_the_nearest_feature_of_each_kind() -> None:
     signed edge distance for hazards and hot zones."""
     env = GridLifeBatch(CFG, num_envs=64)
     env.reset(seed=4)
-    obs = env.step(np.random.default_rng(4).uniform(-1, 1, size=(64, 2)).astype(np.float32)).obs
+    obs = env.step(np.random.default_rng(4).uniform(-1, 1, size=(64, 2)).astype(np.float32)).reset_obs
     names, lay, L = env.obs_names, env.layout, CFG.arena_size
     features = {kind: (*lay.stations(kind), False) for kind in ("refuel", "cool", "repair")}
     features.update(hazard=(lay.hazard_centres, lay.hazard_radii, True), hot=(lay.hot_centres, lay.hot_radii, True))

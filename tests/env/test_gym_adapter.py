@@ -20,7 +20,8 @@ def test_pendulum_speed_margins_and_violations() -> None:
     for _ in range(150):  # full torque along the motion pumps energy in until the pendulum spins too fast
         torque = np.where(obs[:, 2:] >= 0, 2.0, -2.0).astype(np.float32)
         result = batch.step(torque)
-        obs = result.obs
+        np.testing.assert_array_equal(result.obs, obs)  # the observation the actions were chosen on
+        obs = result.reset_obs
         expected = PENDULUM_SPEED_LIMIT - np.abs(result.next_obs[:, 2])
         np.testing.assert_allclose(result.margins["speed"], expected, rtol=1e-6)
         np.testing.assert_array_equal(result.violation, expected < 0)
@@ -36,14 +37,14 @@ def test_auto_reset_at_truncation_keeps_the_terminal_observation() -> None:
         result = batch.step(np.zeros((2, 1), dtype=np.float32))
     assert result.truncated.all() and not result.terminated.any()
     np.testing.assert_array_equal(result.episode_steps, [200, 200])
-    assert not np.array_equal(result.obs, result.next_obs)
+    assert not np.array_equal(result.reset_obs, result.next_obs)
 
 
 def test_same_seed_same_trajectory() -> None:
     def run(seed: int) -> np.ndarray:
         batch = GymBatch("Pendulum-v1", num_envs=2)
         frames = [batch.reset(seed=seed)]
-        frames += [batch.step(np.full((2, 1), 1.0, dtype=np.float32)).obs for _ in range(20)]
+        frames += [batch.step(np.full((2, 1), 1.0, dtype=np.float32)).reset_obs for _ in range(20)]
         return np.stack(frames)
 
     np.testing.assert_array_equal(run(4), run(4))

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nodes.env.homeostat import Homeostat, total_reward
+from nodes.env.homeostat import Homeostat
 
 SETPOINTS = (0.8, 0.4, 1.0)
 unit = st.floats(0.0, 1.0, allow_nan=False)
@@ -47,11 +47,6 @@ def test_moving_towards_the_setpoint_is_rewarded() -> None:
     homeostat = Homeostat(SETPOINTS)
     assert homeostat.reward(np.array([0.2, 0.9, 0.5]), np.array([0.3, 0.8, 0.6])) > 0
     assert homeostat.reward(np.array([0.3, 0.8, 0.6]), np.array([0.2, 0.9, 0.5])) < 0
-
-
-def test_total_reward_combines_the_terms() -> None:
-    r = total_reward(np.array([1.0, 0.0]), np.array([0.5, -0.5]), np.array([2.0, 2.0]), 2.0, 0.1)
-    np.testing.assert_allclose(r, [2.2, -0.8])
 
 
 @pytest.mark.parametrize(

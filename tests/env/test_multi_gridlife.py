@@ -24,9 +24,9 @@ def test_a_lone_body_follows_single_agent_gridlife() -> None:
     batch, internal = _two_in_refuel()
     batch.place(np.array([[batch.positions[0, 0], [9.9, 9.9]]]), internal)  # the second one leaves the station
     result = batch.step(STILL)
-    single = internal_step(internal[0, 0], result.positions[0, 0], STILL[0, 0], batch.cfg.world, batch.layout)
+    single = internal_step(internal[0, 0], result.next_positions[0, 0], STILL[0, 0], batch.cfg.world, batch.layout)
     assert result.share[0].tolist() == [1.0, 0.0]
-    np.testing.assert_array_equal(result.internal[0, 0], single)
+    np.testing.assert_array_equal(result.next_internal[0, 0], single)
 
 
 def test_a_station_rate_is_shared_among_the_bodies_in_it() -> None:
@@ -35,11 +35,11 @@ def test_a_station_rate_is_shared_among_the_bodies_in_it() -> None:
     result = batch.step(STILL)
     assert result.occupancy[0, result.station[0, 0]] == 2 and result.share[0].tolist() == [0.5, 0.5]
     expected = 0.5 - world.dt * world.k_basal + world.dt * world.rho_refuel * 0.5
-    np.testing.assert_allclose(result.internal[0, :, 0], expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(result.next_internal[0, :, 0], expected, rtol=0, atol=1e-15)
     # granted shares instead of equal ones; and a station of capacity 2 serves both at full rate
     batch.place(batch.positions.copy(), internal)
     granted = batch.step(STILL, shares=np.array([[0.8, 0.2]]))
-    gains = granted.internal[0, :, 0] - (0.5 - world.dt * world.k_basal)
+    gains = granted.next_internal[0, :, 0] - (0.5 - world.dt * world.k_basal)
     np.testing.assert_allclose(gains, world.dt * world.rho_refuel * np.array([0.8, 0.2]), atol=1e-15)
     roomy, _ = _two_in_refuel(station_capacity=2.0)
     assert roomy.step(STILL).share[0].tolist() == [1.0, 1.0]
@@ -69,7 +69,7 @@ def test_a_seed_fixes_the_trajectory_and_arenas_are_independent() -> None:
     def run(num_envs: int) -> np.ndarray:
         batch = MultiGridLifeBatch(MultiGridLifeConfig(num_agents=3), num_envs=num_envs)
         batch.reset(seed=7)
-        return np.stack([np.concatenate([batch.step(a[:num_envs]).positions[:2], batch.internal[:2]], axis=-1)
+        return np.stack([np.concatenate([batch.step(a[:num_envs]).next_positions[:2], batch.internal[:2]], axis=-1)
                          for a in actions])  # fmt: skip
 
     first = run(2)
@@ -84,9 +84,9 @@ def test_agent_types_differ_in_their_constants_and_are_checked() -> None:
     batch.reset(seed=0)
     batch.place(np.array([[[3.0, 3.0], [6.0, 6.0]]]), np.array([[[0.8, 0.4, 1.0], [0.8, 0.4, 1.0]]]))
     result = batch.step(np.array([[[1.0, 0.0], [1.0, 0.0]]]))
-    moved = result.positions[0, :, 0] - [3.0, 6.0]
+    moved = result.next_positions[0, :, 0] - [3.0, 6.0]
     np.testing.assert_allclose(moved, [0.1, 0.2], atol=1e-12)
-    assert result.internal[0, 1, 0] < result.internal[0, 0, 0]  # the fast type drains faster
+    assert result.next_internal[0, 1, 0] < result.next_internal[0, 0, 0]  # the fast type drains faster
     with pytest.raises(ValueError, match="agent_types: counts sum to 1, but num_agents is 2"):
         MultiGridLifeConfig.from_params({"num_agents": 2, "agent_types": [{"name": "a", "count": 1}]})
     with pytest.raises(ValueError, match=r"agent_types\[0\]: unknown field\(s\) rho_refuel"):

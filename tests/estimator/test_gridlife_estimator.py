@@ -31,7 +31,7 @@ def gridlife_dataset(num_arenas: int, length: int, seed: int) -> TrajectoryDatas
         action = np.clip(action + 0.5 * rng.standard_normal(action.shape), -1.0, 1.0).astype(np.float32)
         out = env.step(action)
         alive &= ~out.done
-        obs = out.obs
+        obs = out.reset_obs
     return TrajectoryDataset(all_obs, truth, mask)
 
 

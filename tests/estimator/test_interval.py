@@ -34,7 +34,7 @@ def rollout(cfg: GridLifeConfig, belief_cfg: GridLifeConfig, steps: int, arenas:
         actions = rng.uniform(-1.0, 1.0, size=(arenas, 2))
         kept = seek_station_policy(sim.positions, sim.internal, sim.tokens, cfg, sim.layout)
         actions = np.where(keeper[:, None], kept, actions).astype(np.float32)
-        obs = sim.step(actions).obs
+        obs = sim.step(actions).reset_obs
     return out
 
 
@@ -63,11 +63,11 @@ def test_an_arena_met_mid_episode_starts_from_the_whole_range() -> None:
     sim = GridLifeBatch(CFG, 3)
     obs = sim.reset(0)
     for _ in range(5):
-        obs = sim.step(np.zeros((3, 2), np.float32)).obs
+        obs = sim.step(np.zeros((3, 2), np.float32)).reset_obs
     belief = IntervalBelief(CFG)
     low, high = belief.advance(5, obs, sim.episode_steps)
     assert (low == 0.0).all() and (high == 1.0).all()
-    obs = sim.step(np.zeros((3, 2), np.float32)).obs
+    obs = sim.step(np.zeros((3, 2), np.float32)).reset_obs
     low, high = belief.advance(7, obs, sim.episode_steps)  # step 6 never came: still no knowledge
     assert (low <= 0.0).all() and (high == 1.0).all()
 

@@ -29,10 +29,10 @@ def test_it_reaches_a_station_before_energy_runs_out_with_no_violation_behind_th
         token = pos + cfg.arena_size * obs[:, token_cols].astype(np.float64)
         decision = shield.step(step, pos, internal, planner.plan(pos, internal, token), 0.0)
         out = env.step(decision.actions)
-        obs = out.obs
+        obs = out.reset_obs
         violations += int(out.violation.sum())
-        assert not out.terminated.any(), f"an arena died at step {step}: {out.internal}"
-        reached |= inside_any(out.positions, *refuel) & (out.internal[:, 0] > 0)
+        assert not out.terminated.any(), f"an arena died at step {step}: {out.next_internal}"
+        reached |= inside_any(out.next_positions, *refuel) & (out.next_internal[:, 0] > 0)
         if reached.all():
             break
     assert reached.all(), reached

@@ -128,4 +128,4 @@ def test_a_missing_estimate_widened_by_the_worst_drift_still_holds_the_truth() -
             (mean, std), _ = history[step - gap]
             corner = drifted_corner(mean, std, gap, worst_drift(cfg), sim.episode_steps, start_corner)
             assert (WORST_DIRECTION * (sim.internal - corner) <= 1e-12).all()
-        obs = sim.step(rng.uniform(-1.0, 1.0, size=(8, 2)).astype(np.float32)).obs
+        obs = sim.step(rng.uniform(-1.0, 1.0, size=(8, 2)).astype(np.float32)).reset_obs

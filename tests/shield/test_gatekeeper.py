@@ -42,7 +42,7 @@ def test_backup_trajectory_matches_the_simulator(env_cfg: GridLifeConfig) -> Non
         pos, h, viable = gk.step(pos, h, a)
         out = sim.step(a)
         assert viable.all() and not out.done.any()
-        assert np.array_equal(out.positions, pos) and np.array_equal(out.internal, h)
+        assert np.array_equal(out.next_positions, pos) and np.array_equal(out.next_internal, h)
 
 
 def test_a_float32_copy_of_the_state_is_not_enough(env_cfg: GridLifeConfig) -> None:

@@ -19,7 +19,7 @@ def _transitions(env_cfg: GridLifeConfig, steps: int, seed: int) -> tuple[np.nda
         pos, h = env.positions.copy(), env.internal.copy()
         a = rng.uniform(-1, 1, size=(32, 2)).astype(np.float32)
         res = env.step(a)
-        out.append((pos, h, a, res.internal))
+        out.append((pos, h, a, res.next_internal))
     return tuple(np.concatenate(x) for x in zip(*out, strict=True))
 
 
