@@ -113,8 +113,10 @@ def _collapse(by_field: dict[str, int]) -> Counter[str]:
 
 def _judged(edge: dict, dropped_before: int) -> Counter[str]:
     """Rejections by field; on a `latest` edge, messages with a good header may be dropped for newer ones before
-    their payload is read (counted as dropped, not rejected): those count as payload refusals."""
+    their payload is read (counted as dropped, not rejected): those count as payload refusals. On a topic only
+    named nodes may publish, the fuzzer's messages are dropped unread, counted under its name."""
     fields = _collapse(edge["rejected_by"])
+    fields["unauthorised"] += edge.get("unauthorised_by", {}).get("fuzz", 0)
     if edge["qos"] == "latest":
         fields["payload"] += edge["dropped"] - dropped_before
     return +fields
@@ -145,6 +147,7 @@ def _fuzz_subscriptions(run: LiveRun, rng: random.Random, ctx: zmq.Context) -> d
     """Register as the publisher of every subscribed topic, send each subscription bad messages; the expected
     fields per (node, topic)."""
     topics = [t for t in services.call(run.registry, "topics", timeout=3.0) if t["subscribers"]]
+    authority = services.call(run.registry, "stats", timeout=3.0)["authority"]  # topic -> who may publish it
     pub, rel = ctx.socket(zmq.XPUB), ctx.socket(zmq.ROUTER)
     for sock in (pub, rel):
         sock.setsockopt(zmq.LINGER, 0)
@@ -196,11 +199,12 @@ def _fuzz_subscriptions(run: LiveRun, rng: random.Random, ctx: zmq.Context) -> d
             else:
                 pub.send_multipart(frames)
             for node in subs:
-                expected.setdefault((node, t["name"]), Counter())[field] += 1
+                expected.setdefault((node, t["name"]), Counter())[
+                    "unauthorised" if t["name"] in authority else field] += 1
         if t["name"] in reliable:  # a batch frame that is not one
             for node in subs:
                 rel.send_multipart([identities[(node, t["name"])], b"BATCH", t["name"].encode(), b"\xc1garbage"])
-                expected[(node, t["name"])]["batch"] += 1
+                expected[(node, t["name"])]["unauthorised" if t["name"] in authority else "batch"] += 1
     # every frame is judged before the fuzzer leaves (its subscribers then drop it)
     for (node, topic), fields in expected.items():
         judged = lambda n=node, tp=topic: _judged(_stats(run, n)["subscriptions"][tp], dropped[(n, tp)])  # noqa: E731

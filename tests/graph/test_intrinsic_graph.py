@@ -9,7 +9,7 @@ from pathlib import Path
 from nodes.telemetry.history import load_history
 from tests.graph.conftest import LiveRun, launch_single_agent
 
-STEPS = 400  # 100 steps of 4 arenas: the learner (learning_starts 200) makes 50 updates
+STEPS = 2000  # 500 steps of 4 arenas: the learner (learning_starts 200) updates while the env still trains
 NO_EVAL = ("--arg", "eval_episodes=0")  # training alone: the evaluations are the full run's test (test_full_run.py)
 
 
