@@ -136,7 +136,10 @@ def _keep_lease(registry: str, registration: dict, stop: threading.Event) -> Non
     while not stop.is_set():
         try:
             if not known:
-                services.call(registry, "register", registration, timeout=3.0)
+                try:
+                    services.call(registry, "register", registration, timeout=3.0)
+                except services.ServiceError:  # its name is bound to an earlier call's connection: still live
+                    pass
             known = services.call(registry, "heartbeat", {"name": "fuzz", "pid": os.getpid()}, timeout=3.0)["known"]
         except services.ServiceTimeout:
             known = False
