@@ -173,7 +173,7 @@ class Registry:
 
     def _refuse(self, reason: str, text: str) -> None:
         n = self.refused[reason] = self.refused.get(reason, 0) + 1
-        if n <= 5 or n % 100 == 0:  # a flood is counted in full, not printed in full
+        if should_log(n):  # a flood is counted in full, not printed in full
             print(f"registry: refused ({reason}, {n} so far): {text}", file=sys.stderr, flush=True)
 
     def _guard(self, service: str, identity: bytes, frame: zmq.Frame) -> None:

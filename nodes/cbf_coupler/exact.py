@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from nodes.shield.qp import line_crossing
+
 
 @numba.njit(cache=True, inline="always")
 def _holds(lx, ly, lb, x, y, tol):  # type: ignore[no-untyped-def]
@@ -55,11 +57,9 @@ def project(A, b, a_ref, tol):  # type: ignore[no-untyped-def]
                 best, bx, by = d, x, y
         for i in range(m):  # vertices
             for j in range(i + 1, m):
-                det = lx[i] * ly[j] - ly[i] * lx[j]
-                if abs(det) < 1e-14:
+                crosses, x, y = line_crossing(lx, ly, lb, i, j, 1e-14)
+                if not crosses:
                     continue
-                x = (lb[i] * ly[j] - ly[i] * lb[j]) / det
-                y = (lx[i] * lb[j] - lb[i] * lx[j]) / det
                 d = (x - rx) ** 2 + (y - ry) ** 2
                 if d < best and _holds(lx, ly, lb, x, y, tol):
                     best, bx, by = d, x, y

@@ -476,11 +476,7 @@ class GridLifeBatch:
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every arena; arena i draws from its own generator, spawned from `seed`."""
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
-            raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
-        if seed is not None or not self._rngs:
-            children = np.random.SeedSequence(None if seed is None else int(seed)).spawn(self.num_envs)
-            self._rngs = [np.random.default_rng(child) for child in children]
+        self._rngs = arena_rngs(seed, self.num_envs, self._rngs)
         for i in range(self.num_envs):
             self._reset_arena(i)
         self._obs = self.observe()
@@ -567,6 +563,17 @@ class GridLifeBatch:
 
     def _free_positions(self, rng: np.random.Generator, count: int, avoid_stations: bool) -> np.ndarray:
         return free_positions(rng, self.cfg, self.layout, count, avoid_stations)
+
+
+def arena_rngs(seed: int | None, num_envs: int, current: list[np.random.Generator]) -> list[np.random.Generator]:
+    """One generator per arena, spawned from ``seed``; with no seed, the ``current`` ones go on (fresh ones when
+    there are none yet)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+        raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
+    if seed is None and current:
+        return current
+    entropy = None if seed is None else int(seed)
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(entropy).spawn(num_envs)]
 
 
 def free_positions(

@@ -20,7 +20,10 @@ from pettingzoo import ParallelEnv
 
 from nodes.env import kernels
 from nodes.env.gridlife import (
+    START_HIGH,
+    START_LOW,
     GridLifeConfig,
+    arena_rngs,
     build_layout,
     edge_distance,
     free_positions,
@@ -219,11 +222,7 @@ class MultiGridLifeBatch:
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every arena; arena i draws from its own generator spawned from `seed`."""
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
-            raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
-        if seed is not None or not self._rngs:
-            children = np.random.SeedSequence(None if seed is None else int(seed)).spawn(self.num_envs)
-            self._rngs = [np.random.default_rng(child) for child in children]
+        self._rngs = arena_rngs(seed, self.num_envs, self._rngs)
         self._active[:] = False
         for i in range(self.num_envs):
             if self.cfg.world.n_tokens:
@@ -363,7 +362,7 @@ class MultiGridLifeBatch:
         self._pos[i, j] = self._free_positions(i, 1, avoid_stations=False, body=j)[0]
         self._velocity[i, j] = 0.0
         start = np.asarray(world.setpoints) + rng.uniform(-world.init_spread, world.init_spread, size=3)
-        self._internal[i, j] = np.clip(start, [0.05, 0.0, 0.05], [1.0, 0.95, 1.0])
+        self._internal[i, j] = np.clip(start, START_LOW, START_HIGH)
         self._steps[i, j] = 0
         self._active[i, j] = True
 

@@ -556,6 +556,7 @@ class GridLifeNode(EnvNode):
             cfg = replace(cfg, episode_cap=self.train_cap)
         self.sim = GridLifeBatch(cfg, num_envs)
         self.current_obs = np.zeros((num_envs, self.sim.obs_dim), np.float32)  # until reset_sim
+        self.token_dist = self.sim.obs_names.index("token_dist"), cfg.arena_size  # for token shaping
 
     def reset_sim(self, seed: int) -> None:
         self.current_obs = self.sim.reset(seed)
@@ -626,8 +627,7 @@ class GridLifeNode(EnvNode):
         # the observation to act on next is kept, not computed again: that costs as much as a third of the step
         self.current_obs = result.reset_obs
         self._end_internal = result.next_internal  # float64, for the end-of-episode drive
-        token_dist = self.sim.obs_names.index("token_dist"), self.cfg.arena_size
-        result.reward = self.reward_terms.compose(result, self.sim.homeostat, token_dist)
+        result.reward = self.reward_terms.compose(result, self.sim.homeostat, self.token_dist)
         result.task_reward = result.task_reward.astype(np.float32)  # the replay stream's dtypes
         result.homeo_reward = result.homeo_reward.astype(np.float32)
         result.internal = result.internal.astype(np.float32)

@@ -194,6 +194,15 @@ def box(a: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(a, -1.0), 1.0)
 
 
+@numba.njit(cache=True, inline="always")
+def line_crossing(lx, ly, lb, i, j, eps):  # type: ignore[no-untyped-def]
+    """Where lines i and j of ``lx x + ly y = lb`` cross: (True, x, y), or (False, 0, 0) when (nearly) parallel."""
+    det = lx[i] * ly[j] - ly[i] * lx[j]
+    if abs(det) < eps:
+        return False, 0.0, 0.0
+    return True, (lb[i] * ly[j] - ly[i] * lb[j]) / det, (lx[i] * lb[j] - lb[i] * lx[j]) / det
+
+
 @numba.njit(cache=True)
 def _feasible_one(A, b, tol):  # type: ignore[no-untyped-def]
     """Does some a in [-1, 1]^2 satisfy A a >= b - tol (rows (R, 2), (R,))? The set is a convex polygon inside
@@ -209,11 +218,9 @@ def _feasible_one(A, b, tol):  # type: ignore[no-untyped-def]
     lb[r:] = -1.0
     for i in range(m):
         for j in range(i + 1, m):
-            det = lx[i] * ly[j] - ly[i] * lx[j]
-            if abs(det) < 1e-12:
+            crosses, x, y = line_crossing(lx, ly, lb, i, j, 1e-12)
+            if not crosses:
                 continue
-            x = (lb[i] * ly[j] - ly[i] * lb[j]) / det
-            y = (lx[i] * lb[j] - lb[i] * lx[j]) / det
             inside = True
             for q in range(m):
                 if not lx[q] * x + ly[q] * y >= lb[q] - tol:
