@@ -522,6 +522,7 @@ class Subscription:
         self.authorised: frozenset[str] | None = node.authority.get(topic)
         self.unauthorised = 0  # messages dropped because their sender may not publish this topic
         self.unauthorised_by: dict[str, int] = {}  # sender -> messages dropped
+        self.dropped_by: dict[str, int] = {}  # sender -> messages dropped for newer ones (queue full or `latest`)
         self._refused: dict[zmq.Socket, str] = {}  # DEALER to an unauthorised publisher -> its registered name
         self._publisher_at: dict[str, str] = {}  # endpoint -> the node the registry said publishes there
         self._last_seq: dict[str, int] = {}  # sender -> last sequence number (at most MAX_SENDERS)
@@ -554,7 +555,8 @@ class Subscription:
         return {**self.counts(), "qos": str(self.qos), "schema": self.schema, "rate_hz": round(rate, 3),
                 "publishers": len(self.endpoints), "endpoints": sorted(self.endpoints), "batches": self.batches,
                 "incompatible": dict(self.incompatible), "rejected_by": dict(self.rejected_by),
-                "unauthorised_by": dict(self.unauthorised_by), "last_error": self.last_error}
+                "unauthorised_by": dict(self.unauthorised_by), "dropped_by": dict(self.dropped_by),
+                "last_error": self.last_error}
 
     @property
     def needs_lookup(self) -> bool:
@@ -694,6 +696,8 @@ class Subscription:
         keep = 1 if self.qos.kind == "latest" else self.qos.depth
         if len(batch) > keep:
             self.dropped += len(batch) - keep
+            for header, _ in batch[:-keep]:
+                self.dropped_by[header.sender] = self.dropped_by.get(header.sender, 0) + 1
             del batch[:-keep]
         for header, frames in batch:
             self._deliver(header, frames)

@@ -112,13 +112,14 @@ def _collapse(by_field: dict[str, int]) -> Counter[str]:
 
 
 def _judged(edge: dict, dropped_before: int) -> Counter[str]:
-    """Rejections by field; on a `latest` edge, messages with a good header may be dropped for newer ones before
-    their payload is read (counted as dropped, not rejected): those count as payload refusals. On a topic only
-    named nodes may publish, the fuzzer's messages are dropped unread, counted under its name."""
+    """Rejections by field; on a `latest` edge, the fuzzer's messages with a good header may be dropped for newer
+    ones before their payload is read (counted as dropped under its name, not rejected): those count as payload
+    refusals; the graph's own messages dropped meanwhile are not the fuzzer's. On a topic only named nodes may
+    publish, the fuzzer's messages are dropped unread, counted under its name."""
     fields = _collapse(edge["rejected_by"])
     fields["unauthorised"] += edge.get("unauthorised_by", {}).get("fuzz", 0)
     if edge["qos"] == "latest":
-        fields["payload"] += edge["dropped"] - dropped_before
+        fields["payload"] += edge["dropped_by"].get("fuzz", 0) - dropped_before
     return +fields
 
 
@@ -189,7 +190,7 @@ def _fuzz_subscriptions(run: LiveRun, rng: random.Random, ctx: zmq.Context) -> d
                      lambda n=node, tp=t["name"]: ours & set(_stats(run, n)["subscriptions"][tp]["endpoints"]))
 
     expected: dict[tuple[str, str], Counter[str]] = {}
-    dropped = {(node, t["name"]): _stats(run, node)["subscriptions"][t["name"]]["dropped"]
+    dropped = {(node, t["name"]): _stats(run, node)["subscriptions"][t["name"]]["dropped_by"].get("fuzz", 0)
                for t in topics for node in {s["node"] for s in t["subscribers"]}}
     for t in topics:
         fuzzer = EdgeFuzzer(rng, t["name"], t["schema"])
