@@ -682,7 +682,8 @@ class Node:
             "describe": lambda a: self.describe(),
             "stats": lambda a: self.stats(),
             "param.list": lambda a: [
-                {**d.describe(), "value": _plain(self._param_values[n])} for n, d in self._param_decls.items()
+                {**d.describe(), "value": _plain(d.effective(self._param_values[n]))}
+                for n, d in self._param_decls.items()
             ],
             "param.get": self._svc_param_get,
             "param.set": self._svc_param_set,

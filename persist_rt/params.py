@@ -7,7 +7,8 @@ Values from a launch file or the CLI may arrive as strings; ``coerce`` converts 
 declared type and rejects what does not fit with a ``ParamError`` naming the parameter.
 
 A parameter may hold a whole typed config (``config="module:Class"``): a mapping of some of the class's
-fields, checked field by field by ``Class.check_mapping`` (errors name ``param.field``). The class is
+fields, checked field by field by ``Class.check_mapping`` (errors name ``param.field``); ``Class.mapping_defaults``
+gives every field it may set with its default (listed as the default, and under the value). The class is
 imported by name on first use, so its module must be cheap to import (no torch).
 """
 
@@ -126,8 +127,16 @@ class Param:
             where = f"{self.name}.{field}" if field else self.name
             raise ParamError(self.name, f"{where}: {getattr(exc, 'reason', exc)}") from None
 
+    def effective(self, value: Any) -> Any:
+        """What the parameter amounts to: a config mapping over its class's defaults (``mapping_defaults``)."""
+        if self.config is None:
+            return value
+        return {**self.config_class().mapping_defaults(), **value}
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type.__name__, "default": self.default, "doc": self.doc,
+        """Name, type, default (a config's: every field with its class default), doc, choices, read-only."""
+        default = self.effective(self.default)
+        return {"name": self.name, "type": self.type.__name__, "default": default, "doc": self.doc,
                 "choices": list(self.choices) if self.choices else None, "read_only": self.read_only}
 
 

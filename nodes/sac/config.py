@@ -90,6 +90,12 @@ class SACConfig:
             raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
     @classmethod
+    def mapping_defaults(cls) -> dict[str, Any]:
+        """Every field a launch-file mapping may set, with its default (what ``persist param list`` shows)."""
+        return {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                for f in fields(cls) if f.name not in NODE_FIELDS}
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SACConfig:
         """Config from a mapping; an unknown key is an error naming it."""
         known = [f.name for f in fields(cls)]

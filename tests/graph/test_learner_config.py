@@ -50,3 +50,17 @@ def test_a_running_learner_changes_only_the_live_fields() -> None:
         assert node.algo.config.batch_size == 4 and node.sac["batch_size"] == 4
     finally:
         node.close()
+
+
+def test_param_list_shows_every_field_of_the_config_over_its_defaults() -> None:
+    """`persist param list learner` lists `sac` whole: the fields the launch file set, and every other with its
+    default from SACConfig (not the bare mapping of overrides)."""
+    declared = LearnerNode.__dict__["sac"]
+    defaults = SACConfig()
+    described = declared.describe()["default"]
+    assert described["batch_size"] == defaults.batch_size and described["hidden"] == list(defaults.hidden)
+    assert "device" not in described and "seed" not in described  # the learner's own parameters
+    effective = declared.effective({"tau": 0.01})
+    assert effective == {**described, "tau": 0.01}
+    cvar = LearnerNode.__dict__["cvar_sac"].effective({})
+    assert cvar == CVaRSACConfig.mapping_defaults() and set(cvar) > set(described)  # SAC's fields and its own
