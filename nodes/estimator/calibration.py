@@ -7,7 +7,10 @@ was covered if z <= the k it was published with. ``coverage`` is the share cover
 below ``target``, k widens (by ``widen`` per scored step, and at once to ``margin`` times the window's
 ``target`` quantile of z); above it, k relaxes slowly towards that quantile. A belief is ``calibrated``
 only once ``min_samples`` rows were scored and coverage reached the target: readers treat anything else
-as no knowledge (the shield then certifies against the whole range of each variable).
+as no knowledge (the shield then certifies against the whole range of each variable). ``min_samples`` 0 is
+for a box exact by construction (the interval belief): trusted from its first step, until the truth is seen
+outside it. A warm-up of no knowledge is not free: nothing is certified then and the backup acts uncertified,
+which on a few arenas lasts hundreds of steps and can end in a violation.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ MIN_STD = 1e-6  # a std of zero claims certainty: scored as if it were this smal
 class CalibrationConfig:
     target: float = 0.999  # coverage the box must reach before the belief is trusted
     window: int = 20_000  # scored rows (arena-steps) the coverage and the quantile are taken over
-    min_samples: int = 2_000  # scored rows before the belief can be calibrated
+    min_samples: int = 2_000  # scored rows before the belief can be calibrated (0: trusted until refuted)
     k_start: float = 3.0
     k_min: float = 0.0  # k never falls below this (1 for a box that is exact by construction)
     k_max: float = 1e6
@@ -40,9 +43,9 @@ class CalibrationConfig:
                 raise ValueError(f"CalibrationConfig field '{f.name}' must be a finite number, got {value!r}")
         if not 0.0 < self.target < 1.0:
             raise ValueError(f"CalibrationConfig field 'target' must lie in (0, 1), got {self.target!r}")
-        for name in ("window", "min_samples"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"CalibrationConfig field '{name}' must be an integer >= 1")
+        for name, low in (("window", 1), ("min_samples", 0)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise ValueError(f"CalibrationConfig field '{name}' must be an integer >= {low}")
         if not 0.0 < self.k_start <= self.k_max or not 0.0 <= self.k_min <= self.k_start:
             raise ValueError("CalibrationConfig fields 'k_min'/'k_start'/'k_max': need 0 <= k_min <= k_start <= k_max, "
                              "k_start > 0")
@@ -62,7 +65,8 @@ class Calibration:
         self.next = 0
         self.samples = 0  # rows scored in all
         self.covered_total = 0
-        self.calibrated_since: int | None = None  # scored rows when the belief first became calibrated
+        # scored rows when the belief first became calibrated (0: trusted from the start)
+        self.calibrated_since: int | None = 0 if self.cfg.min_samples == 0 else None
 
     @property
     def coverage(self) -> float:
@@ -70,6 +74,8 @@ class Calibration:
 
     @property
     def calibrated(self) -> bool:
+        if not self.filled:  # nothing scored yet: only a box exact by construction is trusted
+            return self.cfg.min_samples == 0
         return self.samples >= self.cfg.min_samples and self.coverage >= self.cfg.target
 
     def score(self, mean: np.ndarray, std: np.ndarray, k_used: float, truth: np.ndarray) -> None:

@@ -66,7 +66,8 @@ class EstimatorNode(Node):
     coverage_target = Param(0.999, "online coverage the k * std box must reach to count as calibrated",
                             gt=0, lt=1, read_only=True)
     calibration_window = Param(20_000, "scored arena-steps the coverage is measured over", ge=1, read_only=True)
-    calibration_min_samples = Param(2_000, "scored arena-steps before the belief can be calibrated", ge=1,
+    calibration_min_samples = Param(2_000, "scored arena-steps before the learned belief can be calibrated (the "
+                                    "exact interval box is trusted from its first step until refuted)", ge=1,
                                     read_only=True)
 
     def on_configure(self) -> None:
@@ -78,16 +79,17 @@ class EstimatorNode(Node):
             from nodes.estimator.interval import IntervalBelief
 
             self.interval = IntervalBelief(GridLifeConfig.from_params(self.config))
-            # the box is exact: k starts and stays at 1 until the truth is seen outside it (a model that is wrong)
-            extra: dict[str, float] = {"k_start": 1.0, "k_min": 1.0, "margin": 1.0}
+            # the box is exact: trusted from the first step, k starts and stays at 1, until the truth is seen
+            # outside it (a model that is wrong); calibration_min_samples is the learned belief's warm-up
+            extra: dict[str, float] = {"k_start": 1.0, "k_min": 1.0, "margin": 1.0, "min_samples": 0}
         else:
             import torch
 
             torch.set_num_threads(self.threads)
             extra = {}
-        self.calibration = Calibration(CalibrationConfig(
-            target=self.coverage_target, window=self.calibration_window, min_samples=self.calibration_min_samples,
-            **extra))
+        self.calibration = Calibration(CalibrationConfig(**{
+            "target": self.coverage_target, "window": self.calibration_window,
+            "min_samples": self.calibration_min_samples, **extra}))
         self.estimator: Any = None
         self.trainer: Any = None
         self.hidden_state: np.ndarray | None = None  # (1, N, hidden) GRU state per arena

@@ -97,3 +97,16 @@ def test_the_exact_box_is_calibrated_at_k_one() -> None:
     for low, high, truth in rollout(CFG, CFG, steps=300, arenas=8, seed=2, scripted=0.5):
         cal.score(*as_estimate(low, high), cal.k, truth)
     assert cal.coverage == 1.0 and cal.calibrated and cal.k == pytest.approx(1.0)
+
+
+def test_the_exact_box_is_trusted_from_its_first_step_until_the_truth_is_seen_outside() -> None:
+    """No warm-up of no knowledge for a box exact by construction (min_samples 0): one row outside revokes it."""
+    cal = Calibration(CalibrationConfig(window=100, min_samples=0, k_start=1.0, k_min=1.0, margin=1.0))
+    assert cal.calibrated and cal.calibrated_since == 0  # nothing scored yet
+    mean, std = np.full((4, 3), 0.5), np.full((4, 3), 0.1)
+    cal.score(mean, std, cal.k, mean + 0.05)  # inside
+    assert cal.calibrated and cal.coverage == 1.0
+    cal.score(mean, std, cal.k, mean + np.array([0.0, 0.0, 0.3]))  # outside on one variable: a wrong model
+    assert not cal.calibrated and cal.coverage < cal.cfg.target
+    learned = Calibration(CalibrationConfig(window=100, min_samples=10))
+    assert not learned.calibrated  # a learned belief earns its trust first
