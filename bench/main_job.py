@@ -142,17 +142,22 @@ def meets(learned: dict[str, Any], keeper: dict[str, Any], books: dict[str, Any]
             and books.get("train_violations") == 0 and shielded_violations == 0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_arguments(doc: str | None, steps: int, runs_root: Path) -> argparse.ArgumentParser:
+    """The arguments of a bench that launches the main job per seed (or reads finished runs) and evaluates."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300_000)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="launch argument")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="node parameter")
     parser.add_argument("--runs", type=Path, nargs="+", help="evaluate these finished run directories instead")
-    parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "bench_main_job")
+    parser.add_argument("--runs-root", type=Path, default=runs_root)
     parser.add_argument("--episodes", type=int, default=64, help="evaluation episodes (one per arena)")
     parser.add_argument("--eval-seed", type=int, default=10_000, help="the env node's evaluation seed")
-    opts = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    opts = run_arguments(__doc__, steps=300_000, runs_root=ROOT / "runs" / "bench_main_job").parse_args()
     cfg = GridLifeConfig()  # the launch file's env config: GridLife's defaults, fully observed
 
     t0 = time.monotonic()

@@ -22,7 +22,6 @@ shielded evaluation's survival and violations, tokens per 1,000 steps, and the e
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.main_job import ROOT, Act, evaluate, launch, scripted, uniform
+from bench.main_job import ROOT, Act, evaluate, launch, run_arguments, scripted, uniform
 from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
 from nodes.env.scripted import seek_station_policy
 from nodes.estimator.interval import IntervalBelief
@@ -95,16 +94,8 @@ def graph_figures(run_dir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="launch argument")
-    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="node parameter")
-    parser.add_argument("--runs", type=Path, nargs="+", help="read these finished run directories instead")
-    parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "bench_partial_observability")
+    parser = run_arguments(__doc__, steps=100_000, runs_root=ROOT / "runs" / "bench_partial_observability")
     parser.add_argument("--baselines-only", action="store_true", help="measure the in-process baselines only")
-    parser.add_argument("--episodes", type=int, default=64, help="evaluation episodes (one per arena)")
-    parser.add_argument("--eval-seed", type=int, default=10_000, help="the env node's evaluation seed")
     opts = parser.parse_args()
     hidden = replace(GridLifeConfig(), partial_observability=True)
 
