@@ -7,7 +7,10 @@ env's reward: task + 10 x homeostatic - 10 on death - 1 per intervention, charge
 evaluated unshielded and deterministic on fixed seeds. Methods: sac, surprise_minimise, surprise_seek, rnd,
 empowerment (SAC + that intrinsic term, lambda_intr 0.1), cvar_sac (cvar_alpha 0.25) and mpc (no training: it
 plans). Variants: ``default`` GridLife, and ``sparse``: one token worth 5 (placed afresh wherever it is taken), so
-the task reward is rare and far from most starts: the exploration terms (rnd, surprise_seek) exist for this.
+the task reward is rare and far from most starts: the exploration terms (rnd, surprise_seek) exist for this; and
+``drift``: basal energy use and heating triple half-way through training and half-way through every evaluation
+episode (``GridLifeBatch.shift_rates``), unannounced to the agent: a policy that keeps close to predictable,
+well-supplied states should outlive the shift, which is what surprise_minimise and empowerment exist for.
 
 results.<variant>.<method>: survival (unshielded eval, mean fraction of the episode cap survived), return (its mean
 episode return), coverage (fraction of the arena's 1 m cells visited during training), return_q05 (5% quantile of
@@ -41,7 +44,9 @@ from nodes.shield.core import ShieldCore
 from protocols import TransitionBatch
 
 METHODS = ("sac", "surprise_minimise", "surprise_seek", "rnd", "empowerment", "cvar_sac", "mpc")
-VARIANTS = {"default": {}, "sparse": {"n_tokens": 1, "token_reward": 5.0}}
+VARIANTS = {"default": {}, "sparse": {"n_tokens": 1, "token_reward": 5.0}, "drift": {}}
+# drift: basal energy use and heating triple half-way through training and half-way through each evaluation episode
+DRIFT = {"drift": {"k_basal": 0.09, "eta_basal": 0.06}}
 REWARD = RewardTerms(lambda_homeo=10.0, death_penalty=-10.0, intervention_penalty=1.0)  # as launch/single_agent.yaml
 TRAIN_SEED, EVAL_SEED = 0, 10_000
 
@@ -71,8 +76,10 @@ class Planner:
         return self.planner.plan(env.positions, env.internal, token)
 
 
-def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int) -> tuple[Any, dict[str, float]]:
-    """Shielded training; the acting policy (or planner) and the training figures."""
+def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int, drift: dict[str, float] | None = None,
+          ) -> tuple[Any, dict[str, float]]:
+    """Shielded training; the acting policy (or planner) and the training figures. ``drift``: the rates that
+    hold from half-way on (the shield is told, as a safety layer whose model is kept current; the agent is not)."""
     env, shield = GridLifeBatch(cfg, arenas), ShieldCore(cfg)
     obs = env.reset(seed=TRAIN_SEED)
     rng = np.random.default_rng(TRAIN_SEED)
@@ -84,6 +91,9 @@ def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int) -> tuple[An
     visited = np.zeros((int(cfg.arena_size),) * 2, dtype=bool)
     interventions = violations = 0
     for step in range(steps // arenas):
+        if drift and step == steps // arenas // 2:
+            env.shift_rates(**drift)
+            shield = ShieldCore(env.cfg)
         if planner is not None:
             proposed = planner.act(env, obs)
         elif actor is None:
@@ -119,15 +129,19 @@ def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int) -> tuple[An
     return planner, figures
 
 
-def evaluate(agent: Any, cfg: GridLifeConfig, episodes: int) -> dict[str, float]:
-    """Unshielded, deterministic, one episode per arena on the evaluation seed; each arena counts its first episode."""
+def evaluate(agent: Any, cfg: GridLifeConfig, episodes: int, drift: dict[str, float] | None = None,
+             ) -> dict[str, float]:
+    """Unshielded, deterministic, one episode per arena on the evaluation seed; each arena counts its first episode.
+    ``drift``: the rates that hold from half-way through the episode on."""
     env = GridLifeBatch(cfg, episodes)
     obs = env.reset(seed=EVAL_SEED)
     rng = np.random.default_rng(EVAL_SEED)
     returns, lengths = np.zeros(episodes), np.zeros(episodes)
     running = np.ones(episodes, dtype=bool)
     eval_violations = 0
-    for _ in range(cfg.episode_cap):
+    for t in range(cfg.episode_cap):
+        if drift and t == cfg.episode_cap // 2:
+            env.shift_rates(**drift)
         if isinstance(agent, Planner):
             actions = agent.act(env, obs)
         elif agent is None:
@@ -191,8 +205,8 @@ def main() -> None:
         cfg = GridLifeConfig(**changes, episode_cap=args.eval_cap)
         results[variant] = {}
         for method in methods:
-            agent, figures = train(method, cfg, args.steps, args.arenas)
-            results[variant][method] = {**evaluate(agent, cfg, args.eval_episodes), **figures}
+            agent, figures = train(method, cfg, args.steps, args.arenas, DRIFT.get(variant))
+            results[variant][method] = {**evaluate(agent, cfg, args.eval_episodes, DRIFT.get(variant)), **figures}
     costs = update_cost(methods, GridLifeConfig().obs_dim)
     for per_method in results.values():
         for method, figures in per_method.items():

@@ -116,6 +116,11 @@ _NON_NEGATIVE = {
     "init_spread", "n_hazards", "n_hot_zones", "n_tokens", "layout_seed",
 }  # fmt: skip
 _AT_LEAST_ONE = {"episode_cap", "n_refuel", "n_cool", "n_repair"}
+# the constants of the internal dynamics: a regime shift (GridLifeBatch.shift_rates) may change these alone
+RATE_NAMES: tuple[str, ...] = (
+    "k_basal", "k_effort", "rho_refuel", "eta_basal", "eta_effort", "eta_hot", "rho_cool",
+    "omega_wear", "delta_hazard", "rho_repair",
+)  # fmt: skip
 
 
 def _check_field(name: str, value: Any, default: Any) -> None:
@@ -465,6 +470,15 @@ class GridLifeBatch:
     @property
     def episode_steps(self) -> np.ndarray:
         return read_only(self._steps)
+
+    def shift_rates(self, **rates: float) -> None:
+        """A regime shift: the internal dynamics take these rates from the next step on (names in RATE_NAMES);
+        positions, internal states, tokens and the layout stay as they are."""
+        unknown = sorted(set(rates) - set(RATE_NAMES))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a rate of the internal dynamics (one of {', '.join(RATE_NAMES)})")
+        self.cfg = dataclasses.replace(self.cfg, **rates)  # checked like any config
+        self._params = _params(self.cfg)
 
     def margins(self) -> dict[str, np.ndarray]:
         return margins(self._pos, self._internal, self.cfg, self.layout)

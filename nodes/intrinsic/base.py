@@ -68,20 +68,31 @@ class IntrinsicReward(nn.Module):
         raise NotImplementedError
 
     def fit(self, obs: Tensor, action: Tensor, next_obs: Tensor) -> dict[str, float]:
-        losses = self.losses(obs, action, next_obs)
-        total = sum(losses.values())
+        return self.minimise(self.losses(obs, action, next_obs))
+
+    def minimise(self, losses: dict[str, Tensor]) -> dict[str, float]:
+        """One optimizer step on the sum of ``losses``; their values as floats."""
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()  # type: ignore[union-attr]
+        sum(losses.values()).backward()  # type: ignore[union-attr]
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()
     def reward(self, obs: Tensor, action: Tensor, next_obs: Tensor, update_scale: bool = True) -> Tensor:
-        raw = self.raw_reward(obs, action, next_obs)
+        return self.scaled(self.raw_reward(obs, action, next_obs), update_scale)
+
+    @torch.no_grad()
+    def scaled(self, raw: Tensor, update_scale: bool = True) -> Tensor:
+        """The raw term, signed and divided by its running scale (updated with ``raw`` first)."""
         if update_scale:
             self.scale.update(raw)
         return self.sign * raw / self.scale.std
+
+    def fit_reward(self, obs: Tensor, action: Tensor, next_obs: Tensor) -> tuple[dict[str, float], Tensor]:
+        """``fit`` on the batch, then its ``reward`` (what the learner calls on every sampled batch). A term whose
+        fit computes its reward on the way overrides this to do that work once."""
+        return self.fit(obs, action, next_obs), self.reward(obs, action, next_obs)
 
     # --- checkpoints: named numpy arrays, optimizer moments included -------------------------------------------
 

@@ -77,14 +77,26 @@ class Empowerment(IntrinsicReward):
                 z = self.model.step(z, actions[:, :, t])
         return z0, actions.reshape(b, n, k * m), z
 
+    # The reward is the empowerment of the state reached (the agent is paid for arriving where it keeps options
+    # open), and the critic is trained on those same states, so one rollout serves both.
+
     def losses(self, obs: Tensor, action: Tensor, next_obs: Tensor) -> dict[str, Tensor]:
-        out = self.model.losses(obs, action, next_obs)
-        out["infonce"] = -self.critic.bound(*self._rollouts(obs)).mean()
-        return out
+        return self._losses_and_bound(obs, action, next_obs)[0]
 
     def raw_reward(self, obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
-        # empowerment of the state reached: the agent is paid for arriving where it keeps options open
         return self.critic.bound(*self._rollouts(next_obs)).clamp_min(0.0)
+
+    def fit_reward(self, obs: Tensor, action: Tensor, next_obs: Tensor) -> tuple[dict[str, float], Tensor]:
+        """One rollout and one critic pass: the bound that the step maximises is the reward, as the critic was
+        just before the step (one step behind, where a separate ``reward`` would cost a second rollout)."""
+        losses, bound = self._losses_and_bound(obs, action, next_obs)
+        return self.minimise(losses), self.scaled(bound.detach().clamp_min(0.0))
+
+    def _losses_and_bound(self, obs: Tensor, action: Tensor, next_obs: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        out = self.model.losses(obs, action, next_obs)
+        bound = self.critic.bound(*self._rollouts(next_obs))
+        out["infonce"] = -bound.mean()
+        return out, bound
 
     def state_arrays(self):  # type: ignore[no-untyped-def]
         out = super().state_arrays()

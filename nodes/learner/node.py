@@ -214,8 +214,7 @@ class LearnerNode(Node):
         for the device, so a run of updates reports its last one only."""
         from nodes.intrinsic.base import p95
 
-        losses = self.intr.fit(batch.obs, batch.action, batch.next_obs)
-        r_intr = self.intr.reward(batch.obs, batch.action, batch.next_obs)
+        losses, r_intr = self.intr.fit_reward(batch.obs, batch.action, batch.next_obs)
         term = self.lambda_intr * r_intr
         self.intr_sum, self.intr_count = self.intr_sum + r_intr.mean(), self.intr_count + 1  # stays on the device
         if report:

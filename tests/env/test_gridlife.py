@@ -368,3 +368,25 @@ def test_the_tokens_counted_are_what_the_task_reward_pays_for() -> None:
         assert result.tokens.dtype == np.int64 and np.array_equal(result.task_reward, result.tokens * 2.5)
         collected += int(result.tokens.sum())
     assert collected > 0  # the station keeper collects tokens between refills
+
+
+def test_shift_rates_changes_the_dynamics_from_the_next_step_and_keeps_the_state() -> None:
+    base, shifted = GridLifeBatch(GridLifeConfig(), 16), GridLifeBatch(GridLifeConfig(), 16)
+    base.reset(seed=3)
+    shifted.reset(seed=3)
+    before = shifted.internal.copy(), shifted.positions.copy(), shifted.tokens.copy()
+    shifted.shift_rates(k_basal=0.06)
+    for now, then in zip((shifted.internal, shifted.positions, shifted.tokens), before, strict=True):
+        np.testing.assert_array_equal(now, then)  # the shift itself moves nothing
+    still = np.zeros((16, 2), np.float32)
+    out_base, out_shifted = base.step(still), shifted.step(still)
+    spent_base = before[0][:, 0] - out_base.next_internal[:, 0]
+    spent_shifted = before[0][:, 0] - out_shifted.next_internal[:, 0]
+    away = spent_base > 0  # arenas not on a refuel station spend dt * k_basal standing still
+    assert away.any()
+    np.testing.assert_allclose(spent_base[away], 0.1 * 0.03, rtol=1e-9)
+    np.testing.assert_allclose(spent_shifted[away], 0.1 * 0.06, rtol=1e-9)
+    with pytest.raises(ValueError, match="arena_size: not a rate"):
+        shifted.shift_rates(arena_size=12.0)
+    with pytest.raises(ValueError, match="k_basal"):
+        shifted.shift_rates(k_basal=-1.0)

@@ -146,3 +146,17 @@ def test_empowerment_matches_log_n_and_ranks_states() -> None:
         assert abs(value - uniform_source_information(cell)) < 0.15, (cell, value)
         # and never above log n (the capacity) by more than the estimator's noise; at most 0.5 nats below it
         assert math.log(reachable(cell)) - 0.5 < value < math.log(reachable(cell)) + 0.1, (cell, value)
+
+
+def test_empowerment_fit_reward_pays_the_bound_the_step_fits() -> None:
+    obs, act, nxt = linear_data(64)
+    a, b = intrinsic.make("empowerment", 6, 2, seed=0), intrinsic.make("empowerment", 6, 2, seed=0)
+    for _ in range(3):
+        a.fit(obs, act, nxt)
+        b.fit(obs, act, nxt)
+    expected = b.reward(obs, act, nxt)  # the critic as it is before the step, on the same action sequences
+    losses, reward = a.fit_reward(obs, act, nxt)
+    torch.testing.assert_close(reward, expected)
+    assert set(losses) == {"reconstruction", "latent_prediction", "prediction", "infonce"}
+    stepped, before = a.state_arrays()["model.critic.phi.0.weight"], b.state_arrays()["model.critic.phi.0.weight"]
+    assert not np.array_equal(stepped, before)  # and the critic did take its step
