@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from nodes.env.step import StepResult
 
@@ -65,154 +66,29 @@ def _load_file(spec: str, path: Path) -> Any:
     return module
 
 
-class GymBatch:
-    """`num_envs` copies of the Gymnasium environment `env_id`, with optional viability constraints."""
+class ConstraintMargins(gymnasium.Wrapper):
+    """Adds the viability margins of each state to its info, ``info["margins"]`` (an array in the order of
+    ``names``; the vector env stacks arrays cheaply): the constraint function is called on every reset and step,
+    and what it returns is checked here."""
 
-    def __init__(
-        self,
-        env_id: str,
-        num_envs: int = 1,
-        constraint: str | None = None,
-        env_kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs: must be an integer >= 1, got {num_envs!r}")
-        if not isinstance(env_id, str) or env_id not in gymnasium.registry:
-            raise ValueError(f"env_id: {env_id!r} is not a registered Gymnasium environment")
-        self.env_id = env_id
-        self.num_envs = num_envs
-        self.constraint_spec = constraint
-        self._constraint = load_constraint(constraint) if constraint is not None else None
-        self._margin_names: tuple[str, ...] | None = None
-        try:
-            self._envs = [gymnasium.make(env_id, **dict(env_kwargs or {})) for _ in range(num_envs)]
-        except Exception as error:
-            raise ValueError(f"env_id: cannot make {env_id!r}: {error}") from error
-        self.observation_space = self._envs[0].observation_space
-        self.action_space = self._envs[0].action_space
-        if not isinstance(self.observation_space, spaces.Box):
-            raise ValueError(
-                f"env_id: {env_id!r} has a {type(self.observation_space).__name__} observation space; "
-                "only Box is supported (flatten it with a wrapper)"
-            )
-        if not isinstance(self.action_space, spaces.Box | spaces.Discrete):
-            raise ValueError(
-                f"env_id: {env_id!r} has a {type(self.action_space).__name__} action space; "
-                "only Box and Discrete are supported"
-            )
-        self._obs = np.zeros((num_envs, *self.observation_space.shape), dtype=np.float32)
-        self._margins: list[dict[str, float]] = [{} for _ in range(num_envs)]
-        self._steps = np.zeros(num_envs, dtype=np.int64)
-        self._started = False
+    def __init__(self, env: gymnasium.Env, constraint: ConstraintFn, spec: str) -> None:
+        super().__init__(env)
+        self.constraint, self.constraint_spec = constraint, spec
+        self.names: tuple[str, ...] | None = None  # the margin names of the first call; later calls must match
 
-    @property
-    def margin_names(self) -> tuple[str, ...]:
-        return self._margin_names or ()
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return obs, {**info, "margins": np.fromiter(self.evaluate(obs, info).values(), np.float64)}
 
-    def margins(self) -> dict[str, np.ndarray]:
-        """Margins of the current state of every arena."""
-        return self._stack_margins(self._margins)
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        margins = np.fromiter(self.evaluate(obs, info).values(), np.float64)
+        return obs, reward, terminated, truncated, {**info, "margins": margins}
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset every arena; arena i is seeded from `seed` through its own spawned seed sequence."""
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
-            raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
-        seeds: list[int | None] = [None] * self.num_envs
-        if seed is not None:
-            children = np.random.SeedSequence(int(seed)).spawn(self.num_envs)
-            seeds = [int(child.generate_state(1)[0]) for child in children]
-        self._obs = np.zeros_like(self._obs)  # a new array: the last step's result keeps its own
-        for i, env in enumerate(self._envs):
-            obs, info = env.reset(seed=seeds[i])
-            self._obs[i] = obs
-            self._margins[i] = self._evaluate(obs, info)
-            self._steps[i] = 0
-        self._started = True
-        return self._obs.copy()
-
-    def step(self, actions: np.ndarray) -> StepResult:
-        if not self._started:
-            raise RuntimeError("GymBatch.step called before reset")
-        checked = self._checked_actions(actions)
-        n = self.num_envs
-        next_obs = np.zeros_like(self._obs)
-        reward = np.zeros(n)
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        next_margins: list[dict[str, float]] = []
-        for i, env in enumerate(self._envs):
-            obs, r, term, trunc, info = env.step(checked[i])
-            next_obs[i], reward[i], terminated[i], truncated[i] = obs, r, term, trunc
-            next_margins.append(self._evaluate(obs, info))
-        self._steps += 1
-        episode_steps = self._steps.copy()
-        margins = self._stack_margins(next_margins)
-        obs_before = self._obs
-        self._obs = next_obs.copy()
-        self._margins = next_margins
-        for i in np.flatnonzero(terminated | truncated):
-            obs, info = self._envs[i].reset()
-            self._obs[i] = obs
-            self._margins[i] = self._evaluate(obs, info)
-            self._steps[i] = 0
-        violation = np.zeros(n, dtype=bool)
-        for values in margins.values():
-            violation |= values < 0
-        return StepResult(
-            obs=obs_before,
-            next_obs=next_obs,
-            reset_obs=self._obs.copy(),
-            task_reward=reward,
-            homeo_reward=np.zeros(n),
-            terminated=terminated,
-            truncated=truncated,
-            violation=violation,
-            margins=margins,
-            episode_steps=episode_steps,
-        )
-
-    def close(self) -> None:
-        for env in self._envs:
-            env.close()
-
-    def _checked_actions(self, actions: np.ndarray) -> list[Any]:
-        """Refuse actions that must never reach the environment, naming the first offending arena."""
-        a = np.asarray(actions)
-        space = self.action_space
-        if isinstance(space, spaces.Discrete):
-            if a.shape != (self.num_envs,):
-                raise ValueError(f"actions: expected shape ({self.num_envs},), got {a.shape}")
-            if not np.issubdtype(a.dtype, np.integer):
-                raise ValueError(f"actions: a Discrete action space needs integers, got dtype {a.dtype}")
-            bad = (a < space.start) | (a >= space.start + space.n)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"actions: arena {i}: action {a[i]} is outside {space}")
-            return [int(x) for x in a]
-        if a.shape != (self.num_envs, *space.shape):
-            raise ValueError(f"actions: expected shape {(self.num_envs, *space.shape)}, got {a.shape}")
-        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-            raise ValueError(f"actions: expected real numbers, got dtype {a.dtype}")
-        flat = a.reshape(self.num_envs, -1).astype(np.float64)
-        finite = np.isfinite(flat).all(axis=1)
-        if not finite.all():
-            i = int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is not finite")
-        low = space.low.reshape(1, -1)
-        high = space.high.reshape(1, -1)
-        in_range = ((flat >= low) & (flat <= high)).all(axis=1)
-        if not in_range.all():
-            i = int(np.flatnonzero(~in_range)[0])
-            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is outside {space}")
-        return [a[i].astype(space.dtype) for i in range(self.num_envs)]
-
-    def _evaluate(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, float]:
-        """Call the constraint function on one arena and check what it returns."""
-        if self._constraint is None:
-            return {}
+    def evaluate(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, float]:
         spec = self.constraint_spec
         try:
-            result = self._constraint(obs, info)
+            result = self.constraint(obs, info)
         except Exception as error:
             raise ConstraintError(f"constraint {spec!r}: raised {type(error).__name__}: {error}") from error
         if not isinstance(result, Mapping) or not result:
@@ -229,13 +105,159 @@ class GymBatch:
                 raise ConstraintError(f"constraint {spec!r}: margin {name!r} is not finite: {value!r}")
             margins[name] = number
         names = tuple(margins)
-        if self._margin_names is None:
-            self._margin_names = names
-        elif names != self._margin_names:
-            raise ConstraintError(
-                f"constraint {spec!r}: returned margins {list(names)}, earlier {list(self._margin_names)}"
-            )
+        if self.names is None:
+            self.names = names
+        elif names != self.names:
+            raise ConstraintError(f"constraint {spec!r}: returned margins {list(names)}, earlier {list(self.names)}")
         return margins
 
-    def _stack_margins(self, per_arena: list[dict[str, float]]) -> dict[str, np.ndarray]:
-        return {name: np.array([m[name] for m in per_arena]) for name in self.margin_names}
+
+class GymBatch:
+    """`num_envs` copies of the Gymnasium environment `env_id`, with optional viability constraints: a
+    `gymnasium.vector.SyncVectorEnv` (same-step auto-reset) of `ConstraintMargins`-wrapped copies."""
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        constraint: str | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs: must be an integer >= 1, got {num_envs!r}")
+        if not isinstance(env_id, str) or env_id not in gymnasium.registry:
+            raise ValueError(f"env_id: {env_id!r} is not a registered Gymnasium environment")
+        self.env_id = env_id
+        self.num_envs = num_envs
+        self.constraint_spec = constraint
+        check = load_constraint(constraint) if constraint is not None else None
+        kwargs = dict(env_kwargs or {})
+
+        def make() -> gymnasium.Env:
+            env = gymnasium.make(env_id, **kwargs)
+            return env if check is None else ConstraintMargins(env, check, str(constraint))
+
+        try:
+            self._vec = SyncVectorEnv([make for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP,
+                                      copy=False)  # step() copies what it keeps
+        except Exception as error:
+            raise ValueError(f"env_id: cannot make {env_id!r}: {error}") from error
+        self.observation_space = self._vec.single_observation_space
+        self.action_space = self._vec.single_action_space
+        if not isinstance(self.observation_space, spaces.Box):
+            raise ValueError(
+                f"env_id: {env_id!r} has a {type(self.observation_space).__name__} observation space; "
+                "only Box is supported (flatten it with a wrapper)"
+            )
+        if not isinstance(self.action_space, spaces.Box | spaces.Discrete):
+            raise ValueError(
+                f"env_id: {env_id!r} has a {type(self.action_space).__name__} action space; "
+                "only Box and Discrete are supported"
+            )
+        self._obs = np.zeros((num_envs, *self.observation_space.shape), dtype=np.float32)
+        self._margins: dict[str, np.ndarray] = {}
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._started = False
+
+    @property
+    def margin_names(self) -> tuple[str, ...]:
+        return tuple(self._margins)
+
+    def margins(self) -> dict[str, np.ndarray]:
+        """Margins of the current state of every arena."""
+        return {name: values.copy() for name, values in self._margins.items()}
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every arena; arena i is seeded from `seed` through its own spawned seed sequence."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+            raise ValueError(f"seed: must be a non-negative integer or None, got {seed!r}")
+        seeds: list[int | None] = [None] * self.num_envs
+        if seed is not None:
+            children = np.random.SeedSequence(int(seed)).spawn(self.num_envs)
+            seeds = [int(child.generate_state(1)[0]) for child in children]
+        obs, info = self._vec.reset(seed=seeds)
+        self._obs = np.asarray(obs, dtype=np.float32).copy()  # a new array: the last step's result keeps its own
+        self._margins = self._stack(info)
+        self._steps[:] = 0
+        self._started = True
+        return self._obs.copy()
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        if not self._started:
+            raise RuntimeError("GymBatch.step called before reset")
+        obs, reward, terminated, truncated, info = self._vec.step(self._checked_actions(actions))
+        done = terminated | truncated
+        reset_obs = np.asarray(obs, dtype=np.float32).copy()
+        next_obs, margins = reset_obs.copy(), self._stack(info)
+        self._steps += 1
+        episode_steps = self._steps.copy()
+        self._steps[done] = 0
+        self._margins = {name: values.copy() for name, values in margins.items()}
+        if done.any():  # the state each ended arena reached, before its reset
+            final = self._stack(info["final_info"]) if margins else {}
+            for i in np.flatnonzero(done):
+                next_obs[i] = info["final_obs"][i]
+                for name in margins:
+                    margins[name][i] = final[name][i]
+        violation = np.zeros(self.num_envs, dtype=bool)
+        for values in margins.values():
+            violation |= values < 0
+        obs_before, self._obs = self._obs, reset_obs
+        return StepResult(
+            obs=obs_before,
+            next_obs=next_obs,
+            reset_obs=reset_obs.copy(),
+            task_reward=np.asarray(reward, dtype=np.float64),
+            homeo_reward=np.zeros(self.num_envs),
+            terminated=np.asarray(terminated, dtype=bool),
+            truncated=np.asarray(truncated, dtype=bool),
+            violation=violation,
+            margins=margins,
+            episode_steps=episode_steps,
+        )
+
+    def close(self) -> None:
+        self._vec.close()
+
+    def _stack(self, info: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The margins in the vector env's merged info (n, k), by name; every arena must name them alike."""
+        if self.constraint_spec is None:
+            return {}
+        names = [env.names for env in self._vec.envs]  # type: ignore[attr-defined]
+        for i, arena_names in enumerate(names):
+            if arena_names != names[0]:
+                raise ConstraintError(f"constraint {self.constraint_spec!r}: arena {i} returned margins "
+                                      f"{list(arena_names)}, arena 0 {list(names[0])}")
+        values = np.asarray(info["margins"], dtype=np.float64)
+        return {name: values[:, k].copy() for k, name in enumerate(names[0])}
+
+    def _checked_actions(self, actions: np.ndarray) -> list[Any]:
+        """Refuse actions that must never reach the environment, naming the first offending arena."""
+        a = np.asarray(actions)
+        space = self.action_space
+        if isinstance(space, spaces.Discrete):
+            if a.shape != (self.num_envs,):
+                raise ValueError(f"actions: expected shape ({self.num_envs},), got {a.shape}")
+            if not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"actions: a Discrete action space needs integers, got dtype {a.dtype}")
+            bad = (a < space.start) | (a >= space.start + space.n)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"actions: arena {i}: action {a[i]} is outside {space}")
+            return a.astype(np.int64)
+        if a.shape != (self.num_envs, *space.shape):
+            raise ValueError(f"actions: expected shape {(self.num_envs, *space.shape)}, got {a.shape}")
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise ValueError(f"actions: expected real numbers, got dtype {a.dtype}")
+        flat = a.reshape(self.num_envs, -1).astype(np.float64)
+        finite = np.isfinite(flat).all(axis=1)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is not finite")
+        low = space.low.reshape(1, -1)
+        high = space.high.reshape(1, -1)
+        in_range = ((flat >= low) & (flat <= high)).all(axis=1)
+        if not in_range.all():
+            i = int(np.flatnonzero(~in_range)[0])
+            raise ValueError(f"actions: arena {i}: action {a[i].tolist()} is outside {space}")
+        return a.astype(space.dtype)

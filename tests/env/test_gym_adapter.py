@@ -111,6 +111,10 @@ def test_broken_file_and_bad_margins_are_reported(tmp_path: Path) -> None:
         GymBatch("Pendulum-v1", constraint=f"{bad}:nan").reset(seed=0)
     with pytest.raises(ConstraintError, match="non-empty dict"):
         GymBatch("Pendulum-v1", constraint=f"{bad}:empty").reset(seed=0)
+    # margins named by the state: arenas that start on either side of upright disagree on the names
+    bad.write_text("def by_side(obs, info):\n    return {'left' if obs[1] > 0 else 'right': 1.0}\n")
+    with pytest.raises(ConstraintError, match=r"arena [0-9]+ returned margins \[.(left|right).\], arena 0"):
+        GymBatch("Pendulum-v1", num_envs=8, constraint=f"{bad}:by_side").reset(seed=0)
 
 
 def test_unknown_env_id_is_refused() -> None:
