@@ -86,6 +86,8 @@ class EnvNode(Node):
                           "(nodes/env/resume.py)", gt=0)
     learn_from_proposals = Param(False, "where the shield changed the action, the replay stream carries the "
                                  "agent's proposal instead of the executed action, so the penalty lands on it")
+    evaluate_only = Param(False, "no training: run the evaluation phases with the policy the agent holds "
+                          "(`persist eval`)", read_only=True)
 
     fallback: str
     act_dim: int  # action dimension on the wire, set by build_sim
@@ -158,7 +160,7 @@ class EnvNode(Node):
     def on_configure(self) -> None:
         self.setup()
         self.reward_terms = self.build_reward()
-        self.phase = "train" if self.total_steps > 0 else "run"
+        self.phase = "train" if self.total_steps > 0 or self.evaluate_only else "run"
         self.build_sim(self.num_envs)
         self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
         # the replay stream goes out in batches: `replay_steps` steps per message, 8 messages per send, so its
@@ -193,7 +195,7 @@ class EnvNode(Node):
         self.gauge("progress.total", self.total_steps)
         self.books_path = self.run_dir / "checkpoints" / "env_books.safetensors" if self.run_dir else None
         self.next_books_save = 0.0
-        if self.books_path is not None and self.phase == "train":
+        if self.books_path is not None and self.phase == "train" and not self.evaluate_only:
             self.resume_books()
 
     def resume_books(self) -> None:
@@ -249,6 +251,10 @@ class EnvNode(Node):
             self.gauge("waiting_for_peers", 0)
             self.t_start = now
             self.log.info("start", num_envs=self.num_envs, total_steps=self.total_steps, mode=self.mode)
+            if self.evaluate_only:  # straight to the first evaluation phase, its peers set up
+                if self.advance_phase():
+                    self.publish_obs()
+                return
             self.reset_sim(self.seed + self.restarts)  # a respawned env meets new start states, not the same again
             self.publish_obs()
             return

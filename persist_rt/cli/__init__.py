@@ -16,6 +16,7 @@ from rich.markup import escape
 from persist_rt.cli.attach import attach
 from persist_rt.cli.common import CliError, err_console
 from persist_rt.cli.control import lifecycle_app, param_app
+from persist_rt.cli.eval_cmd import evaluate
 from persist_rt.cli.graph import graph_cmd, node_app, topic_app
 from persist_rt.cli.keys_cmd import keys_app
 from persist_rt.cli.launch_cmd import launch
@@ -30,6 +31,7 @@ app.command("launch")(launch)
 app.command("attach")(attach)
 app.command("graph")(graph_cmd)
 app.command("new")(new)
+app.command("eval")(evaluate)
 app.add_typer(node_app, name="node")
 app.add_typer(topic_app, name="topic")
 app.add_typer(param_app, name="param")
