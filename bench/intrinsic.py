@@ -8,7 +8,7 @@ evaluated unshielded and deterministic on fixed seeds. Methods: sac, surprise_mi
 empowerment (SAC + that intrinsic term, lambda_intr 0.1), cvar_sac (cvar_alpha 0.25) and mpc (no training: it
 plans). Variants: ``default`` GridLife, and ``sparse``: one token worth 5 (placed afresh wherever it is taken), so
 the task reward is rare and far from most starts: the exploration terms (rnd, surprise_seek) exist for this; and
-``drift``: basal energy use and heating triple half-way through training and half-way through every evaluation
+``drift``: basal energy use and heating double half-way through training and half-way through every evaluation
 episode (``GridLifeBatch.shift_rates``), unannounced to the agent: a policy that keeps close to predictable,
 well-supplied states should outlive the shift, which is what surprise_minimise and empowerment exist for.
 
@@ -45,8 +45,8 @@ from protocols import TransitionBatch
 
 METHODS = ("sac", "surprise_minimise", "surprise_seek", "rnd", "empowerment", "cvar_sac", "mpc")
 VARIANTS = {"default": {}, "sparse": {"n_tokens": 1, "token_reward": 5.0}, "drift": {}}
-# drift: basal energy use and heating triple half-way through training and half-way through each evaluation episode
-DRIFT = {"drift": {"k_basal": 0.09, "eta_basal": 0.06}}
+# drift: basal energy use and heating double half-way through training and half-way through each evaluation episode
+DRIFT = {"drift": {"k_basal": 0.06, "eta_basal": 0.04}}
 REWARD = RewardTerms(lambda_homeo=10.0, death_penalty=-10.0, intervention_penalty=1.0)  # as launch/single_agent.yaml
 TRAIN_SEED, EVAL_SEED = 0, 10_000
 
