@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from persist_rt.checkpoint import atomic_write_bytes
+from persist_rt.checkpoint import atomic_write_chunks
 
 FORMAT = "persist.metrics_history"
 VERSION = 1
@@ -30,8 +31,10 @@ class SeriesHistory:
         self.kind = kind  # "counter" | "gauge"
         self.capacity = capacity
         self.stride = 1
-        self.t = array("d")
-        self.v = array("d")
+        # allocated whole (and written, so resident) now: a long run's memory does not creep up as series fill
+        self.t = array("d", bytes(8 * capacity))
+        self.v = array("d", bytes(8 * capacity))
+        self.n = 0  # points kept
         self.last: tuple[float, float] | None = None
         self._offered = 0
 
@@ -40,25 +43,28 @@ class SeriesHistory:
         self._offered += 1
         if (self._offered - 1) % self.stride:
             return
-        if len(self.t) >= self.capacity:
-            self.t = self.t[::2]
-            self.v = self.v[::2]
+        if self.n >= self.capacity:  # full: keep every other point, in place
+            half = self.capacity // 2
+            self.t[:half] = self.t[::2]
+            self.v[:half] = self.v[::2]
+            self.n = half
             self.stride *= 2
             if (self._offered - 1) % self.stride:
                 return
-        self.t.append(t)
-        self.v.append(value)
+        self.t[self.n] = t
+        self.v[self.n] = value
+        self.n += 1
 
-    def points(self) -> tuple[list[float], list[float]]:
-        """The kept points plus the newest value, so the history ends where the run ended."""
-        t, v = self.t.tolist(), self.v.tolist()
+    def points(self) -> tuple[array, array]:
+        """Copies of the kept points plus the newest value, so the history ends where the run ended."""
+        t, v = self.t[: self.n], self.v[: self.n]
         if self.last is not None and (not t or t[-1] != self.last[0]):
             t.append(self.last[0])
             v.append(self.last[1])
         return t, v
 
     def __len__(self) -> int:
-        return len(self.t)
+        return self.n
 
 
 @dataclass
@@ -66,12 +72,12 @@ class Series:
     node: str
     name: str
     kind: str
-    t: list[float]
-    v: list[float]
+    t: Sequence[float]
+    v: Sequence[float]
 
 
 def freeze(series: dict[tuple[str, str], SeriesHistory]) -> list[Series]:
-    """Plain copies of every series, safe to hand to another thread for writing."""
+    """Compact copies of every series (arrays of doubles), safe to hand to another thread for writing."""
     out = []
     for (node, name), h in sorted(series.items()):
         t, v = h.points()
@@ -80,11 +86,17 @@ def freeze(series: dict[tuple[str, str], SeriesHistory]) -> list[Series]:
 
 
 def write_history(path: Path, run_id: str, series: list[Series]) -> None:
-    """Write every series atomically (temp file, fsync, rename): a reader never sees half a file."""
-    lines = [json.dumps({"format": FORMAT, "version": VERSION, "run_id": run_id})]
-    lines += [json.dumps({"node": s.node, "name": s.name, "type": s.kind, "t": [round(x, 3) for x in s.t], "v": s.v})
-              for s in series]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    """Write every series atomically (temp file, fsync, rename): a reader never sees half a file. Line by line,
+    so that only one series is ever held as JSON."""
+
+    def lines() -> Iterator[bytes]:
+        yield (json.dumps({"format": FORMAT, "version": VERSION, "run_id": run_id}) + "\n").encode()
+        for s in series:
+            record = {"node": s.node, "name": s.name, "type": s.kind, "t": [round(x, 3) for x in s.t],
+                      "v": list(s.v)}
+            yield (json.dumps(record) + "\n").encode()
+
+    atomic_write_chunks(path, lines())
 
 
 def load_history(path: str | os.PathLike[str]) -> dict[tuple[str, str], Series]:

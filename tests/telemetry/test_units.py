@@ -54,9 +54,11 @@ def test_collector_exposes_counters_gauges_and_keeps_clashing_families_apart() -
 
 def test_history_stays_bounded_and_spans_the_whole_run() -> None:
     h = SeriesHistory("counter", capacity=16)
+    buffers = h.t.buffer_info(), h.v.buffer_info()
     for i in range(1000):
         h.add(float(i), float(i))
     assert len(h) <= 16
+    assert (h.t.buffer_info(), h.v.buffer_info()) == buffers  # the memory it took at the start, no more
     t, v = h.points()
     assert t[0] == 0.0 and t[-1] == 999.0 and v == t
     steps = {b - a for a, b in itertools.pairwise(t[:-1])}  # the last point is the newest value
