@@ -1,6 +1,6 @@
 """Chaos benchmark: the chaos test (tests/graph/test_chaos.py) made longer. During one training run of the
-single-agent graph, kill -9 in turn the env, agent, learner, shield, telemetry and the registry (and the
-estimator with `--partial-observability`), `--rounds` times, at seeded random gaps, each once the previous victim
+single-agent graph, kill -9 in turn the env, agent, learner, shield, estimator (with `--partial-observability`,
+which the test uses), telemetry and the registry, `--rounds` times, at seeded random gaps, each once the previous victim
 is back; then let the run finish training and its evaluations. Prints one JSON line: `kills`, `restarts`
 (counted by the supervisor), `violations_executed` (training), `books_consistent` (executed + fallback steps =
 env steps), with the run's env steps, the env's book resumes and the learner's replay resumes.
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.graph.chaos import VICTIMS, chaos, check  # noqa: E402
+from tests.graph.chaos import PARTIAL, chaos, check, victims_of  # noqa: E402
 from tests.graph.conftest import finish  # noqa: E402
 
 
@@ -33,12 +33,11 @@ def main() -> None:
     ap.add_argument("--extra-steps", type=int, default=2000, help="training steps after the last kill")
     ap.add_argument("--partial-observability", action="store_true", help="run (and kill) the estimator too")
     args = ap.parse_args()
-    victims = VICTIMS + (("estimator",) if args.partial_observability else ())
-    extra = ("--arg", f"arenas={args.arenas}") + \
-        (("--arg", "partial_observability=true") if args.partial_observability else ())
+    extra = ("--arg", f"arenas={args.arenas}") + (PARTIAL if args.partial_observability else ())
     t0 = time.monotonic()
     result = chaos(Path(tempfile.mkdtemp(prefix="chaos-")), seed=args.seed, rounds=args.rounds,
-                   extra_steps=args.extra_steps, gap_s=(1.0, 5.0), victims=victims, args=extra)
+                   extra_steps=args.extra_steps, gap_s=(1.0, 5.0), victims=victims_of(args.partial_observability),
+                   args=extra)
     try:
         code = result.run.wait_exit(600.0)
     finally:

@@ -51,6 +51,7 @@ from persist_rt.security import (
     authority_from_env,
     expect_server,
     handshake_failures,
+    introspection_open,
     keys_from_env,
     monitor_handshakes,
     parse_authority,
@@ -82,6 +83,8 @@ def busy_poll_seconds(us: object) -> float:
 METRICS_TOPIC = "/metrics"
 PARAM_EVENTS_TOPIC = "/parameter_events"
 BUILTIN_TOPICS = (METRICS_TOPIC, PARAM_EVENTS_TOPIC)
+# the built-in services that change nothing: open introspection answers them without a graph key
+READ_ONLY_SERVICES = ("describe", "stats", "param.list", "param.get", "lifecycle.get")
 
 
 class Node:
@@ -150,6 +153,10 @@ class Node:
         self.curve_id = Curve(keys, self.name, self.ctx) if keys is not None else None
         if self.curve_id is not None:
             use_curve(self.curve_id)  # this process's service calls (to the registry, to peers) prove it too
+        # open introspection: a client without a graph key passes the service socket's handshake, and may call the
+        # read-only services alone (_svc_guard); publishers stay closed to it
+        self._open_reads = self.curve_id is not None and introspection_open()
+        self._read_only: set[str] = set(READ_ONLY_SERVICES)
         self.executor = Executor()
         self._monitors: list[zmq.Socket] = []  # handshake monitors of the server sockets (with keys)
         self._services: dict[str, services.Handler] = {}
@@ -172,7 +179,7 @@ class Node:
 
         self._svc_sock = self.ctx.socket(zmq.ROUTER)
         self._svc_sock.setsockopt(zmq.LINGER, 0)
-        self._endpoints["service"] = self._bind(self._svc_sock, "svc")
+        self._endpoints["service"] = self._bind(self._svc_sock, "svc", open_handshake=self._open_reads)
         self._watch(self._svc_sock, self._on_service)
         self._reg_sock: zmq.Socket | None = None
         if registry:
@@ -268,11 +275,14 @@ class Node:
         self._timers.append(t)
         return t
 
-    def service(self, name: str, handler: services.Handler) -> None:
-        """Answer requests for ``name``: ``handler(args: dict) -> result`` (msgpack-able)."""
+    def service(self, name: str, handler: services.Handler, read_only: bool = False) -> None:
+        """Answer requests for ``name``: ``handler(args: dict) -> result`` (msgpack-able). ``read_only``: it
+        changes nothing, so a launch with open introspection answers it to clients without a graph key."""
         if name in self._services:
             raise ValueError(f"service `{name}` is already defined")
         self._services[name] = handler
+        if read_only:
+            self._read_only.add(name)
 
     def refresh(self) -> None:
         """Bring ``gauges`` and ``status`` up to date. Runs just before they leave the node (metrics, heartbeat,
@@ -487,9 +497,9 @@ class Node:
             self.count("refresh_errors")
             self.log.exception("refresh_failed", error=str(exc))
 
-    def _bind(self, sock: zmq.Socket, role: str) -> str:
+    def _bind(self, sock: zmq.Socket, role: str, open_handshake: bool = False) -> str:
         if self.curve_id is not None:  # a server socket: only the graph's keys complete a handshake, refusals counted
-            self.curve_id.server(sock)
+            self.curve_id.server(sock, open_handshake)
             monitor = monitor_handshakes(sock)
             self._monitors.append(monitor)
             self._watch(monitor, lambda: self._on_handshake_refused(monitor, role))
@@ -525,10 +535,17 @@ class Node:
 
     def _svc_guard(self, service: str, identity: bytes, frame: zmq.Frame) -> None:
         """With keys: a request whose key the graph does not know is refused (the handshake already refuses such
-        a key; this holds even if a ZAP handler were missing)."""
+        a key unless introspection is open; this holds even if a ZAP handler were missing), except a read-only
+        service's under open introspection."""
         assert self.curve_id is not None
         if self.curve_id.caller(frame) is None:
-            self.count("auth.refused.request")
+            if self._open_reads and service in self._read_only:
+                self.count("auth.open_read")
+                return
+            self.count("auth.refused.request")  # _service_error logs it
+            if self._open_reads:
+                raise PermissionError(f"service `{service}`: needs a graph key (introspection is open to read-only "
+                                      f"services alone: {', '.join(sorted(self._read_only))})")
             raise PermissionError(f"service `{service}`: the caller's key is not one of this graph's")
 
     def _watch(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:

@@ -26,9 +26,11 @@ from persist_rt.parent_death import die_with_supervisor
 from persist_rt.security import (
     CLIENT,
     REGISTRY,
+    REGISTRY_READS,
     Curve,
     authority_from_env,
     handshake_failures,
+    introspection_open,
     keys_from_env,
     monitor_handshakes,
 )
@@ -51,8 +53,10 @@ class Registry:
         keys = keys_from_env()
         self.curve = Curve(keys, REGISTRY, self.ctx) if keys is not None else None
         self.monitor: zmq.Socket | None = None
+        # open introspection: any key passes the handshake, and a key not of this graph may read (REGISTRY_READS)
+        self.open_reads = self.curve is not None and introspection_open()
         if self.curve is not None:  # only the graph's keys get in; a registration's name must be its key's
-            self.curve.server(self.sock)
+            self.curve.server(self.sock, self.open_reads)
             self.monitor = monitor_handshakes(self.sock)
         self.sock.bind(bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -71,6 +75,7 @@ class Registry:
         self.authority = authority_from_env()  # topic -> the nodes the launch lets publish it
         self.owner: dict[str, bytes] = {}  # node name -> the connection that registered it
         self.refused: dict[str, int] = {}  # reason -> requests refused for it
+        self.open_reads_served = 0  # read-only requests answered to keys not of this graph (open introspection)
         self._caller = b""  # the connection of the request being served
         self._caller_key: str | None = None  # with keys: the name its proven key is bound to
         self._running = True
@@ -181,7 +186,13 @@ class Registry:
         if self.curve is not None:
             self._caller_key = self.curve.caller(frame)
             if self._caller_key is None:
+                if self.open_reads and service in REGISTRY_READS:
+                    self.open_reads_served += 1
+                    return
                 self._refuse("unknown_key", f"a `{service}` request whose key is not of this graph")
+                if self.open_reads:
+                    raise PermissionError(f"service `{service}`: needs a graph key (introspection is open to "
+                                          f"{', '.join(sorted(REGISTRY_READS))} alone)")
                 raise PermissionError("the caller's key is not one of this graph's")
 
     def _check_key(self, name: str) -> None:
@@ -298,6 +309,7 @@ class Registry:
         return {"rejected": self.errors, "errors": self.errors, "rejected_by": dict(self.rejected_by),
                 "unanswered": self.unanswered, "stalls": self.stalls, "nodes": len(self.nodes),
                 "graph_version": self.graph_version, "refused": dict(self.refused),
+                "open_reads": self.open_reads_served,
                 "authority": {t: sorted(n) for t, n in self.authority.items()}}
 
     def stop(self, *_: Any) -> None:

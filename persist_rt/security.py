@@ -8,6 +8,10 @@ drops, counts and logs every other frame (persist_rt.transport). docs/security.m
 Keys: a launch file's ``keys: DIR`` (made by ``persist keys init``) turns on CurveZMQ for every socket of the
 graph, TCP and IPC alike: a server socket (registry, services, publishers) lets only the graph's keys in, a
 client checks the server's key before it sends anything, so a node's name is proven by its key.
+
+Introspection: a launch file's ``introspection: open`` (with keys) lets a client holding no graph key through the
+handshake of the registry and of every node's service socket, where it may call the read-only services alone
+(``REGISTRY_READS`` and the services a node declares read-only); the default, ``closed``, lets no such client in.
 """
 
 from __future__ import annotations
@@ -60,11 +64,33 @@ def authority_json(authority: Mapping[str, Any]) -> str:
     return json.dumps({t: sorted(n) for t, n in authority.items()})
 
 
+# --- introspection: read-only services open to clients without a graph key --------------------------------
+
+INTROSPECTION_ENV = "PERSIST_INTROSPECTION"
+INTROSPECTION = ("closed", "open")
+REGISTRY_READS = frozenset({"lookup", "nodes", "topics", "node", "stats", "ping"})  # the registry's read-only services
+
+
+def parse_introspection(value: Any, field: str = "introspection") -> str:
+    """``open`` or ``closed`` (None: closed); ValueError names the field and the reason."""
+    if value is None:
+        return "closed"
+    if value not in INTROSPECTION:
+        raise ValueError(f"{field}: must be `open` or `closed`, got {value!r}")
+    return str(value)
+
+
+def introspection_open() -> bool:
+    """Whether the launch opened its read-only services to clients without a graph key (only with keys)."""
+    return parse_introspection(os.environ.get(INTROSPECTION_ENV) or None, INTROSPECTION_ENV) == "open"
+
+
 # --- keys: CurveZMQ on every socket ----------------------------------------------------------------------
 
 KEYS_ENV = "PERSIST_KEYS"
 CLIENT, REGISTRY = "client", "registry"  # the CLI's key (and attached nodes'), the registry's key
 ZAP_DOMAIN = "persist"
+OPEN_DOMAIN = "persist.open"  # a server socket that lets any key through the handshake (open introspection)
 # handshakes a server socket refuses: no CURVE at all, a key that is not the graph's, a wrong server key
 HANDSHAKE_FAILURES = (int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL) | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
                       | int(zmq.EVENT_HANDSHAKE_FAILED_AUTH))
@@ -186,6 +212,7 @@ class Curve:
         self.public, self._secret = keys.secret(name)
         self.denied = 0  # keys the ZAP handler refused (its thread counts; readers take a snapshot)
         self.denied_keys: dict[str, int] = {}
+        self.admitted = 0  # handshakes of keys not of this graph let in by an open socket (read-only calls alone)
         self._ctx = ctx
 
     def watch(self) -> Curve:
@@ -196,19 +223,24 @@ class Curve:
     def callback(self, domain: str, key: bytes) -> bool:  # the ZAP handler's question, on its thread
         if self.keys.name_of(key) is not None:
             return True
+        if domain == OPEN_DOMAIN:  # its requests are judged by the service's guard: read-only ones alone pass
+            self.admitted += 1
+            return True
         self.denied += 1
         label = key.decode(errors="replace")[:12]
         if label in self.denied_keys or len(self.denied_keys) < 32:
             self.denied_keys[label] = self.denied_keys.get(label, 0) + 1
         return False
 
-    def server(self, sock: zmq.Socket) -> None:
-        """Make ``sock`` (before it binds) a CURVE server proving this process's key."""
+    def server(self, sock: zmq.Socket, open_handshake: bool = False) -> None:
+        """Make ``sock`` (before it binds) a CURVE server proving this process's key. ``open_handshake``: any key
+        completes the handshake (still encrypted, the server still proven); the socket's guard must then refuse
+        what a key not of this graph may not do."""
         self.watch()
         sock.curve_server = True
         sock.curve_publickey = self.public
         sock.curve_secretkey = self._secret
-        sock.zap_domain = ZAP_DOMAIN.encode()
+        sock.zap_domain = (OPEN_DOMAIN if open_handshake else ZAP_DOMAIN).encode()
 
     def client(self, sock: zmq.Socket, server: str) -> None:
         """Make ``sock``'s next connects go to node (or role) ``server``, whose key they check."""
@@ -258,6 +290,7 @@ def _authenticator(ctx: zmq.Context, curve: Curve) -> Any:
         auth.start()
         _authenticators[id(ctx)] = auth
     auth.configure_curve_callback(ZAP_DOMAIN, curve)
+    auth.configure_curve_callback(OPEN_DOMAIN, curve)
     return auth
 
 

@@ -87,9 +87,9 @@ class AgentNode(Node):
                 self.count("policy_file_fallbacks")
             self.install(policy, "file")
         self.service("policy.swap", self.svc_swap)
-        self.service("policy.show", lambda args: self.describe_policy())
+        self.service("policy.show", lambda args: self.describe_policy(), read_only=True)
         self.service("policy.save", self.svc_save)
-        self.service("policy.kept", lambda args: {"versions": self.kept_versions()})
+        self.service("policy.kept", lambda args: {"versions": self.kept_versions()}, read_only=True)
         self.service("policy.use", self.svc_use)
 
     # --- acting -----------------------------------------------------------------------------

@@ -110,7 +110,7 @@ class EstimatorNode(Node):
                                          coalesce=8)
         self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
         self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
-        self.service("estimator.calibration", lambda args: self.calibration.figures())
+        self.service("estimator.calibration", lambda args: self.calibration.figures(), read_only=True)
 
     @property
     def checkpoint_path(self) -> Path | None:

@@ -81,7 +81,7 @@ class LearnerNode(Node):
         # the agent acted on appended (docs/estimator.md)
         topic = "estimator/transitions" if self.use_estimate else "env/transitions"
         self.subscribe(topic, TransitionBatch, self.on_transitions, qos="reliable(8)")
-        self.service("learner.summary", lambda args: self.summary())
+        self.service("learner.summary", lambda args: self.summary(), read_only=True)
 
     @property
     def checkpoint_path(self) -> Path | None:

@@ -86,8 +86,8 @@ class TelemetryNode(Node):
         self.episodes_sub = self.subscribe(self.episodes_topic, EpisodeEvents, self.on_episodes,
                                            qos="queue(256)") if self.episodes_topic else None
         self.timer(self.flush_period_s, self.write_history)
-        self.service("telemetry.address", lambda args: self.address())
-        self.service("telemetry.snapshot", self.snapshot_service)
+        self.service("telemetry.address", lambda args: self.address(), read_only=True)
+        self.service("telemetry.snapshot", self.snapshot_service, read_only=True)
 
     # --- inputs ---------------------------------------------------------------------------
 

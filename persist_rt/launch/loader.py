@@ -15,6 +15,7 @@
     authority:                # who may publish a topic: its subscribers take it from these nodes only
       chatter: [talker]
     keys: keys/               # CurveZMQ keys of every node (`persist keys init keys/ FILE`); "" or absent: none
+    introspection: closed     # open: with keys, read-only services answer clients without a graph key
 
 Every error is a LaunchError naming the file, the line, the field and the reason.
 """
@@ -36,9 +37,9 @@ from persist_rt.launch.yaml_lines import line_of, load_yaml, parse_scalar
 from persist_rt.node import MAX_BUSY_POLL_US
 from persist_rt.params import ParamError
 from persist_rt.qos import QoS
-from persist_rt.security import KeysError, KeySet, parse_authority
+from persist_rt.security import KeysError, KeySet, parse_authority, parse_introspection
 
-TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes", "authority", "keys"}
+TOP_KEYS = {"description", "args", "env", "main", "shutdown_timeout", "nodes", "authority", "keys", "introspection"}
 NODE_KEYS = {"name", "kind", "enabled", "params", "namespace", "remaps", "qos", "env", "respawn", "depends_on",
              "required", "start_timeout", "fallback", "busy_poll_us"}
 INCLUDE_KEYS = {"include", "args", "namespace"}
@@ -124,7 +125,8 @@ def load_launch(path: str | Path, overrides: Overrides | None = None) -> LaunchS
     return LaunchSpec(file=str(path), args=args, nodes=_start_order(nodes), main=main, progress_fields=show,
                       shutdown_timeout_s=timeout, env=top_env, description=str(doc.get("description") or ""),
                       authority=_authority(path, doc, args, nodes),
-                      keys=_keys(path, doc, args, nodes, overrides.check_keys))
+                      keys=_keys(path, doc, args, nodes, overrides.check_keys),
+                      introspection=_introspection(path, doc, args))
 
 
 # --- documents and arguments ----------------------------------------------------------------
@@ -456,6 +458,19 @@ def _keys(path: Path, doc: dict[str, Any], args: dict[str, Any], nodes: list[Nod
                           f"{where} holds no key for {', '.join(missing)}: add them with "
                           f"`persist keys init {where} {path}` (the same --arg as the launch)")
     return str(where)
+
+
+def _introspection(path: Path, doc: dict[str, Any], args: dict[str, Any]) -> str:
+    """``introspection: open | closed`` (absent: closed): whether, with keys, read-only services answer clients
+    without a graph key (docs/security.md)."""
+    if "introspection" not in doc:
+        return "closed"
+    value = _subst_tree(path, doc["introspection"], args, "introspection", doc, "introspection")
+    try:
+        return parse_introspection(value)
+    except ValueError as exc:
+        raise LaunchError(path, line_of(doc, "introspection"), "introspection",
+                          str(exc).partition(": ")[2]) from None
 
 
 def _check_unique(nodes: list[NodeSpec]) -> None:

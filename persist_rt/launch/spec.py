@@ -55,6 +55,7 @@ class LaunchSpec:
     description: str = ""
     authority: dict[str, list[str]] = field(default_factory=dict)  # topic -> the nodes that may publish it
     keys: str = ""  # the graph's key directory (absolute); "" runs without CurveZMQ
+    introspection: str = "closed"  # "open": with keys, read-only services answer clients without a graph key
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -73,6 +74,8 @@ class LaunchSpec:
         doc["shutdown_timeout"] = self.shutdown_timeout_s
         if self.keys:
             doc["keys"] = self.keys
+        if self.introspection != "closed":
+            doc["introspection"] = self.introspection
         if self.authority:
             doc["authority"] = {t: list(n) for t, n in self.authority.items()}
         doc["nodes"] = [_node_entry(n) for n in self.nodes]

@@ -31,6 +31,7 @@ from persist_rt.parent_death import SUPERVISOR_ENV
 from persist_rt.security import (
     AUTHORITY_ENV,
     CLIENT,
+    INTROSPECTION_ENV,
     KEYS_ENV,
     REGISTRY,
     Curve,
@@ -97,6 +98,9 @@ class Supervisor:
             self.console.register(name)
         if spec.keys:  # the supervisor's own calls (registry, progress) prove the client key
             use_curve(Curve(KeySet(spec.keys), CLIENT, zmq.Context.instance()))
+            if spec.introspection == "open":
+                self.console.info("introspection is open: clients without a graph key may list nodes and topics and "
+                                  "read parameters and figures (docs/security.md)", style="yellow")
         else:
             self.console.info("warning: the launch file names no `keys`: no CurveZMQ, so any process that reaches "
                               "this graph's ports can connect, call its services and publish (docs/security.md)",
@@ -149,6 +153,7 @@ class Supervisor:
         env.pop(KEYS_ENV, None)
         if self.spec.keys:
             env[KEYS_ENV] = self.spec.keys
+        env[INTROSPECTION_ENV] = self.spec.introspection  # set even when closed: never inherited
         if self.address:
             env["PERSIST_REGISTRY"] = self.address
         return env

@@ -1,4 +1,5 @@
-"""Kill -9, in turn and at seeded random times, every process of a training run of the single-agent graph; the run
+"""Kill -9, in turn and at seeded random times, every process of a training run of the single-agent graph (the
+estimator's too, under partial observability); the run
 must complete with no violation executed and its books whole. Shared by tests/graph/test_chaos.py and
 bench/chaos.py (a longer version)."""
 
@@ -16,7 +17,12 @@ from persist_rt import services
 from tests.graph.conftest import LiveRun, launch_single_agent
 from tests.launch.conftest import wait_for
 
-VICTIMS = ("env", "agent", "learner", "shield", "telemetry", "registry")  # + estimator with partial observability
+# every process of a partially observed run, in the issue's order; a fully observed run has no estimator
+VICTIMS = ("env", "agent", "learner", "shield", "estimator", "telemetry", "registry")
+# the launch starts the estimator too; `--set env.config` (tests.graph.conftest.SMALL) replaces the mapping the
+# argument fills in, so the env's hiding of its internal variables is repeated there
+PARTIAL = ("--arg", "partial_observability=true",
+           "--set", 'env.config={"episode_cap": 150, "partial_observability": true}')
 # Short cadences, so that every kill finds something saved: the env's books, the learner's checkpoint and replay.
 # No evaluations: the run completes when training does (evaluation is tested elsewhere and kills nothing more).
 CHAOS_ARGS = ("--arg", "steps=100000000", "--arg", "eval_episodes=0", "--set", "env.books_every_s=0.5",
@@ -74,8 +80,13 @@ def _back(run: LiveRun, victim: str, old_pid: int, names: set[str]) -> bool:
     return victim == "registry" or nodes[victim]["pid"] != old_pid
 
 
+def victims_of(partial_observability: bool) -> tuple[str, ...]:
+    """The processes a run starts, in kill order."""
+    return VICTIMS if partial_observability else tuple(v for v in VICTIMS if v != "estimator")
+
+
 def chaos(tmp: Path, seed: int, rounds: int = 1, extra_steps: int = 500, gap_s: tuple[float, float] = (0.2, 1.0),
-          victims: tuple[str, ...] = VICTIMS, args: tuple[str, ...] = ()) -> ChaosRun:
+          victims: tuple[str, ...] = VICTIMS, args: tuple[str, ...] = PARTIAL) -> ChaosRun:
     """Launch, kill each victim in turn (``rounds`` times) at seeded random gaps once it is back, then let the
     run finish its training (``extra_steps`` more) and its evaluations."""
     rng = random.Random(seed)

@@ -1,5 +1,5 @@
-"""Chaos: kill -9 of the env, agent, learner, shield, telemetry and the registry, in turn at seeded random times,
-during one training run of the single-agent graph. The run completes, executes no violation, its books stay
+"""Chaos: kill -9 of the env, agent, learner, shield, estimator, telemetry and the registry, in turn at seeded random
+times, during one partially observed training run of the single-agent graph (so that the estimator runs). The run completes, executes no violation, its books stay
 consistent, every restart is counted, the env resumes its books and the learner its replay buffer."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tests.graph.chaos import VICTIMS, chaos, check
 from tests.graph.conftest import LiveRun
 
 
-@pytest.mark.timeout(400)  # six kills and respawns, each a Python process start (the learner's imports torch)
+@pytest.mark.timeout(400)  # seven kills and respawns, each a Python process start (the learner's imports torch)
 def test_every_process_killed_in_turn(tmp_path: Path, launched: list[LiveRun],
                                       record_property: pytest.RecordProperty) -> None:
     result = chaos(tmp_path, seed=25)

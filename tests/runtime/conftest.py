@@ -72,10 +72,11 @@ class Graph:
         self.procs.append(proc)
         return proc
 
-    def start_registry(self, lease_s: float = 1.5, bind: str = "tcp://127.0.0.1:0") -> Proc:
+    def start_registry(self, lease_s: float = 1.5, bind: str = "tcp://127.0.0.1:0",
+                       env: dict[str, str] | None = None) -> Proc:
         address_file = self.tmp / f"registry-{len(self.procs)}.addr"
         proc = self._spawn("registry", ["-m", "persist_rt.registry", "--bind", bind, "--lease", str(lease_s),
-                                        "--address-file", str(address_file)])
+                                        "--address-file", str(address_file)], env)
         eventually(lambda: address_file.exists() and address_file.read_text().strip(), what="registry address")
         self.registry = address_file.read_text().strip()
         return proc

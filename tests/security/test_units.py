@@ -61,3 +61,18 @@ def test_launch_file_fields(tmp_path: Path) -> None:
     spec = load_launch(path)
     assert spec.authority == {"chatter": ["talker"]} and spec.keys == str((tmp_path / "k").resolve())
     assert load_launch(path).resolved()["authority"] == {"chatter": ["talker"]}
+
+
+def test_introspection_switch_is_closed_unless_opened(tmp_path: Path) -> None:
+    path = tmp_path / "l.yaml"
+    base = "nodes:\n  - name: talker\n    kind: talker\n"
+    path.write_text(base)
+    assert load_launch(path).introspection == "closed" and "introspection" not in load_launch(path).resolved()
+    path.write_text(base + "introspection: open\n")
+    assert load_launch(path).introspection == "open" and load_launch(path).resolved()["introspection"] == "open"
+    path.write_text(base + "introspection: yes please\n")
+    with pytest.raises(LaunchError, match=r"introspection: must be `open` or `closed`, got 'yes please'"):
+        load_launch(path)
+    path.write_text(base + "introspection: true\n")
+    with pytest.raises(LaunchError, match="introspection: must be `open` or `closed`, got True"):
+        load_launch(path)
