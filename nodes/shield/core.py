@@ -50,8 +50,8 @@ from nodes.shield.filters import (
     SearchConfig,
     SearchFilter,
     Verifier,
-    _features_batch,
-    _polish_batch,
+    features_batch,
+    polish_batch,
 )
 from nodes.shield.internal_model import InternalModel, KnownInternalModel
 from nodes.shield.ood import EnergyOOD
@@ -231,12 +231,10 @@ class ShieldCore:
             self._stuck = np.zeros(n, dtype=np.int64)
             self._hold = np.zeros(n, dtype=np.int64)
         fresh = isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s
-        handed_over = None  # the filter's result, when the fast path got that far
         if self.fast_path is not None and std is None and fresh and self.ood is None and not self._hold.any():
             fast = self.fast_path.decide(pos, h, prop, self._stuck)
-            if isinstance(fast, FastDecision):
+            if fast is not None:
                 return self._fast_decision(step, prop, fast)
-            handed_over = fast
         cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
         low, high = self.plausible  # (NaN fails these comparisons too)
         usable = ((pos >= low[:2]) & (pos <= high[:2])).all(1) & ((h >= low[2:]) & (h <= high[2:])).all(1)
@@ -272,8 +270,8 @@ class ShieldCore:
         if active.size:
             if screened:
                 res = self.filter.filter(safe_pos[active], safe_h[active], prop[active])
-            else:  # every arena filtered (a result handed over comes only so)
-                res = self.filter.filter(safe_pos, safe_h, prop) if handed_over is None else handed_over
+            else:  # every arena filtered
+                res = self.filter.filter(safe_pos, safe_h, prop)
             if screened:
                 actions[active] = res.actions
                 before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
@@ -424,8 +422,8 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
             core.step(3, p, h, rng.uniform(-0.01, 0.01, size=(1, 2)), 0.0)
             core.step(3, p, h, rng.choice([-1.0, 1.0], size=(1, 2)), 0.0)
     rows = core.barriers.constraints(pos, internal)
-    _features_batch(rows.A, rows.b, proposals)
-    _polish_batch(rows.A, rows.b, proposals, proposals.astype(np.float32), 3, 1e-6)
+    features_batch(rows.A, rows.b, proposals)
+    polish_batch(rows.A, rows.b, proposals, proposals.astype(np.float32), 3, 1e-6)
 
 
 def _checked(
