@@ -57,12 +57,11 @@ from nodes.shield.internal_model import InternalModel, KnownInternalModel
 from nodes.shield.ood import EnergyOOD
 from nodes.shield.qp import BarrierQP, QPConfig, box
 from nodes.shield.state import state_matrix
+from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_NAMES, MODE_PASS
 
 FilterName = Literal["qp", "search", "amortised", "ensemble"]
 FILTERS: tuple[str, ...] = ("qp", "search", "amortised", "ensemble")
-MODES: tuple[str, str, str] = ("pass", "filtered", "fallback")
 CAUSES: tuple[str, ...] = ("bad_input", "stale", "ood", "deadlock", "infeasible", "disagreement")
-PASS, FILTERED, FALLBACK = 0, 1, 2
 NO_CAUSE = -1  # in a cause column: the arena is not degraded
 
 
@@ -107,7 +106,7 @@ class ShieldDecision:
     """The step's output. `reports` holds one plain dict per arena whose mode is not 'pass'."""
 
     actions: np.ndarray  # (B, 2) float32
-    mode: np.ndarray  # (B,) int: 0 pass, 1 filtered, 2 fallback (names in MODES)
+    mode: np.ndarray  # (B,) int: MODE_PASS, MODE_FILTERED or MODE_FALLBACK (names in MODE_NAMES, protocols)
     cause: list[str | None]  # degraded-mode cause per arena
     constraint: list[str | None]  # tightest barrier at the safe action
     margin_before: np.ndarray  # (B,) smallest slack at the proposal, barrier units (nan if not evaluated)
@@ -118,7 +117,7 @@ class ShieldDecision:
     @cached_property
     def reports(self) -> list[dict[str, Any]]:
         """Built on first use, so that a node can send the actions before it explains them."""
-        return intervention_reports(self, self.step, np.flatnonzero(self.mode != PASS), self.proposed)
+        return intervention_reports(self, self.step, np.flatnonzero(self.mode != MODE_PASS), self.proposed)
 
 
 def intervention_reports(
@@ -145,7 +144,7 @@ def intervention_reports(
         {
             "step": int(step),
             "arena": arena,
-            "mode": MODES[mode],
+            "mode": MODE_NAMES[mode],
             "cause": decision.cause[arena],
             "constraint": decision.constraint[arena],
             "margin_before": num(before),
@@ -220,7 +219,7 @@ class ShieldCore:
                                       cfg.deadlock_action_eps, cfg.deadlock_proposal_eps, cfg.deadlock_steps,
                                       self.plausible)
         self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
-        self.counts.update({f"mode.{m}": 0 for m in MODES}, deadlocks_detected=0, decisions=0)
+        self.counts.update({f"mode.{m}": 0 for m in MODE_NAMES}, deadlocks_detected=0, decisions=0)
         self.counts.update({"gatekeeper.backup": 0, "gatekeeper.uncertified": 0})
         self._stuck = np.zeros(0, dtype=np.int64)  # consecutive stopped-while-pushing steps per arena
         self._hold = np.zeros(0, dtype=np.int64)  # remaining fallback steps after a deadlock
@@ -363,10 +362,10 @@ class ShieldCore:
         """The modes (fallback where degraded, else filtered where the action is not the proposal), counted, and
         the decision with its names."""
         actions = draft.actions
-        mode = np.where(np.abs(actions - prop).max(axis=1) > self.cfg.pass_tolerance, FILTERED, PASS)
-        mode[degraded] = FALLBACK
-        for m, count in enumerate(np.bincount(mode, minlength=3).tolist()):
-            self.counts[f"mode.{MODES[m]}"] += count
+        mode = np.where(np.abs(actions - prop).max(axis=1) > self.cfg.pass_tolerance, MODE_FILTERED, MODE_PASS)
+        mode[degraded] = MODE_FALLBACK
+        for m, count in enumerate(np.bincount(mode, minlength=len(MODE_NAMES)).tolist()):
+            self.counts[f"mode.{MODE_NAMES[m]}"] += count
         self.counts["decisions"] += len(actions)
         names = self.barriers.names
         return ShieldDecision(

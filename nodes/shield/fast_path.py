@@ -35,9 +35,9 @@ from nodes.shield.backup import Gatekeeper, backup_action, certify_one
 from nodes.shield.barriers import GridLifeBarriers, rows_batch
 from nodes.shield.fallback import Fallback, fallback_margins
 from nodes.shield.qp import BarrierQP, feasible_one, row_slack_into, verify_solutions
+from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_PASS
 
 PASSED, SOLVE, GENERAL = range(3)  # outcomes of `_screen`
-PASS, FILTERED, FALLBACK = range(3)  # modes, as in core.MODES
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond more to build, once per decision
@@ -45,7 +45,7 @@ class FastDecision:
     """What the general path would decide for a step whose only degraded arenas are the QP's (cause `infeasible`)."""
 
     actions: np.ndarray  # (B, 2) float32, the gatekeeper's backup where it replaced the filter's action
-    mode: np.ndarray  # (B,) int64: 0 pass, 1 filtered, 2 fallback
+    mode: np.ndarray  # (B,) int64: MODE_PASS, MODE_FILTERED or MODE_FALLBACK (protocols)
     margin_before: np.ndarray  # (B,)
     margin_after: np.ndarray  # (B,) nan where the backup replaced the action
     constraint: np.ndarray  # (B,) int64 index into the barrier names
@@ -222,7 +222,7 @@ def _conclude(pos, h, prop, actions, after, infeasible, pass_tol, horizon,  # ty
     mode = np.zeros(n, dtype=np.int64)
     books = np.zeros(4, dtype=np.int64)
     for j in range(infeasible.shape[0]):
-        mode[infeasible[j]] = FALLBACK
+        mode[infeasible[j]] = MODE_FALLBACK
     for k in range(n):
         px, py, e, t, i = pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2]
         certified, _ = certify_one(px, py, e, t, i, gated[k, 0], gated[k, 1], horizon, True,
@@ -236,11 +236,11 @@ def _conclude(pos, h, prop, actions, after, infeasible, pass_tol, horizon,  # ty
                                   gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
             if not safe:
                 books[3] += 1
-        if mode[k] != FALLBACK:
+        if mode[k] != MODE_FALLBACK:
             gap = max(abs(np.float64(gated[k, 0]) - prop[k, 0]), abs(np.float64(gated[k, 1]) - prop[k, 1]))
-            mode[k] = FILTERED if gap > pass_tol else PASS
-        if mode[k] == FILTERED:
+            mode[k] = MODE_FILTERED if gap > pass_tol else MODE_PASS
+        if mode[k] == MODE_FILTERED:
             books[0] += 1
-        elif mode[k] == FALLBACK:
+        elif mode[k] == MODE_FALLBACK:
             books[1] += 1
     return gated, backup, mode, books

@@ -35,7 +35,7 @@ import numpy as np
 from nodes.env.gridlife import GridLifeConfig, start_box
 from nodes.estimator.interval import IntervalBelief, worst_drift
 from nodes.shield.barriers import WORST_DIRECTION, belief_corner, drifted_corner
-from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
+from nodes.shield.core import CAUSES, FILTERS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
 from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig, EnsembleFilter
 from nodes.shield.internal_model import LearnedInternalModel
@@ -43,7 +43,7 @@ from nodes.shield.ood import EnergyOOD
 from nodes.shield.state import STATE_NAMES, state_matrix
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
-from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
+from protocols import MODE_PASS, Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
 
 REPORT_LINES = msgspec.json.Encoder()  # JSON lines at several times the speed of json.dumps
 MAX_HELD_REPORTS = 1024  # intervention reports held for shield/report before they go out early
@@ -170,7 +170,7 @@ class ShieldNode(Node):
         if (self.bypass or not self.enabled) and not stale:
             self.count("bypassed_steps", n)
             self.safe_pub.publish(SafeAction(
-                step=obs.step, actions=proposed, mode=np.zeros(n, np.uint8), constraint=[""] * n,
+                step=obs.step, actions=proposed, mode=np.full(n, MODE_PASS, np.uint8), constraint=[""] * n,
                 margin_before=np.full(n, np.nan, np.float32), margin_after=np.full(n, np.nan, np.float32),
                 policy_version=version), step=obs.step)
             return
@@ -185,7 +185,7 @@ class ShieldNode(Node):
             constraint=constraint, margin_before=d.margin_before.astype(np.float32),
             margin_after=d.margin_after.astype(np.float32), policy_version=version,
             proposed=None if stale else d.proposed.astype(np.float32)), step=obs.step)
-        self.count("interventions", int((d.mode != PASS).sum()))
+        self.count("interventions", int((d.mode != MODE_PASS).sum()))
         self.learn(obs.positions, internal, proposed)  # after the publish: the env is not kept waiting
         if d.reports:
             self.report(obs.step, d.reports)

@@ -13,6 +13,7 @@ from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.core import ShieldConfig, ShieldCore, ShieldDecision
 from nodes.shield.fast_path import FastDecision
+from protocols import MODE_FALLBACK, MODE_PASS
 from tests.shield.conftest import on_hazard_edge, safe_states
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ def test_closed_loop_decisions_match_the_general_path(env_cfg: GridLifeConfig, a
         d_fast = fast.step(step, positions, internal, proposals, 0.0)
         d_general = general.step(step, positions, internal, proposals, 0.0)
         assert_same(d_fast, d_general)
-        passed_steps += bool((d_fast.mode == 0).all())
+        passed_steps += bool((d_fast.mode == MODE_PASS).all())
         env.step(d_fast.actions)
     assert fast.counts == general.counts
     np.testing.assert_array_equal(fast._stuck, general._stuck)
@@ -93,7 +94,7 @@ def test_states_across_the_viable_set_match(barriers: GridLifeBarriers, env_cfg:
         d_fast = fast.step(i, pos[i : i + 1], h[i : i + 1], proposals[i : i + 1], 0.0)
         d_general = general.step(i, pos[i : i + 1], h[i : i + 1], proposals[i : i + 1], 0.0)
         assert_same(d_fast, d_general)
-        passed += int(d_fast.mode[0] == 0)
+        passed += int(d_fast.mode[0] == MODE_PASS)
     assert fast.counts == general.counts
     assert 0 < passed < 400
 
@@ -161,7 +162,7 @@ def test_an_infeasible_arena_gets_the_fallback_on_the_fast_path(env_cfg: GridLif
     for step in range(3):
         d_fast = fast.step(step, pos, h, proposals, 0.0)
         assert_same(d_fast, general.step(step, pos, h, proposals, 0.0))
-        assert d_fast.cause == ["infeasible", None] and d_fast.mode.tolist() == [2, 0]
+        assert d_fast.cause == ["infeasible", None] and d_fast.mode.tolist() == [MODE_FALLBACK, MODE_PASS]
     assert fast.counts == general.counts and fast.counts["degraded.infeasible"] == 3
     assert fast.fallback._target == general.fallback._target == {0: 0}
     assert seen == Counter({"fallback": 3}), seen
