@@ -70,7 +70,9 @@ class ShieldConfig:
     filter: FilterName = "qp"
     fallback: FallbackPolicy = "seek_station"
     fallback_speed: float = 0.8  # |a| of the seek_station heading (slow costs more energy per metre)
-    input_deadline_s: float = 0.05  # inputs older than this are stale
+    # how long a step's inputs may wait for their decision (the node: from the observation's arrival); past
+    # it the step is stale and every arena gets the fallback. The shield node's parameter defaults to this.
+    input_deadline_s: float = 1.0
     deadlock_steps: int = 20
     deadlock_hold_steps: int = 10
     deadlock_action_eps: float = 0.02

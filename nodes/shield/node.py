@@ -62,7 +62,8 @@ class ShieldNode(Node):
     enabled = Param(True, "false: bypass the whole run, whatever a phase sets (the no-shield contrast run)")
     config = Param({}, "GridLife constants: must match the env's", read_only=True)
     proposal_deadline_s = Param(0.5, "how long to wait for the proposal of a step", gt=0)
-    input_deadline_s = Param(1.0, "inputs older than this are stale", gt=0)
+    input_deadline_s = Param(ShieldConfig.input_deadline_s, "how long after the observation's arrival a step may "
+                             "be decided before it counts as stale (every arena gets the fallback)", gt=0)
     use_estimate = Param(False, "take internal variables from the estimator (partial observability)")
     write_reports = Param(True, "append intervention reports to <run_dir>/shield_reports.jsonl")
     amortise_after = Param(5000, "labelled samples before the amortised network acts", ge=1, read_only=True)
