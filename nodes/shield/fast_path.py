@@ -143,6 +143,20 @@ def _margins(before_slack, after_slack, tight):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
+def _not_mine(pos, h, prop, stuck, low, high, proposal_eps2, deadlock_steps):  # type: ignore[no-untyped-def]
+    """Whether the step is the general path's: a state outside [low, high] (x, y, E, T, I) or not finite, or an
+    arena whose streak is one short of `deadlock_steps` with a pushing proposal (`_settle` would complete it)."""
+    for k in range(pos.shape[0]):
+        for j in range(5):  # NaN fails the comparison too
+            value = pos[k, j] if j < 2 else h[k, j - 2]
+            if not low[j] <= value <= high[j]:
+                return True
+        if stuck[k] + 1 >= deadlock_steps and prop[k, 0] * prop[k, 0] + prop[k, 1] * prop[k, 1] > proposal_eps2:
+            return True
+    return False
+
+
+@numba.njit(cache=True)
 def _screen(pos, h, prop, stuck, low, high, n_rows, tol, pass_tol,  # type: ignore[no-untyped-def]
             action_eps2, proposal_eps2, deadlock_steps, horizon,
             bP, centres, radii, reach, bounds, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
@@ -157,13 +171,8 @@ def _screen(pos, h, prop, stuck, low, high, n_rows, tol, pass_tol,  # type: igno
     actions = np.empty((n, 2), dtype=np.float32)
     slack = np.empty((n, n_rows))
     solve = np.empty(n, dtype=np.int64)
-    for k in range(n):
-        for j in range(5):  # NaN fails the comparison too
-            value = pos[k, j] if j < 2 else h[k, j - 2]
-            if not low[j] <= value <= high[j]:
-                return GENERAL, A, b, actions, slack, solve[:0].copy()
-        if stuck[k] + 1 >= deadlock_steps and prop[k, 0] * prop[k, 0] + prop[k, 1] * prop[k, 1] > proposal_eps2:
-            return GENERAL, A, b, actions, slack, solve[:0].copy()
+    if _not_mine(pos, h, prop, stuck, low, high, proposal_eps2, deadlock_steps):
+        return GENERAL, A, b, actions, slack, solve[:0].copy()
     values = np.empty((n, n_rows))
     rows_batch(pos, h, A, b, values, bP, centres, radii, reach, bounds)
     passes = True
@@ -183,13 +192,20 @@ def _screen(pos, h, prop, stuck, low, high, n_rows, tol, pass_tol,  # type: igno
                 solve[count] = k
                 count += 1
     if passes:
-        for k in range(n):
-            ok, _ = certify_one(pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2], actions[k, 0], actions[k, 1],
-                                horizon, True, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
-            if not ok:
-                passes = False
-                break
+        passes = _all_certified(pos, h, actions, horizon, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
     return (PASSED if passes else SOLVE), A, b, actions, slack, solve[:count].copy()
+
+
+@numba.njit(cache=True)
+def _all_certified(pos, h, actions, horizon,  # type: ignore[no-untyped-def]
+                   gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):
+    """Whether the gatekeeper certifies every arena's action (stops at the first it does not)."""
+    for k in range(pos.shape[0]):
+        ok, _ = certify_one(pos[k, 0], pos[k, 1], h[k, 0], h[k, 1], h[k, 2], actions[k, 0], actions[k, 1],
+                            horizon, True, gP, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs)
+        if not ok:
+            return False
+    return True
 
 
 @numba.njit(cache=True)
