@@ -41,7 +41,7 @@ from nodes.learner.node import LearnerNode
 from nodes.mpc.planner import CEMPlanner, MPCConfig
 from nodes.sac.inference import make_inference_actor
 from nodes.shield.core import ShieldCore
-from protocols import TransitionBatch
+from protocols import MODE_PASS, TransitionBatch
 
 METHODS = ("sac", "surprise_minimise", "surprise_seek", "rnd", "empowerment", "cvar_sac", "mpc")
 VARIANTS = {"default": {}, "sparse": {"n_tokens": 1, "token_reward": 5.0}, "drift": {}}
@@ -101,7 +101,7 @@ def train(method: str, cfg: GridLifeConfig, steps: int, arenas: int, drift: dict
         else:
             proposed = actor.act(obs, deterministic=False, rng=rng)
         decision = shield.step(step, env.positions.copy(), env.internal.copy(), proposed, 0.0)
-        changed = decision.mode != 0
+        changed = decision.mode != MODE_PASS
         out = env.step(decision.actions)
         interventions += int(changed.sum())
         violations += int(out.violation.sum())

@@ -71,7 +71,7 @@ def uniform(seed: int) -> Act:
 
 def shielded(act: Act, cfg: GridLifeConfig) -> Act:
     """`act` behind the shield node's core with its launch-file settings (QP filter), stepped in this process."""
-    core = ShieldCore(cfg, ShieldConfig(filter="qp", input_deadline_s=1.0))
+    core = ShieldCore(cfg, ShieldConfig(filter="qp"))
     steps = iter(range(1 << 62))
     return lambda batch, obs: core.step(next(steps), batch.positions, batch.internal, act(batch, obs), 0.0).actions
 

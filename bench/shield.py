@@ -36,6 +36,7 @@ from nodes.shield.filters import AmortisedConfig
 from nodes.shield.qp import QPConfig
 from nodes.shield.state import STATE_NAMES, state_matrix
 from nodes.shield.viability import ViabilityNet, fit_viability
+from protocols import MODE_NAMES, MODE_PASS
 
 BATCHES = (1, 64)
 
@@ -179,7 +180,7 @@ def closed_loop(steps: int) -> dict[str, object]:
                 a = seek_station_policy(sim.positions, sim.internal, sim.tokens, cfg, sim.layout)
                 if shielded:
                     d = core.step(step, sim.positions, sim.internal, a, 0.0)
-                    passed += int((d.mode == 0).sum())
+                    passed += int((d.mode == MODE_PASS).sum())
                     a = d.actions
                 res = sim.step(a)
                 tokens += float(res.task_reward.sum())
@@ -247,7 +248,7 @@ def main() -> None:
             total = core.counts["decisions"] - before["decisions"]
             modes[f"{name}.{batch}"] = {
                 m: round((core.counts[f"mode.{m}"] - before[f"mode.{m}"]) / total, 3)
-                for m in ("pass", "filtered", "fallback")
+                for m in MODE_NAMES
             }
     flat = {}
     for key, value in result.items():

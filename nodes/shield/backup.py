@@ -282,7 +282,7 @@ def _nearest(kind, ix, iy, sk, geo):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _backup(px, py, e, t, i, P, sc, sr, sk, geo, heading, hops, hubs):  # type: ignore[no-untyped-def]
+def backup_action(px, py, e, t, i, P, sc, sr, sk, geo, heading, hops, hubs):  # type: ignore[no-untyped-def]
     """The backup action (float32 pair) at one state; see the module docstring for the rules."""
     zero = np.float32(0.0)
     if _at_station(px, py, P, sc, sr, sk, REPAIR) and i < P[P_I_FULL]:
@@ -336,7 +336,7 @@ def _walk(best, px, py, ix, iy, P, sc, heading):  # type: ignore[no-untyped-def]
 def _backup_batch(pos, h, P, sc, sr, sk, hc, hr, zc, zr, geo, heading, hops, hubs):  # type: ignore[no-untyped-def]
     out = np.zeros((pos.shape[0], 2), dtype=np.float32)
     for b in range(pos.shape[0]):
-        ax, ay = _backup(pos[b, 0], pos[b, 1], h[b, 0], h[b, 1], h[b, 2], P, sc, sr, sk, geo, heading, hops, hubs)
+        ax, ay = backup_action(pos[b, 0], pos[b, 1], h[b, 0], h[b, 1], h[b, 2], P, sc, sr, sk, geo, heading, hops, hubs)
         out[b, 0] = ax
         out[b, 1] = ay
     return out
@@ -351,7 +351,7 @@ def certify_one(px, py, e, t, i, ax32, ay32, horizon, stop_in_terminal,  # type:
     while viable and k < horizon:
         if stop_in_terminal and _in_terminal(px, py, e, t, i, P, sc, sr, sk):
             break
-        ax, ay = _backup(px, py, e, t, i, P, sc, sr, sk, geo, heading, hops, hubs)
+        ax, ay = backup_action(px, py, e, t, i, P, sc, sr, sk, geo, heading, hops, hubs)
         px, py, e, t, i, viable = _env_step(px, py, e, t, i, ax, ay, P, sc, sr, sk, hc, hr, zc, zr)
         k += 1
     if stop_in_terminal:

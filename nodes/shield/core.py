@@ -50,19 +50,19 @@ from nodes.shield.filters import (
     SearchConfig,
     SearchFilter,
     Verifier,
-    _features_batch,
-    _polish_batch,
+    features_batch,
+    polish_batch,
 )
 from nodes.shield.internal_model import InternalModel, KnownInternalModel
 from nodes.shield.ood import EnergyOOD
 from nodes.shield.qp import BarrierQP, QPConfig, box
 from nodes.shield.state import state_matrix
+from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_NAMES, MODE_PASS
 
 FilterName = Literal["qp", "search", "amortised", "ensemble"]
 FILTERS: tuple[str, ...] = ("qp", "search", "amortised", "ensemble")
-MODES: tuple[str, str, str] = ("pass", "filtered", "fallback")
 CAUSES: tuple[str, ...] = ("bad_input", "stale", "ood", "deadlock", "infeasible", "disagreement")
-PASS, FILTERED, FALLBACK = 0, 1, 2
+NO_CAUSE = -1  # in a cause column: the arena is not degraded
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ class ShieldConfig:
     filter: FilterName = "qp"
     fallback: FallbackPolicy = "seek_station"
     fallback_speed: float = 0.8  # |a| of the seek_station heading (slow costs more energy per metre)
-    input_deadline_s: float = 0.05  # inputs older than this are stale
+    # how long a step's inputs may wait for their decision (the node: from the observation's arrival); past
+    # it the step is stale and every arena gets the fallback. The shield node's parameter defaults to this.
+    input_deadline_s: float = 1.0
     deadlock_steps: int = 20
     deadlock_hold_steps: int = 10
     deadlock_action_eps: float = 0.02
@@ -106,7 +108,7 @@ class ShieldDecision:
     """The step's output. `reports` holds one plain dict per arena whose mode is not 'pass'."""
 
     actions: np.ndarray  # (B, 2) float32
-    mode: np.ndarray  # (B,) int: 0 pass, 1 filtered, 2 fallback (names in MODES)
+    mode: np.ndarray  # (B,) int: MODE_PASS, MODE_FILTERED or MODE_FALLBACK (names in MODE_NAMES, protocols)
     cause: list[str | None]  # degraded-mode cause per arena
     constraint: list[str | None]  # tightest barrier at the safe action
     margin_before: np.ndarray  # (B,) smallest slack at the proposal, barrier units (nan if not evaluated)
@@ -117,7 +119,7 @@ class ShieldDecision:
     @cached_property
     def reports(self) -> list[dict[str, Any]]:
         """Built on first use, so that a node can send the actions before it explains them."""
-        return intervention_reports(self, self.step, np.flatnonzero(self.mode != PASS), self.proposed)
+        return intervention_reports(self, self.step, np.flatnonzero(self.mode != MODE_PASS), self.proposed)
 
 
 def intervention_reports(
@@ -144,7 +146,7 @@ def intervention_reports(
         {
             "step": int(step),
             "arena": arena,
-            "mode": MODES[mode],
+            "mode": MODE_NAMES[mode],
             "cause": decision.cause[arena],
             "constraint": decision.constraint[arena],
             "margin_before": num(before),
@@ -154,6 +156,33 @@ def intervention_reports(
         }
         for arena, mode, before, after, prop, safe in columns
     ]
+
+
+@dataclass(slots=True)
+class _Screen:
+    """A step's arenas as the general path sees them before the filter runs."""
+
+    pos: np.ndarray  # (B, 2) positions the filter and the fallback work on (a bad arena's zeroed)
+    h: np.ndarray  # (B, 3) internal states, pessimistic under uncertainty (a bad arena's zeroed)
+    bad: np.ndarray  # (B,) bool: cause bad_input
+    cause: np.ndarray  # (B,) int64 index into CAUSES, NO_CAUSE where none (yet)
+    screened: bool  # some arena has a cause before the filter (or the batch is empty): the filter sees a subset
+
+    def assign(self, name: str, found: np.ndarray) -> None:
+        """Cause `name` for the arenas in mask `found` that have none yet (the first match wins)."""
+        if found.any():
+            self.cause[(self.cause == NO_CAUSE) & found] = CAUSES.index(name)
+            self.screened = True
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The step's actions and their explanation columns, filled in by the stages of the general path."""
+
+    actions: np.ndarray  # (B, 2) float32
+    before: np.ndarray  # (B,) margin at the proposal
+    after: np.ndarray  # (B,) margin at the action
+    constraint: np.ndarray  # (B,) int64 index into the barrier names, -1 none
 
 
 class ShieldCore:
@@ -192,7 +221,7 @@ class ShieldCore:
                                       cfg.deadlock_action_eps, cfg.deadlock_proposal_eps, cfg.deadlock_steps,
                                       self.plausible)
         self.counts: dict[str, int] = {f"degraded.{c}": 0 for c in CAUSES}
-        self.counts.update({f"mode.{m}": 0 for m in MODES}, deadlocks_detected=0, decisions=0)
+        self.counts.update({f"mode.{m}": 0 for m in MODE_NAMES}, deadlocks_detected=0, decisions=0)
         self.counts.update({"gatekeeper.backup": 0, "gatekeeper.uncertified": 0})
         self._stuck = np.zeros(0, dtype=np.int64)  # consecutive stopped-while-pushing steps per arena
         self._hold = np.zeros(0, dtype=np.int64)  # remaining fallback steps after a deadlock
@@ -226,102 +255,134 @@ class ShieldCore:
         actions; input_age_s: age of the oldest input; uncertainty (B, 3): std of the estimate, or None.
         """
         pos, h, prop, std = _checked(positions, internal, proposed, uncertainty)
-        n = pos.shape[0]
+        self._fit_streaks(pos.shape[0])
+        fresh = isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s
+        if self.fast_path is not None and std is None and fresh and self.ood is None and not self._hold.any():
+            fast = self.fast_path.decide(pos, h, prop, self._stuck)
+            if fast is not None:
+                return self._fast_decision(step, prop, fast)
+        screen = self._screen(pos, h, std, fresh)
+        draft = self._filter_active(screen, prop)
+        self._count_down_holds()
+        degraded = self._apply_fallback(screen, draft)
+        backup = self._gatekeep_draft(screen, draft)
+        return self._decision(step, prop, screen, draft, degraded, backup)
+
+    # --- the general path's stages, in order ----------------------------------------------------------------
+
+    def _fit_streaks(self, n: int) -> None:
+        """Deadlock streaks and holds per arena: a new batch size starts them afresh."""
         if self._stuck.shape[0] != n:
             self._stuck = np.zeros(n, dtype=np.int64)
             self._hold = np.zeros(n, dtype=np.int64)
-        fresh = isinstance(input_age_s, int | float) and input_age_s <= self.cfg.input_deadline_s
-        handed_over = None  # the filter's result, when the fast path got that far
-        if self.fast_path is not None and std is None and fresh and self.ood is None and not self._hold.any():
-            fast = self.fast_path.decide(pos, h, prop, self._stuck)
-            if isinstance(fast, FastDecision):
-                return self._fast_decision(step, prop, fast)
-            handed_over = fast
-        cause = np.full(n, -1, dtype=np.int64)  # index into CAUSES, -1 none
+
+    def _screen(self, pos: np.ndarray, h: np.ndarray, std: np.ndarray | None, fresh: bool) -> _Screen:
+        """The causes found before the filter runs (bad_input, stale, ood, deadlock hold, first match wins), and
+        the states the filter and the fallback work on: bad arenas zeroed, internal states made pessimistic."""
+        n = pos.shape[0]
+        cause = np.full(n, NO_CAUSE, dtype=np.int64)
         low, high = self.plausible  # (NaN fails these comparisons too)
         usable = ((pos >= low[:2]) & (pos <= high[:2])).all(1) & ((h >= low[2:]) & (h <= high[2:])).all(1)
         if std is not None:
             usable &= np.isfinite(std).all(1)
         bad = ~usable
-        safe_pos, safe_h = pos, h
         screened = n == 0 or not usable.all()  # some arena already has a cause before the filter runs
         if screened:
             cause[bad] = CAUSES.index("bad_input")
-            safe_pos = np.where(bad[:, None], 0.0, pos)
-            safe_h = np.where(bad[:, None], 0.0, h)
+            pos = np.where(bad[:, None], 0.0, pos)
+            h = np.where(bad[:, None], 0.0, h)
             std = None if std is None else np.where(bad[:, None], 0.0, std)
-        safe_h = self.barriers.pessimistic(safe_h, std)
+        h = self.barriers.pessimistic(h, std)
+        screen = _Screen(pos=pos, h=h, bad=bad, cause=cause, screened=screened)
         if not fresh:
-            cause[cause < 0] = CAUSES.index("stale")  # also catches a nan age
-            screened = True
+            screen.assign("stale", np.ones(n, dtype=bool))  # also catches a nan age
         if self.ood is not None:
-            flagged = self.ood.is_ood(state_matrix(safe_pos, safe_h))
-            if flagged.any():
-                cause[(cause < 0) & flagged] = CAUSES.index("ood")
-                screened = True
-        held = self._hold > 0
-        if held.any():
-            cause[(cause < 0) & held] = CAUSES.index("deadlock")
-            screened = True
+            screen.assign("ood", self.ood.is_ood(state_matrix(pos, h)))
+        screen.assign("deadlock", self._hold > 0)
+        return screen
 
-        active = np.flatnonzero(cause < 0) if screened else np.arange(n)
-        if screened:
-            actions = np.zeros((n, 2), dtype=np.float32)
-            before, after = np.full(n, np.nan), np.full(n, np.nan)
-            constraint = np.full(n, -1, dtype=np.int64)
-        if active.size:
-            if screened:
-                res = self.filter.filter(safe_pos[active], safe_h[active], prop[active])
-            else:  # every arena filtered (a result handed over comes only so)
-                res = self.filter.filter(safe_pos, safe_h, prop) if handed_over is None else handed_over
-            if screened:
-                actions[active] = res.actions
-                before[active], after[active], constraint[active] = res.margin_before, res.margin_after, res.constraint
-            else:  # every arena filtered: the result's arrays are fresh, take them as they are
-                actions, before, after, constraint = res.actions, res.margin_before, res.margin_after, res.constraint
-            if not res.ok.all():
-                cause[active[~res.ok]] = CAUSES.index("infeasible")
-            if res.disagreement.any():
-                cause[active[res.disagreement]] = CAUSES.index("disagreement")  # the more specific cause
-            self._track_deadlock(active, res, prop[active] if screened else prop, cause)
+    def _filter_active(self, screen: _Screen, prop: np.ndarray) -> _Draft:
+        """The filter's actions and margins for the arenas without a cause so far; those it cannot serve get cause
+        infeasible or disagreement, and the deadlock streaks move on."""
+        n = prop.shape[0]
+        cause = screen.cause
+        if screen.screened:
+            active = np.flatnonzero(cause == NO_CAUSE)
+            draft = _Draft(actions=np.zeros((n, 2), dtype=np.float32), before=np.full(n, np.nan),
+                           after=np.full(n, np.nan), constraint=np.full(n, -1, dtype=np.int64))
+            if active.size == 0:
+                return draft
+            pushed = prop[active]
+            res = self.filter.filter(screen.pos[active], screen.h[active], pushed)
+            draft.actions[active] = res.actions
+            draft.before[active], draft.after[active] = res.margin_before, res.margin_after
+            draft.constraint[active] = res.constraint
+        else:  # every arena filtered: the result's arrays are fresh, take them as they are
+            active, pushed = np.arange(n), prop
+            res = self.filter.filter(screen.pos, screen.h, prop)
+            draft = _Draft(actions=res.actions, before=res.margin_before, after=res.margin_after,
+                           constraint=res.constraint)
+        if not res.ok.all():
+            cause[active[~res.ok]] = CAUSES.index("infeasible")
+        if res.disagreement.any():
+            cause[active[res.disagreement]] = CAUSES.index("disagreement")  # the more specific cause
+        self._track_deadlock(active, res, pushed, cause)
+        return draft
+
+    def _count_down_holds(self) -> None:
         if self._hold.any():
             self._hold = np.maximum(self._hold - 1, 0)
 
-        degraded = np.flatnonzero(cause >= 0)
-        if degraded.size:
-            # the QP filter's infeasible rows stay infeasible for the fallback's heading: skip that solve
-            infeasible = (cause[degraded] == CAUSES.index("infeasible")) if self.cfg.filter == "qp" else None
-            fb_actions, fb_slack = self.fallback.act(safe_pos[degraded], safe_h[degraded], degraded, infeasible)
-            actions[degraded] = fb_actions
-            after[degraded], constraint[degraded] = fallback_margins(fb_slack)
-            for c in cause[degraded].tolist():
-                self.counts[f"degraded.{CAUSES[c]}"] += 1
-        backup = np.zeros(n, dtype=bool)
-        if self.gatekeeper is not None:
-            backup = self._gatekeep(safe_pos, safe_h, actions, bad)
-            after[backup] = np.nan
-        # a bad state has no meaningful fallback heading: stand still
-        actions[bad] = 0.0
+    def _apply_fallback(self, screen: _Screen, draft: _Draft) -> np.ndarray:
+        """Every arena with a cause gets the declared fallback's action, counted per cause; returns those arenas."""
+        cause = screen.cause
+        degraded = np.flatnonzero(cause != NO_CAUSE)
+        if degraded.size == 0:
+            return degraded
+        # the QP filter's infeasible rows stay infeasible for the fallback's heading: skip that solve
+        infeasible = (cause[degraded] == CAUSES.index("infeasible")) if self.cfg.filter == "qp" else None
+        actions, slack = self.fallback.act(screen.pos[degraded], screen.h[degraded], degraded, infeasible)
+        draft.actions[degraded] = actions
+        draft.after[degraded], draft.constraint[degraded] = fallback_margins(slack)
+        for c in cause[degraded].tolist():
+            self.counts[f"degraded.{CAUSES[c]}"] += 1
+        return degraded
 
-        mode = np.where(np.abs(actions - prop).max(axis=1) > self.cfg.pass_tolerance, FILTERED, PASS)
-        mode[degraded] = FALLBACK
-        for m, count in enumerate(np.bincount(mode, minlength=3).tolist()):
-            self.counts[f"mode.{MODES[m]}"] += count
-        self.counts["decisions"] += n
+    def _gatekeep_draft(self, screen: _Screen, draft: _Draft) -> np.ndarray:
+        """The gatekeeper's check of every chosen action (the backup where it fails, its margin then unknown);
+        a bad state stands still. Returns the mask of arenas on the backup."""
+        backup = np.zeros(len(draft.actions), dtype=bool)
+        if self.gatekeeper is not None:
+            backup = self._gatekeep(screen.pos, screen.h, draft.actions, screen.bad)
+            draft.after[backup] = np.nan
+        # a bad state has no meaningful fallback heading: stand still
+        draft.actions[screen.bad] = 0.0
+        return backup
+
+    def _decision(self, step: int, prop: np.ndarray, screen: _Screen, draft: _Draft, degraded: np.ndarray,
+                  backup: np.ndarray) -> ShieldDecision:
+        """The modes (fallback where degraded, else filtered where the action is not the proposal), counted, and
+        the decision with its names."""
+        actions = draft.actions
+        mode = np.where(np.abs(actions - prop).max(axis=1) > self.cfg.pass_tolerance, MODE_FILTERED, MODE_PASS)
+        mode[degraded] = MODE_FALLBACK
+        for m, count in enumerate(np.bincount(mode, minlength=len(MODE_NAMES)).tolist()):
+            self.counts[f"mode.{MODE_NAMES[m]}"] += count
+        self.counts["decisions"] += len(actions)
         names = self.barriers.names
-        decision = ShieldDecision(
+        return ShieldDecision(
             actions=actions,
             mode=mode,
-            cause=[CAUSES[c] if c >= 0 else None for c in cause],
+            cause=[CAUSES[c] if c != NO_CAUSE else None for c in screen.cause],
             constraint=[
-                "backup" if k else names[c] if c >= 0 else None for c, k in zip(constraint, backup, strict=True)
+                "backup" if k else names[c] if c >= 0 else None
+                for c, k in zip(draft.constraint, backup, strict=True)
             ],
-            margin_before=before,
-            margin_after=after,
+            margin_before=draft.before,
+            margin_after=draft.after,
             proposed=prop,
             step=step,
         )
-        return decision
 
     def _fast_decision(self, step: int, prop: np.ndarray, fast: FastDecision) -> ShieldDecision:
         """The fast path's decision, with the books the general path keeps."""
@@ -424,8 +485,8 @@ def compile_kernels(env_cfg: GridLifeConfig) -> None:
             core.step(3, p, h, rng.uniform(-0.01, 0.01, size=(1, 2)), 0.0)
             core.step(3, p, h, rng.choice([-1.0, 1.0], size=(1, 2)), 0.0)
     rows = core.barriers.constraints(pos, internal)
-    _features_batch(rows.A, rows.b, proposals)
-    _polish_batch(rows.A, rows.b, proposals, proposals.astype(np.float32), 3, 1e-6)
+    features_batch(rows.A, rows.b, proposals)
+    polish_batch(rows.A, rows.b, proposals, proposals.astype(np.float32), 3, 1e-6)
 
 
 def _checked(

@@ -310,7 +310,7 @@ class AmortisedFilter:
 
     def features(self, A: np.ndarray, b: np.ndarray, proposals: np.ndarray) -> np.ndarray:
         """Rows normalised to unit normals: (normal, offset, violation at the proposal) per row, then the proposal."""
-        return _features_batch(np.ascontiguousarray(A, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64),
+        return features_batch(np.ascontiguousarray(A, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64),
                                np.ascontiguousarray(proposals, dtype=np.float64))  # fmt: skip
 
     def add_samples(self, pos: np.ndarray, internal: np.ndarray, proposals: np.ndarray) -> int:
@@ -336,7 +336,7 @@ class AmortisedFilter:
         candidates; the feasible one closest to the proposal wins. So the network only has to point at the
         active set, and where it does the result is the QP's optimum; elsewhere the guess stands and the
         verifier decides."""
-        return _polish_batch(
+        return polish_batch(
             np.ascontiguousarray(A, dtype=np.float64),
             np.ascontiguousarray(b, dtype=np.float64),
             np.ascontiguousarray(proposals, dtype=np.float64),
@@ -386,7 +386,7 @@ class AmortisedFilter:
 
 
 @numba.njit(cache=True)
-def _polish_batch(A, b, proposals, guess, k, tol):  # type: ignore[no-untyped-def]
+def polish_batch(A, b, proposals, guess, k, tol):  # type: ignore[no-untyped-def]
     """AmortisedFilter.polish per arena: rows A a >= b plus the box edges; candidates from the k rows with
     the smallest normalised slack at the guess; returns float32 actions (the guess where none is feasible)."""
     n, r = b.shape
@@ -441,7 +441,7 @@ def _polish_batch(A, b, proposals, guess, k, tol):  # type: ignore[no-untyped-de
 
 
 @numba.njit(cache=True)
-def _features_batch(A, b, proposals):  # type: ignore[no-untyped-def]
+def features_batch(A, b, proposals):  # type: ignore[no-untyped-def]
     """AmortisedFilter.features: per row the unit normal, the offset and the violation at the proposal
     (both in distance units, clipped to [-5, 5]), then the proposal; float32 (B, 4R + 2)."""
     n, r = b.shape

@@ -8,8 +8,11 @@ intervention is explained in ``<run_dir>/shield_reports.jsonl`` (written as it i
 ``shield/report`` (held and sent every ``report_period_s``: one wake-up of its readers per period, not
 per step).
 
-``bypass`` (for unshielded evaluation only) forwards proposals unchanged; the shield still publishes
-them, so the env keeps executing nothing but ``action/safe``.
+One switch, bypass, forwards every proposal unchanged (mode pass, counted in ``bypassed_steps``); the
+shield still publishes them, so the env keeps executing nothing but ``action/safe``. Two parameters turn
+it on: ``bypass``, which the experiment protocol sets per phase (on for the unshielded evaluations), and
+``enabled: false`` from the launch file, which holds it on for the whole run (the no-shield contrast run):
+a phase that clears ``bypass`` does not bring in a shield the run left out.
 
 The learned parts learn here, online: with ``internal_model: learned`` the model of the internal
 variables is trained on consecutive observations and the actions this shield sent between them (it
@@ -35,7 +38,7 @@ import numpy as np
 from nodes.env.gridlife import GridLifeConfig, start_box
 from nodes.estimator.interval import IntervalBelief, worst_drift
 from nodes.shield.barriers import WORST_DIRECTION, belief_corner, drifted_corner
-from nodes.shield.core import CAUSES, FILTERS, PASS, ShieldConfig, ShieldCore
+from nodes.shield.core import CAUSES, FILTERS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
 from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig, EnsembleFilter
 from nodes.shield.internal_model import LearnedInternalModel
@@ -43,7 +46,7 @@ from nodes.shield.ood import EnergyOOD
 from nodes.shield.state import STATE_NAMES, state_matrix
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
-from protocols import Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
+from protocols import MODE_PASS, Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
 
 REPORT_LINES = msgspec.json.Encoder()  # JSON lines at several times the speed of json.dumps
 MAX_HELD_REPORTS = 1024  # intervention reports held for shield/report before they go out early
@@ -54,11 +57,13 @@ class ShieldNode(Node):
 
     filter = Param("qp", "qp, search, amortised or ensemble", choices=FILTERS, read_only=True)
     fallback = Param("seek_station", "conservative fallback policy", choices=FALLBACK_POLICIES, read_only=True)
-    enabled = Param(True, "off: forward every proposal unchanged, for a no-shield contrast run")
-    bypass = Param(False, "forward proposals unchanged (unshielded evaluation only)")
+    # the bypass switch (see the module docstring): `bypassed` reads it, these two set it
+    bypass = Param(False, "bypass this phase: forward proposals unchanged (the experiment protocol sets it)")
+    enabled = Param(True, "false: bypass the whole run, whatever a phase sets (the no-shield contrast run)")
     config = Param({}, "GridLife constants: must match the env's", read_only=True)
     proposal_deadline_s = Param(0.5, "how long to wait for the proposal of a step", gt=0)
-    input_deadline_s = Param(1.0, "inputs older than this are stale", gt=0)
+    input_deadline_s = Param(ShieldConfig.input_deadline_s, "how long after the observation's arrival a step may "
+                             "be decided before it counts as stale (every arena gets the fallback)", gt=0)
     use_estimate = Param(False, "take internal variables from the estimator (partial observability)")
     write_reports = Param(True, "append intervention reports to <run_dir>/shield_reports.jsonl")
     amortise_after = Param(5000, "labelled samples before the amortised network acts", ge=1, read_only=True)
@@ -167,10 +172,10 @@ class ShieldNode(Node):
             self.count("rejected.proposal_shape")
             proposed, stale = np.zeros((n, 2), np.float32), True
         version = proposal.policy_version if proposal is not None else 0
-        if (self.bypass or not self.enabled) and not stale:
+        if self.bypassed and not stale:
             self.count("bypassed_steps", n)
             self.safe_pub.publish(SafeAction(
-                step=obs.step, actions=proposed, mode=np.zeros(n, np.uint8), constraint=[""] * n,
+                step=obs.step, actions=proposed, mode=np.full(n, MODE_PASS, np.uint8), constraint=[""] * n,
                 margin_before=np.full(n, np.nan, np.float32), margin_after=np.full(n, np.nan, np.float32),
                 policy_version=version), step=obs.step)
             return
@@ -185,10 +190,15 @@ class ShieldNode(Node):
             constraint=constraint, margin_before=d.margin_before.astype(np.float32),
             margin_after=d.margin_after.astype(np.float32), policy_version=version,
             proposed=None if stale else d.proposed.astype(np.float32)), step=obs.step)
-        self.count("interventions", int((d.mode != PASS).sum()))
+        self.count("interventions", int((d.mode != MODE_PASS).sum()))
         self.learn(obs.positions, internal, proposed)  # after the publish: the env is not kept waiting
         if d.reports:
             self.report(obs.step, d.reports)
+
+    @property
+    def bypassed(self) -> bool:
+        """The bypass switch: on for this phase (`bypass`) or for the whole run (`enabled` false)."""
+        return self.bypass or not self.enabled
 
     def refresh(self) -> None:
         """The core's counts as gauges and headline status, derived only when they are sent."""

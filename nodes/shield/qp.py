@@ -103,7 +103,7 @@ class BarrierQP:
                     x, ok = x[idx], ok[idx]
             else:
                 x, ok = self.solve_arenas(A, b, a_ref, idx)
-        slack, feasible = _finish(A, b, actions32, idx, x, ok, tol)
+        slack, feasible = verify_solutions(A, b, actions32, idx, x, ok, tol)
         return QPResult(actions=actions32, feasible=feasible, solved=needs, slack=slack, proposal_slack=proposal_slack)
 
     # ------------------------------------------------------------------------------------- per arena
@@ -204,7 +204,7 @@ def line_crossing(lx, ly, lb, i, j, eps):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _feasible_one(A, b, tol):  # type: ignore[no-untyped-def]
+def feasible_one(A, b, tol):  # type: ignore[no-untyped-def]
     """Does some a in [-1, 1]^2 satisfy A a >= b - tol (rows (R, 2), (R,))? The set is a convex polygon inside
     the box, so it is non-empty exactly when one of its candidate vertices (box corners, row lines crossing
     box edges, pairs of row lines crossing) satisfies every row."""
@@ -258,14 +258,14 @@ def _screen(A, b, a_ref, tol):  # type: ignore[no-untyped-def]
         ax, ay = np.float64(actions[arena, 0]), np.float64(actions[arena, 1])
         if not row_slack_into(A[arena], b[arena], ax, ay, slack[arena], tol):
             needs[arena] = True
-            if _feasible_one(A[arena], b[arena], tol):
+            if feasible_one(A[arena], b[arena], tol):
                 solvable[count] = arena
                 count += 1
     return actions, slack, needs, solvable[:count].copy()
 
 
 @numba.njit(cache=True)
-def _finish(A, b, actions, idx, x, ok, tol):  # type: ignore[no-untyped-def]
+def verify_solutions(A, b, actions, idx, x, ok, tol):  # type: ignore[no-untyped-def]
     """Write the solutions (clipped to the box, as float32; 0 where unsolved) into actions, then the row
     slack at every action and whether it holds; actions that do not hold become 0."""
     for k in range(idx.shape[0]):

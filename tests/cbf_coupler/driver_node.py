@@ -7,7 +7,7 @@ import numpy as np
 
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
-from protocols import Observation, SafeAction, StationGrants, StationRequests
+from protocols import MODE_PASS, Observation, SafeAction, StationGrants, StationRequests
 
 STEP_LEN = 0.1  # dt * vmax of the default world
 
@@ -57,7 +57,7 @@ class MultiDriver(Node):
         self.gauge("min_gap", min(self.gauges["min_gap"], gap))
         self.gauge("goal_error", float(np.abs(self.pos - self.goals).max()))
         self.count("steps")
-        self.count("coupled", int((msg.mode != 0).sum()))
+        self.count("coupled", int((msg.mode != MODE_PASS).sum()))
         self.step += 1
         self.waiting = False
 

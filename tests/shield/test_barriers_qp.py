@@ -9,7 +9,7 @@ from scipy.optimize import linprog
 
 from nodes.env.gridlife import internal_step, next_position
 from nodes.shield.barriers import GridLifeBarriers
-from nodes.shield.qp import BarrierQP, QPConfig, _feasible_one
+from nodes.shield.qp import BarrierQP, QPConfig, feasible_one
 from tests.shield.conftest import safe_states
 
 
@@ -155,7 +155,7 @@ def test_presolve_agrees_with_a_linear_program_on_feasibility(barriers: GridLife
     pos = rng.uniform(0, 10, size=(600, 2))
     h = rng.uniform(0, 1, size=(600, 3))  # many outside the safe set, where the rows often admit no action
     rows = barriers.constraints(pos, h)
-    found = np.array([_feasible_one(rows.A[i], rows.b[i], 0.0) for i in range(600)])
+    found = np.array([feasible_one(rows.A[i], rows.b[i], 0.0) for i in range(600)])
     margins = np.array([_robust_margin(rows.A[i], rows.b[i]) for i in range(600)])
     clear = np.abs(margins) > 1e-7
     assert (margins[clear] < 0).sum() > 20 and (margins[clear] > 0).sum() > 20  # both kinds exercised
@@ -165,7 +165,7 @@ def test_presolve_agrees_with_a_linear_program_on_feasibility(barriers: GridLife
 def test_infeasible_problems_never_reach_the_solver(barriers: GridLifeBarriers) -> None:
     rng = np.random.default_rng(6)
     rows = barriers.constraints(rng.uniform(0, 10, size=(2000, 2)), rng.uniform(0, 1, size=(2000, 3)))
-    infeasible = ~np.array([_feasible_one(rows.A[i], rows.b[i], 1e-6) for i in range(2000)])
+    infeasible = ~np.array([feasible_one(rows.A[i], rows.b[i], 1e-6) for i in range(2000)])
     assert infeasible.sum() > 20
     qp = BarrierQP(barriers.n_rows)
     res = qp.solve(rows.A[infeasible], rows.b[infeasible], rng.uniform(-1, 1, size=(int(infeasible.sum()), 2)))

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from nodes.env import kernels
 from nodes.env.gridlife import GridLifeConfig
 from nodes.shield.barriers import WORST_DIRECTION, GridLifeBarriers, belief_corner, drifted_corner
-from nodes.shield.core import FALLBACK, ShieldCore
+from nodes.shield.core import ShieldCore
+from protocols import MODE_FALLBACK
 from tests.shield.conftest import safe_states
 
 ENV_CFG = GridLifeConfig()
@@ -44,7 +45,7 @@ def test_every_true_state_in_the_box_keeps_its_barriers(index: int, std: tuple[f
     certified = belief_corner(mean[None], sigma[None], k, calibrated=True)
     decision = CORE.step(0, pos[None], certified, np.array([proposal]), 0.0)
     pos2, h2 = true_next(pos, truth, decision.actions[0])
-    if decision.mode[0] != FALLBACK and decision.constraint[0] != "backup":  # the filter's certified action
+    if decision.mode[0] != MODE_FALLBACK and decision.constraint[0] != "backup":  # the filter's certified action
         assert BARRIERS.values(pos2, h2).min() >= -1e-9
     # whatever acted, the true state stays viable (the env's ground truth: no death this step)
     assert h2[0] > 0.0 and h2[1] < 1.0 and h2[2] > 0.0
@@ -68,7 +69,7 @@ def test_an_uncalibrated_belief_is_no_knowledge_and_the_backup_policy_acts() -> 
     core = ShieldCore(ENV_CFG)
     backups = core.counts["gatekeeper.backup"]
     decision = core.step(0, pos, certified, np.zeros((16, 2)), 0.0)
-    assert (decision.mode == FALLBACK).all()
+    assert (decision.mode == MODE_FALLBACK).all()
     assert decision.constraint == ["backup"] * 16
     assert core.counts["gatekeeper.backup"] - backups == 16
     assert decision.actions == pytest.approx(core.gatekeeper.actions(pos, certified))

@@ -12,6 +12,7 @@ from nodes.shield.ood import EnergyOOD, OODConfig
 from nodes.shield.qp import BarrierQP
 from nodes.shield.state import STATE_NAMES, state_matrix
 from nodes.shield.viability import ViabilityNet
+from protocols import MODE_FALLBACK
 from tests.shield.conftest import on_hazard_edge, safe_states
 
 COMFORT = np.array([1.0, 0.0, 1.0])
@@ -62,7 +63,7 @@ def test_ood_routes_to_fallback(env_cfg: GridLifeConfig) -> None:
     core = ShieldCore(env_cfg, ShieldConfig(), ood=ood)
     states = np.array([[2.5, 2.5], [8.0, 8.5]])
     d = core.step(0, states, np.array([[0.8, 0.4, 1.0], [0.8, 0.4, 1.0]]), np.zeros((2, 2)), 0.0)
-    assert d.cause[0] != "ood" and d.cause[1] == "ood" and d.mode[1] == 2
+    assert d.cause[0] != "ood" and d.cause[1] == "ood" and d.mode[1] == MODE_FALLBACK
     assert core.counts["degraded.ood"] == 1
 
 
@@ -75,7 +76,7 @@ def test_infeasible_qp_goes_to_fallback(env_cfg: GridLifeConfig) -> None:
     assert infeasible.any()
     pos, h = pos[infeasible][:1], h[infeasible][:1]
     d = core.step(0, pos, h, np.array([[1.0, 0.0]]), 0.0)
-    assert d.cause == ["infeasible"] and d.mode[0] == 2
+    assert d.cause == ["infeasible"] and d.mode[0] == MODE_FALLBACK
     assert core.counts["degraded.infeasible"] == 1
     assert np.linalg.norm(d.actions[0]) > 0.1  # seek_station moves; it does not pass the proposal
     assert not np.allclose(d.actions[0], [1.0, 0.0])

@@ -13,7 +13,7 @@ from nodes.env.gridlife import GridLifeBatch, GridLifeConfig
 from nodes.shield.barriers import GridLifeBarriers
 from nodes.shield.core import ShieldConfig, ShieldCore, ShieldDecision
 from nodes.shield.fast_path import FastDecision
-from nodes.shield.filters import FilterResult
+from protocols import MODE_FALLBACK, MODE_PASS
 from tests.shield.conftest import on_hazard_edge, safe_states
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,18 +36,18 @@ def pair(env_cfg: GridLifeConfig, **cfg: float) -> tuple[ShieldCore, ShieldCore]
 
 def outcomes(core: ShieldCore) -> Counter[str]:
     """Counts what the core's fast path answers from now on: passed, filtered (a decision with a filtered arena),
-    fallback (a decision with an infeasible arena), handed over (the filter's result, for the general path) or
-    general (not decided)."""
+    fallback (a decision with an infeasible arena) or general (None: not its step). Nothing else is an answer."""
     seen: Counter[str] = Counter()
     decide = core.fast_path.decide  # type: ignore[union-attr]
 
-    def counting(*args: np.ndarray) -> FastDecision | FilterResult | None:
+    def counting(*args: np.ndarray) -> FastDecision | None:
         out = decide(*args)
-        if isinstance(out, FastDecision):
+        if out is None:
+            seen["general"] += 1
+        else:
+            assert isinstance(out, FastDecision), type(out)
             seen["fallback" if out.infeasible.size else "filtered" if out.mode.any() or out.backup.any() else
                  "passed"] += 1
-        else:
-            seen["handed over" if isinstance(out, FilterResult) else "general"] += 1
         return out
 
     core.fast_path.decide = counting  # type: ignore[method-assign, union-attr]
@@ -74,7 +74,7 @@ def test_closed_loop_decisions_match_the_general_path(env_cfg: GridLifeConfig, a
         d_fast = fast.step(step, positions, internal, proposals, 0.0)
         d_general = general.step(step, positions, internal, proposals, 0.0)
         assert_same(d_fast, d_general)
-        passed_steps += bool((d_fast.mode == 0).all())
+        passed_steps += bool((d_fast.mode == MODE_PASS).all())
         env.step(d_fast.actions)
     assert fast.counts == general.counts
     np.testing.assert_array_equal(fast._stuck, general._stuck)
@@ -94,7 +94,7 @@ def test_states_across_the_viable_set_match(barriers: GridLifeBarriers, env_cfg:
         d_fast = fast.step(i, pos[i : i + 1], h[i : i + 1], proposals[i : i + 1], 0.0)
         d_general = general.step(i, pos[i : i + 1], h[i : i + 1], proposals[i : i + 1], 0.0)
         assert_same(d_fast, d_general)
-        passed += int(d_fast.mode[0] == 0)
+        passed += int(d_fast.mode[0] == MODE_PASS)
     assert fast.counts == general.counts
     assert 0 < passed < 400
 
@@ -132,9 +132,10 @@ def test_a_passed_step_ends_a_stuck_streak(env_cfg: GridLifeConfig) -> None:
     np.testing.assert_array_equal(fast._stuck, [4])
 
 
-def test_a_deadlock_found_after_the_solve_is_decided_by_the_general_path(env_cfg: GridLifeConfig) -> None:
-    """Pushing into a hazard until the streak reaches `deadlock_steps`: the fast path hands its filter result
-    over, the general path detects the deadlock and holds the fallback, and both decide the same all along."""
+def test_a_step_that_can_complete_a_deadlock_is_left_to_the_general_path(env_cfg: GridLifeConfig) -> None:
+    """Pushing into a hazard until the streak reaches `deadlock_steps`: the fast path declines the step whose push
+    could complete the streak, the general path detects the deadlock and holds the fallback, and both decide the
+    same all along."""
     fast, general = pair(env_cfg, deadlock_steps=4, deadlock_hold_steps=2)
     seen = outcomes(fast)
     pos, push = on_hazard_edge(fast)
@@ -145,8 +146,8 @@ def test_a_deadlock_found_after_the_solve_is_decided_by_the_general_path(env_cfg
     assert fast.counts == general.counts and fast.counts["deadlocks_detected"] == 2
     np.testing.assert_array_equal(fast._stuck, general._stuck)
     np.testing.assert_array_equal(fast._hold, general._hold)
-    # steps 0-2 and 5-7 filtered to a standstill; 3 and 8 reach the streak (handed over); 4 is held (not asked)
-    assert seen == Counter({"filtered": 6, "handed over": 2}), seen
+    # steps 0-2 and 5-7 filtered to a standstill; 3 and 8 can reach the streak (declined); 4 is held (not asked)
+    assert seen == Counter({"filtered": 6, "general": 2}), seen
 
 
 def test_an_infeasible_arena_gets_the_fallback_on_the_fast_path(env_cfg: GridLifeConfig) -> None:
@@ -161,7 +162,7 @@ def test_an_infeasible_arena_gets_the_fallback_on_the_fast_path(env_cfg: GridLif
     for step in range(3):
         d_fast = fast.step(step, pos, h, proposals, 0.0)
         assert_same(d_fast, general.step(step, pos, h, proposals, 0.0))
-        assert d_fast.cause == ["infeasible", None] and d_fast.mode.tolist() == [2, 0]
+        assert d_fast.cause == ["infeasible", None] and d_fast.mode.tolist() == [MODE_FALLBACK, MODE_PASS]
     assert fast.counts == general.counts and fast.counts["degraded.infeasible"] == 3
     assert fast.fallback._target == general.fallback._target == {0: 0}
     assert seen == Counter({"fallback": 3}), seen
@@ -184,9 +185,9 @@ def test_an_infeasible_arena_beside_a_deadlock_is_decided_by_the_general_path(en
     assert fast.fallback._target == general.fallback._target
     np.testing.assert_array_equal(fast._stuck, general._stuck)
     np.testing.assert_array_equal(fast._hold, general._hold)
-    # steps 0, 1 and 3: the fallback beside a standstill; step 2 reaches the streak (handed over), and its one-step
+    # steps 0, 1 and 3: the fallback beside a standstill; step 2 can reach the streak (declined), and its one-step
     # hold is that step's fallback
-    assert seen == Counter({"fallback": 3, "handed over": 1}), seen
+    assert seen == Counter({"fallback": 3, "general": 1}), seen
 
 
 def test_a_new_core_leaves_no_fast_path_kernel_to_compile() -> None:

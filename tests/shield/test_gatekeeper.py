@@ -10,6 +10,7 @@ from nodes.env.gridlife import GridLifeBatch, GridLifeConfig, internal_step, is_
 from nodes.env.scripted import seek_station_policy
 from nodes.shield.backup import COOL, REFUEL, BackupConfig, Gatekeeper
 from nodes.shield.core import ShieldConfig, ShieldCore
+from protocols import MODE_PASS
 
 LAYOUTS = range(5)
 PROPOSALS = ("random", "constant", "into_hazard", "against_backup", "bang_bang")
@@ -176,7 +177,7 @@ def test_a_good_policy_keeps_its_tokens(env_cfg: GridLifeConfig) -> None:
             a = seek_station_policy(sim.positions, sim.internal, sim.tokens, env_cfg, sim.layout)
             if shielded:
                 d = core.step(step, sim.positions, sim.internal, a, 0.0)
-                passed += int((d.mode == 0).sum())
+                passed += int((d.mode == MODE_PASS).sum())
                 a = d.actions
             out = sim.step(a)
             assert not out.violation.any()
