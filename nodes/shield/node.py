@@ -145,8 +145,8 @@ class ShieldNode(Node):
         obs = self.obs
         if obs is None or self.proposal is None or self.proposal.step != obs.step:
             return
-        if self.use_estimate and (self.estimate is None or self.estimate.step != obs.step):
-            return
+        if self.use_estimate and obs.internal is None and (self.estimate is None or self.estimate.step != obs.step):
+            return  # the belief of a step whose internal variables the env hides
         self.decide()
 
     def check_deadline(self) -> None:
@@ -292,7 +292,12 @@ class ShieldNode(Node):
         of the estimate's confidence box mean +- k * std (k from the estimator's measured calibration), so that
         what passes is safe for every state in the box. An uncalibrated belief is no knowledge: the corner of
         the whole range, where nothing is certified and the backup policy acts."""
-        if obs.internal is not None and not self.use_estimate:
+        if obs.internal is not None:
+            if self.use_estimate:  # the env shows the truth after all (a launch that hides nothing): certify on it
+                if not self.counters.get("belief.truth_shown_steps"):
+                    self.log.warning("truth_shown", reason="use_estimate is on but the env's observation carries the "
+                                     "internal variables; the shield certifies on those, not on the belief")
+                self.count("belief.truth_shown_steps")
             return obs.internal, None
         est = self.estimate
         n = obs.obs.shape[0]

@@ -37,3 +37,18 @@ def test_bypass_is_on_for_the_phase_or_for_the_run(enabled: bool, bypass: bool, 
         assert node.core.counts["decisions"] == (0 if bypassed else 3 * ARENAS)
     finally:
         node.close()
+
+
+def test_with_use_estimate_an_observation_that_shows_the_truth_is_certified_on_the_truth() -> None:
+    # a launch that asks the shield for the estimator's belief but leaves the env's internal variables visible:
+    # the shield certifies on what the env shows (it waits for no estimate) and counts the steps
+    node = ShieldNode("shield", params={"write_reports": False, "use_estimate": True})
+    try:
+        node.transition("inactive")
+        for step in range(3):
+            feed(node, step)
+        assert node.decided_step == 2
+        assert node.counters.get("belief.truth_shown_steps") == 3
+        assert not node.counters.get("missing_estimate")
+    finally:
+        node.close()
