@@ -12,6 +12,7 @@ import numpy as np
 
 from persist_rt import Node
 from protocols import MODE_PASS, Observation, ProposedAction, SafeAction
+from protocols.topics import ACTION_PROPOSED, ACTION_SAFE, ENV_OBS
 
 
 class PassThroughNode(Node):
@@ -20,10 +21,10 @@ class PassThroughNode(Node):
     def on_configure(self) -> None:
         self.obs_step = -1
         self.arenas = 0
-        self.safe_pub = self.publisher("action/safe", SafeAction, reliable=True)
+        self.safe_pub = self.publisher(ACTION_SAFE, SafeAction, reliable=True)
         # The observation says which step and how many arenas the env expects next.
-        self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
-        self.subscribe("action/proposed", ProposedAction, self.on_proposal, qos="reliable(4)")
+        self.subscribe(ENV_OBS, Observation, self.on_obs, qos="reliable(4)")
+        self.subscribe(ACTION_PROPOSED, ProposedAction, self.on_proposal, qos="reliable(4)")
 
     def on_obs(self, msg: Observation) -> None:
         self.obs_step, self.arenas = msg.step, msg.obs.shape[0]

@@ -44,6 +44,7 @@ from nodes.sac.policy_file import (
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, PolicyWeights, ProposedAction, StateEstimate
+from protocols.topics import ACTION_PROPOSED, ENV_OBS, ESTIMATOR_STATE, POLICY_WEIGHTS
 
 
 class AgentNode(Node):
@@ -75,11 +76,11 @@ class AgentNode(Node):
         self.estimates: dict[int, StateEstimate] = {}  # the newest few, by step: the input of the step acted on
         self.waiting: Observation | None = None  # use_estimate: the observation waiting for its estimate
         self.planner: Any = self.make_planner() if self.algorithm == "mpc" else None
-        self.proposals = self.publisher("action/proposed", ProposedAction, reliable=True)
-        self.subscribe("env/obs", Observation, self.on_obs, qos=LOCKSTEP)
-        self.subscribe("policy/weights", PolicyWeights, self.on_weights, qos="latest")
+        self.proposals = self.publisher(ACTION_PROPOSED, ProposedAction, reliable=True)
+        self.subscribe(ENV_OBS, Observation, self.on_obs, qos=LOCKSTEP)
+        self.subscribe(POLICY_WEIGHTS, PolicyWeights, self.on_weights, qos="latest")
         if self.use_estimate:
-            self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")
+            self.subscribe(ESTIMATOR_STATE, StateEstimate, self.on_estimate, qos="latest")
         if self.policy_file:
             policy, refusals = load_newest_policy(self.policy_file)
             if refusals:  # the newest file is corrupt: its previous copy is what acts
@@ -173,7 +174,7 @@ class AgentNode(Node):
             return
         expected = self.policy.spec if self.policy is not None else None
         try:
-            policy = policy_from_wire(msg.version, msg.spec, msg.tensors, expected, source="policy/weights")
+            policy = policy_from_wire(msg.version, msg.spec, msg.tensors, expected, source=POLICY_WEIGHTS)
         except CheckpointError as exc:
             self.count("weights_rejected")
             self.log.error("weights_rejected", error=str(exc), version=msg.version)

@@ -17,6 +17,7 @@ from nodes.env.multi_gridlife import MultiGridLifeConfig
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import StationGrants, StationRequests
+from protocols.topics import ALLOCATOR_GRANTS, ALLOCATOR_REQUESTS
 
 
 class AllocatorNode(Node):
@@ -31,8 +32,8 @@ class AllocatorNode(Node):
         self.agents = env_cfg.num_agents
         self.n_stations = len(build_layout(env_cfg.world).station_kinds)
         self.core = Allocator(AllocatorConfig(margin_floor=self.margin_floor), self.agents)
-        self.grants_pub = self.publisher("allocator/grants", StationGrants, reliable=True)
-        self.subscribe("allocator/requests", StationRequests, self.on_requests, qos=LOCKSTEP)
+        self.grants_pub = self.publisher(ALLOCATOR_GRANTS, StationGrants, reliable=True)
+        self.subscribe(ALLOCATOR_REQUESTS, StationRequests, self.on_requests, qos=LOCKSTEP)
 
     def on_requests(self, msg: StationRequests) -> None:
         rows = self.num_envs * self.agents

@@ -22,6 +22,7 @@ from nodes.env.multi_gridlife import MultiGridLifeConfig
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_PASS, Observation, SafeAction
+from protocols.topics import ACTION_SAFE, ACTION_SHIELDED, ENV_OBS
 
 COUNTS = ("interventions", "solved", "infeasible", "deadlocks", "own_rows_broken")
 
@@ -49,9 +50,9 @@ class CouplerNode(Node):
         self.obs_wall = 0.0
         self.shielded: SafeAction | None = None
         self.decided_step = -1
-        self.safe_pub = self.publisher("action/safe", SafeAction, reliable=True)
-        self.subscribe("env/obs", Observation, self.on_obs, qos=LOCKSTEP)
-        self.subscribe("action/shielded", SafeAction, self.on_shielded, qos=LOCKSTEP)
+        self.safe_pub = self.publisher(ACTION_SAFE, SafeAction, reliable=True)
+        self.subscribe(ENV_OBS, Observation, self.on_obs, qos=LOCKSTEP)
+        self.subscribe(ACTION_SHIELDED, SafeAction, self.on_shielded, qos=LOCKSTEP)
         self.timer(min(0.02, self.input_deadline_s / 4), self.check_deadline)
 
     def on_obs(self, msg: Observation) -> None:

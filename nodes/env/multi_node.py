@@ -22,6 +22,7 @@ from persist_rt import Node, Param
 from persist_rt.checkpoint import atomic_write_bytes
 from persist_rt.qos import LOCKSTEP
 from protocols import MODE_FALLBACK, MODE_FILTERED, Observation, SafeAction, StationGrants, StationRequests
+from protocols.topics import ACTION_SAFE, ALLOCATOR_GRANTS, ALLOCATOR_REQUESTS, ENV_OBS
 
 
 class MultiGridLifeNode(Node):
@@ -51,10 +52,10 @@ class MultiGridLifeNode(Node):
         self.jain = 1.0
         self.books = {key: np.zeros(self.agents, np.int64)
                       for key in ("deaths", "collisions", "violations", "contended_steps", "served_steps")}  # fmt: skip
-        self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
-        self.req_pub = self.publisher("allocator/requests", StationRequests, reliable=True)
-        self.subscribe("action/safe", SafeAction, self.on_action, qos=LOCKSTEP)
-        self.subscribe("allocator/grants", StationGrants, self.on_grants, qos=LOCKSTEP)
+        self.obs_pub = self.publisher(ENV_OBS, Observation, reliable=True)
+        self.req_pub = self.publisher(ALLOCATOR_REQUESTS, StationRequests, reliable=True)
+        self.subscribe(ACTION_SAFE, SafeAction, self.on_action, qos=LOCKSTEP)
+        self.subscribe(ALLOCATOR_GRANTS, StationGrants, self.on_grants, qos=LOCKSTEP)
         self.timer(0.002, self.tick)
 
     def on_action(self, msg: SafeAction) -> None:

@@ -11,6 +11,7 @@ from nodes.env.scripted import seek_station_policy
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import Observation, SafeAction
+from protocols.topics import ACTION_SHIELDED, ENV_OBS
 
 
 class MultiScriptedNode(Node):
@@ -20,8 +21,8 @@ class MultiScriptedNode(Node):
 
     def on_configure(self) -> None:
         self.world = MultiGridLifeConfig.from_params(self.config).world
-        self.out = self.publisher("action/shielded", SafeAction, reliable=True)
-        self.subscribe("env/obs", Observation, self.on_obs, qos=LOCKSTEP)
+        self.out = self.publisher(ACTION_SHIELDED, SafeAction, reliable=True)
+        self.subscribe(ENV_OBS, Observation, self.on_obs, qos=LOCKSTEP)
 
     def on_obs(self, msg: Observation) -> None:
         n = msg.positions.shape[0]

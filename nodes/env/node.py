@@ -46,6 +46,7 @@ from persist_rt.checkpoint import CheckpointError
 from persist_rt.qos import LOCKSTEP
 from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
+from protocols.topics import ACTION_SAFE, ENV_EPISODES, ENV_OBS, ENV_TRANSITIONS
 
 if TYPE_CHECKING:
     from nodes.shield.backup import Gatekeeper
@@ -162,15 +163,15 @@ class EnvNode(Node):
         self.reward_terms = self.build_reward()
         self.phase = "train" if self.total_steps > 0 or self.evaluate_only else "run"
         self.build_sim(self.num_envs)
-        self.obs_pub = self.publisher("env/obs", Observation, reliable=True)
+        self.obs_pub = self.publisher(ENV_OBS, Observation, reliable=True)
         # the replay stream goes out in batches: `replay_steps` steps per message, 8 messages per send, so its
         # consumers decode once per few steps and wake once per batch
-        self.transitions_pub = self.publisher("env/transitions", TransitionBatch, reliable=True, buffer=64,
+        self.transitions_pub = self.publisher(ENV_TRANSITIONS, TransitionBatch, reliable=True, buffer=64,
                                               coalesce=8)
         self.replay: list[dict[str, np.ndarray | None]] = []  # the fields of steps not published yet
         self.replay_step = 0  # the first of them
-        self.episodes_pub = self.publisher("env/episodes", EpisodeEvents)
-        self.subscribe("action/safe", SafeAction, self.on_safe_action, qos=LOCKSTEP)
+        self.episodes_pub = self.publisher(ENV_EPISODES, EpisodeEvents)
+        self.subscribe(ACTION_SAFE, SafeAction, self.on_safe_action, qos=LOCKSTEP)
         self.step_id = 0
         self.waiting_since = 0.0
         self.started = False

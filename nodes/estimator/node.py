@@ -36,6 +36,7 @@ from nodes.estimator.inputs import with_belief
 from nodes.estimator.interval import as_estimate
 from persist_rt import Node, Param
 from protocols import Observation, StateEstimate, TransitionBatch
+from protocols.topics import ENV_OBS, ENV_TRANSITIONS, ESTIMATOR_STATE, ESTIMATOR_TRANSITIONS
 
 PRIOR_MEAN, PRIOR_STD = 0.5, 0.5  # internal variables live in [0, 1]
 MIN_STD = 1e-3  # the prior never claims certainty
@@ -102,14 +103,14 @@ class EstimatorNode(Node):
         self.rmse_ema: float | None = None
         self.last_checkpoint = time.monotonic()
         self.warned_visible = False
-        self.state_pub = self.publisher("estimator/state", StateEstimate)
+        self.state_pub = self.publisher(ESTIMATOR_STATE, StateEstimate)
         self.published: OrderedDict[int, tuple[np.ndarray, np.ndarray, Any]] = OrderedDict()  # step -> mean, std,
         # and the (low, high) boxes of the interval belief: what the replay stream's rows get appended
         self.waiting_replay: list[TransitionBatch] = []  # replay messages that came before their observations
-        self.replay_pub = self.publisher("estimator/transitions", TransitionBatch, reliable=True, buffer=64,
+        self.replay_pub = self.publisher(ESTIMATOR_TRANSITIONS, TransitionBatch, reliable=True, buffer=64,
                                          coalesce=8)
-        self.subscribe("env/obs", Observation, self.on_obs, qos="reliable(4)")
-        self.subscribe("env/transitions", TransitionBatch, self.on_transitions, qos="reliable(8)")
+        self.subscribe(ENV_OBS, Observation, self.on_obs, qos="reliable(4)")
+        self.subscribe(ENV_TRANSITIONS, TransitionBatch, self.on_transitions, qos="reliable(8)")
         self.service("estimator.calibration", lambda args: self.calibration.figures(), read_only=True)
 
     @property

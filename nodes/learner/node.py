@@ -26,6 +26,7 @@ import numpy as np
 from persist_rt import Node, Param
 from persist_rt.checkpoint import CheckpointError, load_newest
 from protocols import PolicyWeights, TransitionBatch
+from protocols.topics import ENV_TRANSITIONS, ESTIMATOR_TRANSITIONS, POLICY_WEIGHTS
 
 ALGORITHMS = ("sac", "cvar_sac", "mpc")
 # nodes.intrinsic.METHODS, written out: launch files and the wizard check choices from literals, without imports
@@ -76,10 +77,10 @@ class LearnerNode(Node):
         # gathered here first, so the learner's share of the CPU it shares with the env loop stays small
         self.staged: list[TransitionBatch] = []
         self.staged_rows = 0
-        self.weights_pub = self.publisher("policy/weights", PolicyWeights)
+        self.weights_pub = self.publisher(POLICY_WEIGHTS, PolicyWeights)
         # under partial observability the estimator's copy of the replay stream: the observations with the belief
         # the agent acted on appended (docs/estimator.md)
-        topic = "estimator/transitions" if self.use_estimate else "env/transitions"
+        topic = ESTIMATOR_TRANSITIONS if self.use_estimate else ENV_TRANSITIONS
         self.subscribe(topic, TransitionBatch, self.on_transitions, qos="reliable(8)")
         self.service("learner.summary", lambda args: self.summary(), read_only=True)
 

@@ -47,6 +47,7 @@ from nodes.shield.state import STATE_NAMES, state_matrix
 from persist_rt import Node, Param
 from persist_rt.qos import LOCKSTEP
 from protocols import MODE_PASS, Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
+from protocols.topics import ACTION_PROPOSED, ACTION_SAFE, ENV_OBS, ESTIMATOR_STATE, SHIELD_REPORT
 
 REPORT_LINES = msgspec.json.Encoder()  # JSON lines at several times the speed of json.dumps
 MAX_HELD_REPORTS = 1024  # intervention reports held for shield/report before they go out early
@@ -107,12 +108,12 @@ class ShieldNode(Node):
         self.proposal: ProposedAction | None = None
         self.estimate: StateEstimate | None = None
         self.decided_step = -1
-        self.safe_pub = self.publisher("action/safe", SafeAction, reliable=True)
-        self.report_pub = self.publisher("shield/report", ShieldReport)
-        self.subscribe("env/obs", Observation, self.on_obs, qos=LOCKSTEP)
-        self.subscribe("action/proposed", ProposedAction, self.on_proposal, qos=LOCKSTEP)
+        self.safe_pub = self.publisher(ACTION_SAFE, SafeAction, reliable=True)
+        self.report_pub = self.publisher(SHIELD_REPORT, ShieldReport)
+        self.subscribe(ENV_OBS, Observation, self.on_obs, qos=LOCKSTEP)
+        self.subscribe(ACTION_PROPOSED, ProposedAction, self.on_proposal, qos=LOCKSTEP)
         if self.use_estimate:
-            self.subscribe("estimator/state", StateEstimate, self.on_estimate, qos="latest")
+            self.subscribe(ESTIMATOR_STATE, StateEstimate, self.on_estimate, qos="latest")
         self.timer(min(0.02, self.proposal_deadline_s / 4), self.check_deadline)
         self.held_reports: list[tuple[int, dict[str, Any]]] = []  # (step, report) not yet on shield/report
         self.timer(self.report_period_s, self.publish_reports)

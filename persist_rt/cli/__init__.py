@@ -2,13 +2,15 @@
 
 One module per command group. Groups owned elsewhere are mounted when their module imports:
 ``reachability.cli`` (`persist reach`), ``persist_rt.cli.policy`` (`persist policy`) and
-``persist_rt.cli.telemetry`` (`persist telemetry`), each exposing a typer ``app``.
+``persist_rt.cli.telemetry`` (`persist telemetry`), each exposing a typer ``app``, and single commands:
+``nodes.experiment.eval_cli`` (`persist eval`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -16,7 +18,6 @@ from rich.markup import escape
 from persist_rt.cli.attach import attach
 from persist_rt.cli.common import CliError, err_console
 from persist_rt.cli.control import lifecycle_app, param_app
-from persist_rt.cli.eval_cmd import evaluate
 from persist_rt.cli.graph import graph_cmd, node_app, topic_app
 from persist_rt.cli.keys_cmd import keys_app
 from persist_rt.cli.launch_cmd import launch
@@ -31,7 +32,6 @@ app.command("launch")(launch)
 app.command("attach")(attach)
 app.command("graph")(graph_cmd)
 app.command("new")(new)
-app.command("eval")(evaluate)
 app.add_typer(node_app, name="node")
 app.add_typer(topic_app, name="topic")
 app.add_typer(param_app, name="param")
@@ -42,17 +42,27 @@ app.add_typer(keys_app, name="keys")
 # (module, command name): sub-apps that live with the code they drive; absent until written.
 OPTIONAL_APPS = (("reachability.cli", "reach"), ("persist_rt.cli.policy", "policy"),
                  ("persist_rt.cli.telemetry", "telemetry"))
+# (module, command name, function): single commands that live with the code they drive (above persist_rt)
+OPTIONAL_COMMANDS = (("nodes.experiment.eval_cli", "eval", "evaluate"),)
+
+
+def _optional(module: str) -> Any:
+    """The module, or None when it is not written yet."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):
+            return None
+        raise
 
 
 def _mount_optional() -> None:
     for module, name in OPTIONAL_APPS:
-        try:
-            sub = importlib.import_module(module).app
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module.startswith(exc.name):
-                continue  # not written yet
-            raise
-        app.add_typer(sub, name=name)
+        if (found := _optional(module)) is not None:
+            app.add_typer(found.app, name=name)
+    for module, name, function in OPTIONAL_COMMANDS:
+        if (found := _optional(module)) is not None:
+            app.command(name)(getattr(found, function))
 
 
 def _error(exc: Exception) -> None:

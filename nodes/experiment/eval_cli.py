@@ -13,21 +13,21 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from persist_rt.checkpoint import CheckpointError
 from persist_rt.cli.common import CliError, JsonOpt, print_json
 from persist_rt.cli.launch_cmd import new_run_dir
 from persist_rt.launch import Overrides, load_launch
 from persist_rt.launch.console import LaunchConsole
 from persist_rt.launch.supervisor import RunOptions, Supervisor
 
-EVAL_LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "eval.yaml"
+EVAL_LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "eval.yaml"  # nodes/experiment/ -> the root
 PHASES = ("eval", "baseline_random", "baseline_scripted", "eval_shielded")
 
 
 def check_policy_file(path: Path) -> None:
     """Refuse, naming the argument, a file that is not a policy for GridLife's (fully observed) observation."""
-    from nodes.env.gridlife import GridLifeConfig
+    from nodes.env.gridlife import GridLifeConfig  # numba and friends: only when the command runs
     from nodes.sac.policy_file import load_policy
-    from persist_rt.checkpoint import CheckpointError
 
     if not path.is_file():
         raise CliError(f"argument POLICY_FILE: {path} is not a file")
