@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,17 @@ def start_launch(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as f:
         return subprocess.Popen([sys.executable, "-m", "persist_rt.cli", "launch", *args], cwd=cwd,
                                 stdout=f, stderr=subprocess.STDOUT)
+
+
+def stop_launch(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Ctrl-C a launch that is still running, as a user would; kill it if it does not stop in ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_for(what: str, check: Callable[[], Any], deadline_s: float = 30.0, every_s: float = 0.2) -> Any:

@@ -22,6 +22,7 @@ from tests.launch.conftest import (
     persist_json,
     run_processes,
     start_launch,
+    stop_launch,
     wait_for,
 )
 
@@ -49,12 +50,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                  == {"talker": "active", "listener": "active"})
         yield lv
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_launch(proc)
 
 
 def test_node_list_json(live: Live) -> None:

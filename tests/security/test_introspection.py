@@ -4,8 +4,6 @@ graph's public keys) may list nodes and read parameters, and nothing more; each 
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +13,7 @@ import pytest
 
 from persist_rt import security, services
 from persist_rt.security import KeySet
-from tests.launch.conftest import TALKER_LISTENER, persist_json, start_launch, wait_for
+from tests.launch.conftest import TALKER_LISTENER, persist_json, start_launch, stop_launch, wait_for
 from tests.security.test_keys import act_as, rogue_keys
 
 
@@ -36,11 +34,7 @@ def launched(tmp: Path, keys: Path, introspection: str | None) -> Iterator[str]:
         yield registry
     finally:
         security.use_curve(None)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_launch(proc)
 
 
 def _talker(registry: str) -> str:
