@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -62,6 +63,9 @@ class TelemetryNode(Node):
         self.snapshot = Snapshot()
         self.history: dict[tuple[str, str], SeriesHistory] = {}
         self._derived_series: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        # one writer thread for the whole run (a thread per write would show as thread churn in a soak), fed one
+        # frozen history at a time; None stops it
+        self._to_write: queue.Queue[list[Series] | None] = queue.Queue(maxsize=1)
         self._writer: threading.Thread | None = None
         self._writes = [0, 0]  # done, failed: written by the writer thread, read by the executor
         try:
@@ -146,36 +150,42 @@ class TelemetryNode(Node):
         return {"ts": now, "run_id": self.run_label, "series": rows}
 
     def write_history(self, wait: bool = False) -> None:
-        """Copy the series here, write them in a thread: a large history never stalls the executor."""
+        """Copy the series here, write them in the writer thread: a large history never stalls the executor."""
         if not self.history_file or self.run_dir is None:
             return
-        if self._writer is not None and self._writer.is_alive():
-            if not wait:
-                self.count("telemetry.history_writes_skipped")  # the previous write is still going
-                return
-            self._writer.join()
-        series = freeze(self.history)
-        self._writer = threading.Thread(target=self._write, args=(self.run_dir / self.history_file, series),
-                                        name="telemetry-history", daemon=True)
-        self._writer.start()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, args=(self.run_dir / self.history_file,),
+                                            name="telemetry-history", daemon=True)
+            self._writer.start()
+        if not wait and self._to_write.full():
+            self.count("telemetry.history_writes_skipped")  # the previous write is still going
+            return
+        self._to_write.put(freeze(self.history))
         if wait:
-            self._writer.join()
+            self._to_write.join()
         self.counters["telemetry.history_writes"] = float(self._writes[0])
         self.counters["telemetry.history_write_errors"] = float(self._writes[1])
 
-    def _write(self, path: Path, series: list[Series]) -> None:
-        """In the writer thread: touches nothing but the file and its own tallies."""
-        try:
-            write_history(path, self.run_label, series)
-            self._writes[0] += 1
-        except OSError as exc:
-            self._writes[1] += 1
-            self.log.error("history_write_failed", path=str(path), error=str(exc))
+    def _write_loop(self, path: Path) -> None:
+        """The writer thread: touches nothing but the file and its own tallies."""
+        while (series := self._to_write.get()) is not None:
+            try:
+                write_history(path, self.run_label, series)
+                self._writes[0] += 1
+            except OSError as exc:
+                self._writes[1] += 1
+                self.log.error("history_write_failed", path=str(path), error=str(exc))
+            finally:
+                self._to_write.task_done()
+        self._to_write.task_done()
 
     def on_shutdown(self) -> None:
         try:
             if hasattr(self, "history"):
                 self.write_history(wait=True)
+                if self._writer is not None:
+                    self._to_write.put(None)
+                    self._writer.join(timeout=10.0)
         finally:
             if hasattr(self, "endpoint"):
                 self.endpoint.close()
