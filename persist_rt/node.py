@@ -275,6 +275,19 @@ class Node:
         self._timers.append(t)
         return t
 
+    def call_peer(self, node: str, service: str, args: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+        """Call another node's service, found through the registry; a failure is logged and counted
+        (``peer_call_failures``) and gives None, so a missing peer never stops this node."""
+        if not self.registry_endpoint or not node:
+            return None
+        try:
+            info = services.call(self.registry_endpoint, "node", {"name": node}, timeout=2.0)
+            return services.call(info["endpoints"]["service"], service, args or {}, timeout=timeout)
+        except (services.ServiceError, services.ServiceTimeout, KeyError) as exc:
+            self.log.error("peer_call_failed", node=node, service=service, args=args, error=str(exc))
+            self.count("peer_call_failures")
+            return None
+
     def service(self, name: str, handler: services.Handler, read_only: bool = False) -> None:
         """Answer requests for ``name``: ``handler(args: dict) -> result`` (msgpack-able). ``read_only``: it
         changes nothing, so a launch with open introspection answers it to clients without a graph key."""

@@ -37,6 +37,7 @@ class MultiGridLifeNode(Node):
                     read_only=True)
     grant_deadline_s = Param(0.2, "how long a step waits for its grants", gt=0)
     action_deadline_s = Param(1.0, "how long a step waits for action/safe before the stop fallback", gt=0)
+    coupler_node = Param("coupler", "coupler whose infeasible and deadlock counts join summary.json ('' for none)")
 
     def on_configure(self) -> None:
         self.env_cfg = MultiGridLifeConfig.from_params(self.config)
@@ -151,10 +152,18 @@ class MultiGridLifeNode(Node):
             "train": {"collisions": int(b["collisions"].sum()), "violations_executed": int(b["violations"].sum()),
                       "deaths": int(b["deaths"].sum()), "fallback_steps": int(self.counters.get("fallback_steps", 0))},
             "allocator": {"jain_index": self.jain, "fallback_steps": self.book.fallback_steps},
-            # body-steps the coupler changed or stopped, from the modes of action/safe; its infeasible and deadlock
-            # counts are the coupler node's gauges (coupler.infeasible, coupler.deadlocks)
-            "coupler": {key: int(self.counters.get(f"coupler.{key}", 0)) for key in ("interventions", "fallback")},
+            # body-steps the coupler changed or stopped, from the modes of action/safe, and the coupler's own counts
+            "coupler": {**{key: int(self.counters.get(f"coupler.{key}", 0)) for key in ("interventions", "fallback")},
+                        **self.coupler_counts()},
         }  # fmt: skip
         if self.run_dir is not None:
             atomic_write_bytes(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self.log.info("finished", **summary["train"])
+
+    def coupler_counts(self) -> dict[str, int]:
+        """The coupler node's infeasible joint problems and deadlocks (its gauges), asked when the run ends; empty
+        without a coupler or when it does not answer (counted in peer_call_failures)."""
+        stats = self.call_peer(self.coupler_node, "stats") if self.coupler_node else None
+        gauges = stats.get("gauges", {}) if isinstance(stats, dict) else {}
+        return {key: int(gauges[f"coupler.{key}"]) for key in ("infeasible", "deadlocks")
+                if f"coupler.{key}" in gauges}

@@ -44,7 +44,6 @@ from nodes.experiment import (
 from persist_rt import Node, Param
 from persist_rt.checkpoint import CheckpointError
 from persist_rt.qos import LOCKSTEP
-from persist_rt.services import ServiceError, ServiceTimeout, call
 from protocols import MODE_PASS, EpisodeEvents, Observation, SafeAction, TransitionBatch
 from protocols.topics import ACTION_SAFE, ENV_EPISODES, ENV_OBS, ENV_TRANSITIONS
 
@@ -190,7 +189,7 @@ class EnvNode(Node):
                             self.learner_node)
         facts = ArenaFacts(self.episode_cap, self.train_episode_cap, self.has_drive, self.has_tokens,
                            self.has_scripted)
-        self.experiment = Experiment(settings, facts, self.call_remote, self.log, self.run_dir)
+        self.experiment = Experiment(settings, facts, self.call_peer, self.log, self.run_dir)
         period = self.deadline_s if self.mode == "lockstep" else 1.0 / self.rate_hz
         self.timer(min(0.05, period / 4), self.tick)
         self.gauge("progress.total", self.total_steps)
@@ -499,18 +498,6 @@ class EnvNode(Node):
         extra = {} if phase.version is None else {"version": phase.version}
         self.log.info("phase", phase=phase.name, episodes=phase.arenas, **extra)
 
-    def call_remote(self, node: str, service: str, args: dict[str, Any]) -> Any:
-        """Call a peer's service through the registry; a failure is logged and counted, and gives None."""
-        if not self.registry_endpoint or not node:
-            return None
-        try:
-            info = call(self.registry_endpoint, "node", {"name": node}, timeout=2.0)
-            return call(info["endpoints"]["service"], service, args, timeout=5.0)
-        except (ServiceError, ServiceTimeout, KeyError) as exc:
-            self.log.error("peer_call_failed", node=node, service=service, args=args, error=str(exc))
-            self.count("peer_call_failures")
-            return None
-
     # --- summary ----------------------------------------------------------------------------
 
     def write_summary(self) -> None:
@@ -592,7 +579,7 @@ class GridLifeNode(EnvNode):
         """Under partial observability, the estimator's calibration (its coverage against the truth)."""
         if not (self.cfg.partial_observability and self.estimator_node):
             return {}
-        return {"estimator": self.call_remote(self.estimator_node, "estimator.calibration", {})}
+        return {"estimator": self.call_peer(self.estimator_node, "estimator.calibration", {})}
 
     def observation(self) -> Observation:
         hidden = self.cfg.partial_observability

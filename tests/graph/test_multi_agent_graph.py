@@ -32,4 +32,7 @@ def test_a_short_multi_agent_run_has_no_collision_and_consistent_books(tmp_path:
     assert all(a["contended_steps"] <= a["served_steps"] <= STEPS for a in per_agent.values())
     assert 0.0 < summary["allocator"]["jain_index"] <= 1.0
     assert summary["launch"]["nodes"]["coupler"]["restarts"] == 0
+    coupler = summary["coupler"]  # the env's view of action/safe and the coupler's own counts
+    assert set(coupler) == {"interventions", "fallback", "infeasible", "deadlocks"}
+    assert all(isinstance(v, int) and v >= 0 for v in coupler.values())
     assert run_processes(run_dir.name) == [], "processes of the run outlived it"
