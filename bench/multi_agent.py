@@ -14,7 +14,12 @@ other processes hold the cores; `wall_us.<...>.<N>.p50` gives the wall-clock med
 `speedup.<N>` (dense p99 / persist p99), and per N the mean close pairs and solved bodies per decision, the
 coupler's infeasible and deadlock counts and the collisions executed (which must be 0).
 
-    .venv/bin/python bench/multi_agent.py [--steps 400] [--steps-128 120] [--warmup 30]
+Closed loop through the graph (`persist launch launch/multi_agent.yaml`, every node its own process): env steps
+per second at N = 4 and 32 bodies (`steps_per_s.graph_<N>`, from the run's summary: steps over the wall time from
+the first step to the last), with the coupler bypassed in the same run as the baseline
+(`steps_per_s.graph_<N>_coupler_off`), and the collisions each executed (`collisions.graph_<N>[_coupler_off]`).
+
+    .venv/bin/python bench/multi_agent.py [--steps 400] [--steps-128 120] [--warmup 30] [--graph-steps 300]
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +42,8 @@ from nodes.cbf_coupler.dense import DenseCoupler
 from nodes.env.multi_gridlife import MultiGridLifeBatch, MultiGridLifeConfig
 
 SIZES = (2, 8, 32, 128)
+GRAPH_SIZES = (4, 32)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(n: int, steps: int, warmup: int, seed: int) -> dict[str, float]:
@@ -97,12 +108,34 @@ def main() -> None:
     parser.add_argument("--steps-128", type=int, default=120, help="measured decisions at N = 128")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--graph-steps", type=int, default=300, help="env steps of each closed-loop graph run")
     args = parser.parse_args()
     out: dict[str, object] = {"bench": "multi_agent", "python": platform.python_version(),
                               "load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}  # fmt: skip
     for n in SIZES:
         out.update(run(n, args.steps_128 if n >= 128 else args.steps, args.warmup, args.seed))
+    for n in GRAPH_SIZES:
+        for coupler in (True, False):
+            key = f"graph_{n}" if coupler else f"graph_{n}_coupler_off"
+            summary = graph_run(n, args.graph_steps, coupler, args.seed)
+            out[f"steps_per_s.{key}"] = summary.get("env_steps_per_s")
+            out[f"collisions.{key}"] = summary.get("train", {}).get("collisions")
     print(json.dumps(out))
+
+
+def graph_run(agents: int, steps: int, coupler: bool, seed: int) -> dict:  # type: ignore[type-arg]
+    """One `persist launch launch/multi_agent.yaml` run; its summary.json ({} if it failed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        command = [sys.executable, "-m", "persist_rt.cli", "launch", str(ROOT / "launch" / "multi_agent.yaml"),
+                   "--run-dir", str(run_dir), "--arg", f"agents={agents}", "--arg", f"steps={steps}",
+                   "--arg", f"coupler={'true' if coupler else 'false'}", "--arg", f"seed={seed}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        summary_path = run_dir / "summary.json"
+        if done.returncode != 0 or not summary_path.exists():
+            print(done.stdout[-2000:], file=sys.stderr)
+            return {}
+        return json.loads(summary_path.read_text())
 
 
 if __name__ == "__main__":

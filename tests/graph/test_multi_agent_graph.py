@@ -6,6 +6,8 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.launch.conftest import ROOT, run_processes, start_launch
 
 STEPS = 100
@@ -23,6 +25,7 @@ def test_a_short_multi_agent_run_has_no_collision_and_consistent_books(tmp_path:
             proc.kill()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] == STEPS and summary["agents"] == 4
+    assert summary["wall_s"] > 0 and summary["env_steps_per_s"] == pytest.approx(STEPS / summary["wall_s"], rel=0.01)
     per_agent = summary["per_agent"]
     assert sorted(per_agent) == [f"agent_{j}" for j in range(4)]
     for key in ("collisions", "violations_executed", "deaths"):
