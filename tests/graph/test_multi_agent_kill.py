@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.graph.conftest import LiveRun
 from tests.launch.conftest import ROOT, run_processes, start_launch, wait_for
 
-STEPS = 1500  # the run ends by itself (the multi-agent env writes its summary at its budget)
+STEPS = 1000  # the run ends by itself (the multi-agent env writes its summary at its budget)
 
 
 def respawned(run: LiveRun, name: str, old_pid: int) -> dict | None:  # type: ignore[type-arg]
