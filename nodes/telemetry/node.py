@@ -176,6 +176,7 @@ class TelemetryNode(Node):
                 self._writes[1] += 1
                 self.log.error("history_write_failed", path=str(path), error=str(exc))
             finally:
+                series = None  # the copy goes now, not when the next write comes (it is as long as the history)
                 self._to_write.task_done()
         self._to_write.task_done()
 
