@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nodes.config_fields import check_at_least, check_types
 from nodes.env import kernels
 from nodes.env.homeostat import DRIVE_FORMS, Homeostat
 from nodes.env.step import StepResult
@@ -78,8 +79,10 @@ class GridLifeConfig:
     partial_observability: bool = False  # hide the internal variables from the observation
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            _check_field(field.name, getattr(self, field.name), field.default)
+        check_types(self)
+        check_at_least(self, _POSITIVE, 0.0, strict=True)
+        check_at_least(self, _NON_NEGATIVE, 0.0)
+        check_at_least(self, _AT_LEAST_ONE, 1)
         _validate(self)
 
     @classmethod
@@ -121,36 +124,6 @@ RATE_NAMES: tuple[str, ...] = (
     "k_basal", "k_effort", "rho_refuel", "eta_basal", "eta_effort", "eta_hot", "rho_cool",
     "omega_wear", "delta_hazard", "rho_repair",
 )  # fmt: skip
-
-
-def _check_field(name: str, value: Any, default: Any) -> None:
-    """Type and range checks for one field; the type is the type of the field's default."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected a bool, got {value!r}")
-        return
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-            raise ValueError(f"{name}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{name}: must be finite, got {value!r}")
-    elif isinstance(default, tuple):
-        if not isinstance(value, tuple) or len(value) != len(default):
-            raise ValueError(f"{name}: expected a tuple of {len(default)} numbers, got {value!r}")
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
-                raise ValueError(f"{name}: every value must be a finite number, got {value!r}")
-    elif isinstance(default, str) and not isinstance(value, str):
-        raise ValueError(f"{name}: expected a string, got {value!r}")
-    if name in _POSITIVE and not value > 0:
-        raise ValueError(f"{name}: must be > 0, got {value!r}")
-    if name in _NON_NEGATIVE and not value >= 0:
-        raise ValueError(f"{name}: must be >= 0, got {value!r}")
-    if name in _AT_LEAST_ONE and not value >= 1:
-        raise ValueError(f"{name}: must be >= 1, got {value!r}")
 
 
 def _validate(cfg: GridLifeConfig) -> None:

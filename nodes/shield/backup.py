@@ -39,6 +39,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from nodes.config_fields import check_at_least, check_open_unit, check_ordered, check_types
 from nodes.env import kernels
 from nodes.env.gridlife import STATION_KINDS, GridLifeConfig, GridLifeLayout, build_layout, edge_distance
 from nodes.env.kernels import hazard_margin, transition
@@ -70,37 +71,16 @@ class BackupConfig:
     margin: float = 1e-9  # rollout states must keep every viability margin above this
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "enabled":
-                if not isinstance(value, bool):
-                    raise ValueError(f"enabled: expected a bool, got {value!r}")
-                continue
-            if f.name == "horizon":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"horizon: must be an integer >= 1, got {value!r}")
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{f.name}: expected a finite number, got {value!r}")
-            if value < 0:
-                raise ValueError(f"{f.name}: must be >= 0, got {value!r}")
-        if not 0.0 < self.speed <= 1.0:
-            raise ValueError(f"speed: must lie in (0, 1], got {self.speed!r}")
-        if not self.grid_spacing > 0:
-            raise ValueError(f"grid_spacing: must be > 0, got {self.grid_spacing!r}")
-        levels = ("energy_full", "energy_go", "energy_reserve", "temperature_low", "temperature_go",
-                  "temperature_reserve", "integrity_full", "integrity_go")  # fmt: skip
-        for name in levels:
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name}: must lie in (0, 1), got {getattr(self, name)!r}")
-        if not self.energy_go < self.energy_full:
-            raise ValueError("energy_go < energy_full must hold")
-        if not self.temperature_low < self.temperature_go:
-            raise ValueError("temperature_low < temperature_go must hold")
-        if self.trip_slack < 1.0:
-            raise ValueError(f"trip_slack: must be >= 1, got {self.trip_slack!r}")
-        if not self.integrity_go < self.integrity_full:
-            raise ValueError("integrity_go < integrity_full must hold")
+        check_types(self)
+        check_at_least(self, ("horizon",), 1)
+        check_at_least(self, (f.name for f in fields(self) if type(f.default) is float), 0.0)
+        check_open_unit(self, ("speed",), closed_high=True)
+        check_at_least(self, ("grid_spacing",), 0.0, strict=True)
+        check_open_unit(self, ("energy_full", "energy_go", "energy_reserve", "temperature_low", "temperature_go",
+                               "temperature_reserve", "integrity_full", "integrity_go"))  # fmt: skip
+        check_ordered(self, (("energy_go", "energy_full"), ("temperature_low", "temperature_go"),
+                             ("integrity_go", "integrity_full")))  # fmt: skip
+        check_at_least(self, ("trip_slack",), 1.0)
 
 
 # indices into the parameter vector handed to the kernels

@@ -26,11 +26,12 @@ h = 0 can always keep h >= 0 by heading for the station, unless an obstacle lies
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
+from nodes.config_fields import check_at_least, check_open_unit, check_types
 from nodes.env.gridlife import GridLifeConfig, GridLifeLayout, build_layout
 
 INTERNAL_BARRIERS: tuple[str, str, str] = ("energy", "temperature", "integrity")
@@ -51,23 +52,11 @@ class BarrierConfig:
     uncertainty_scale: float = 2.0  # pessimistic internal state = estimate -/+ scale * std
 
     def __post_init__(self) -> None:
-        for name in ("gamma_position", "gamma_internal"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0.0 < value <= 1.0):
-                raise ValueError(f"{name}: must lie in (0, 1], got {value!r}")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{f.name}: expected a finite number, got {value!r}")
-        for name in ("energy_min", "integrity_min"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name}: must lie in [0, 1), got {getattr(self, name)!r}")
-        if not 0.0 < self.temperature_max <= 1.0:
-            raise ValueError(f"temperature_max: must lie in (0, 1], got {self.temperature_max!r}")
-        if self.cost_slack < 1.0:
-            raise ValueError(f"cost_slack: must be >= 1, got {self.cost_slack!r}")
-        if self.row_tightening < 0.0 or self.uncertainty_scale < 0.0:
-            raise ValueError("row_tightening/uncertainty_scale: must be >= 0")
+        check_types(self)
+        check_open_unit(self, ("gamma_position", "gamma_internal", "temperature_max"), closed_high=True)
+        check_open_unit(self, ("energy_min", "integrity_min"), closed_low=True)
+        check_at_least(self, ("cost_slack",), 1.0)
+        check_at_least(self, ("row_tightening", "uncertainty_scale"), 0.0)
 
 
 @dataclass(frozen=True)
