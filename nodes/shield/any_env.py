@@ -1,0 +1,167 @@
+"""The shield for any environment with a Box action space: filters each arena's proposal through a user's
+description of safety (`description.py`), in the env's own action units.
+
+    core = AnyEnvShield(action_space, AnyEnvConfig(filter="qp", rows="my_pkg.safety:rows"))
+    decision = core.step(step, obs, proposed, input_age_s)   # a ShieldDecision; actions (B, d) in [-1, 1]
+
+Filters: `qp` projects the proposal onto the affine rows `A u <= b` (`box_qp.py`); `search` keeps the candidate
+nearest the proposal whose predicted margins are all >= 0 (`model_search.py`). Degraded mode, first match wins:
+`bad_input` (a non-finite observation: no user function sees it), `stale` (input older than
+`input_deadline_s`: every arena), `bad_description` (a description function raised or returned the wrong
+shape or a non-finite value: named in `errors`, counted by role in `description_errors.<role>`), `infeasible`
+(no action meets the rows / no candidate is safe). A degraded arena executes the user's backup policy where
+one is given and it answers properly, else the declared fallback (`zero`: the box centre; `hold`: the arena's
+last executed action); never its proposal. Counts as `ShieldCore`'s: `degraded.<cause>`, `mode.<mode>`,
+`decisions`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from nodes.env.node import GYM_FALLBACKS
+from nodes.shield.box_qp import BoxQP
+from nodes.shield.core import ShieldConfig, ShieldDecision
+from nodes.shield.description import Backup, DescriptionError, Model, Rows
+from nodes.shield.model_search import ModelSearch
+from nodes.shield.qp import QPConfig
+from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_NAMES, MODE_PASS
+
+ANY_ENV_FILTERS: tuple[str, ...] = ("qp", "search")
+ANY_ENV_CAUSES: tuple[str, ...] = ("bad_input", "stale", "bad_description", "infeasible")
+DESCRIPTION_ROLES: tuple[str, ...] = ("rows", "model", "backup")
+MAX_ERRORS_KEPT = 32  # the newest description errors, for the node's log and tests
+
+
+@dataclass(frozen=True)
+class AnyEnvConfig:
+    filter: Literal["qp", "search"] = "qp"
+    rows: str = ""  # `module:function` or `path/file.py:function`: (obs) -> (A, b), safe set A u <= b
+    model: str = ""  # (state, action) -> (next_state, margins), safe when every margin >= 0
+    backup: str = ""  # (obs) -> action, executed when the filter has none ('' : the declared fallback)
+    fallback: Literal["zero", "hold"] = "zero"
+    candidates: int = 64  # random candidates of the search filter, besides the structured ones
+    seed: int = 0
+    input_deadline_s: float = ShieldConfig.input_deadline_s
+    pass_tolerance: float = 1e-6
+    qp: QPConfig = field(default_factory=QPConfig)
+
+    def __post_init__(self) -> None:
+        if self.filter not in ANY_ENV_FILTERS:
+            raise ValueError(f"filter: must be one of {ANY_ENV_FILTERS}, got {self.filter!r}")
+        if self.filter == "qp" and not self.rows:
+            raise ValueError("rows: the qp filter needs an affine description (obs) -> (A, b)")
+        if self.filter == "search" and not self.model:
+            raise ValueError("model: the search filter needs a model (state, action) -> (next_state, margins)")
+        if self.fallback not in GYM_FALLBACKS:
+            raise ValueError(f"fallback: must be one of {GYM_FALLBACKS}, got {self.fallback!r}")
+        if not (isinstance(self.input_deadline_s, int | float) and math.isfinite(self.input_deadline_s)
+                and self.input_deadline_s > 0):
+            raise ValueError(f"input_deadline_s: must be a finite number > 0, got {self.input_deadline_s!r}")
+
+
+@dataclass
+class _Arena:
+    """One arena's decision before it is assembled into the step's arrays."""
+
+    action: np.ndarray
+    mode: int
+    cause: str | None = None
+    constraint: str | None = None
+    before: float = float("nan")
+    after: float = float("nan")
+
+
+class AnyEnvShield:
+    def __init__(self, action_space: Any, cfg: AnyEnvConfig) -> None:
+        self.cfg = cfg
+        self.box = BoxQP(action_space, cfg.qp)
+        self.dim = self.box.dim
+        self.rows = Rows(cfg.rows, self.dim) if cfg.rows else None
+        self.model = Model(cfg.model) if cfg.model else None
+        self.backup = Backup(cfg.backup, self.box.low, self.box.high) if cfg.backup else None
+        self.search = ModelSearch(self.box, self.model, cfg.candidates, cfg.seed) if self.model else None
+        self.counts: dict[str, int] = {"decisions": 0, "model_calls": 0, "backup_actions": 0}
+        self.counts |= {f"degraded.{c}": 0 for c in ANY_ENV_CAUSES}
+        self.counts |= {f"mode.{m}": 0 for m in MODE_NAMES}
+        self.counts |= {f"description_errors.{r}": 0 for r in DESCRIPTION_ROLES}
+        self.errors: list[str] = []  # newest last; each names the spec and the reason
+        self.last_actions: np.ndarray | None = None
+
+    def step(self, step: int, obs: np.ndarray, proposed: np.ndarray, input_age_s: float) -> ShieldDecision:
+        obs = np.asarray(obs, np.float64).reshape(len(obs), -1)
+        n = obs.shape[0]
+        prop = np.asarray(proposed, np.float64).reshape(n, self.dim)
+        prop = np.clip(np.where(np.isfinite(prop), prop, 0.0), -1.0, 1.0).astype(np.float32)
+        if self.last_actions is None or self.last_actions.shape != (n, self.dim):
+            self.last_actions = np.zeros((n, self.dim), np.float32)
+        stale = not input_age_s <= self.cfg.input_deadline_s
+        arenas = [self._decide(i, obs[i], prop[i], stale) for i in range(n)]
+        actions = np.stack([a.action for a in arenas]).astype(np.float32) if n else np.zeros((0, self.dim), np.float32)
+        mode = np.array([a.mode for a in arenas], np.int64)
+        for m, name in enumerate(MODE_NAMES):
+            self.counts[f"mode.{name}"] += int((mode == m).sum())
+        self.counts["decisions"] += n
+        self.last_actions = actions.copy()
+        return ShieldDecision(
+            actions=actions, mode=mode, cause=[a.cause for a in arenas], constraint=[a.constraint for a in arenas],
+            margin_before=np.array([a.before for a in arenas]), margin_after=np.array([a.after for a in arenas]),
+            proposed=prop, step=step)
+
+    def _decide(self, i: int, obs: np.ndarray, prop: np.ndarray, stale: bool) -> _Arena:
+        if not np.isfinite(obs).all():
+            return self._fallback(i, obs, "bad_input", call_backup=False)
+        if stale:
+            return self._fallback(i, obs, "stale")
+        try:
+            arena = self._filter(i, obs, prop)
+        except DescriptionError as error:
+            self._record(error)
+            return self._fallback(i, obs, "bad_description")
+        if arena is None:
+            return self._fallback(i, obs, "infeasible")
+        return arena
+
+    def _filter(self, i: int, obs: np.ndarray, prop: np.ndarray) -> _Arena | None:
+        if self.cfg.filter == "qp":
+            assert self.rows is not None
+            A, b = self.rows(obs)
+            res = self.box.project(i, A, b, prop)
+            if not res.feasible:
+                return None
+            action, before, after = res.action, float(res.slack_before.min(initial=np.inf)), \
+                float(res.slack_after.min(initial=np.inf))
+            binding = f"row_{int(res.slack_after.argmin())}" if res.slack_after.size else None
+        else:
+            assert self.search is not None
+            res_s = self.search.search(obs, prop)
+            self.counts["model_calls"] += res_s.calls
+            if not res_s.feasible:
+                return None
+            action, before, after = res_s.action, res_s.margin_before, res_s.margin_after
+            binding = f"margin_{res_s.binding}"
+        moved = float(np.abs(action.astype(np.float64) - prop).max(initial=0.0)) > self.cfg.pass_tolerance
+        return _Arena(action, MODE_FILTERED if moved else MODE_PASS, None, binding if moved else None, before, after)
+
+    def _fallback(self, i: int, obs: np.ndarray, cause: str, call_backup: bool = True) -> _Arena:
+        self.counts[f"degraded.{cause}"] += 1
+        if self.backup is not None and call_backup:
+            try:
+                action = self.backup(obs)
+                self.counts["backup_actions"] += 1
+                a = np.clip((action - self.box.centre) / self.box.half, -1.0, 1.0).astype(np.float32)
+                return _Arena(a, MODE_FALLBACK, cause, "backup")
+            except DescriptionError as error:
+                self._record(error)
+        if self.cfg.fallback == "hold" and self.last_actions is not None:
+            return _Arena(self.last_actions[i].copy(), MODE_FALLBACK, cause, "hold")
+        return _Arena(np.zeros(self.dim, np.float32), MODE_FALLBACK, cause, "zero")
+
+    def _record(self, error: DescriptionError) -> None:
+        role = next(r for r in DESCRIPTION_ROLES if getattr(self.cfg, r) == error.spec)
+        self.counts[f"description_errors.{role}"] += 1
+        self.errors = [*self.errors[-(MAX_ERRORS_KEPT - 1):], str(error)]
