@@ -162,6 +162,6 @@ class AnyEnvShield:
         return _Arena(np.zeros(self.dim, np.float32), MODE_FALLBACK, cause, "zero")
 
     def _record(self, error: DescriptionError) -> None:
-        role = next(r for r in DESCRIPTION_ROLES if getattr(self.cfg, r) == error.spec)
+        role = next((r for r in DESCRIPTION_ROLES if getattr(self.cfg, r) == error.spec), "rows")
         self.counts[f"description_errors.{role}"] += 1
         self.errors = [*self.errors[-(MAX_ERRORS_KEPT - 1):], str(error)]
