@@ -2,10 +2,10 @@
 margins)`: the closest candidate action (in env units) whose predicted margins are all >= 0.
 
 Candidates, in agent units [-1, 1]^d: the proposal, the proposal shrunk towards the box centre, the centre,
-the 2d face centres (each axis at its bound, the others at the proposal's value) and `n_random` fixed
-uniform actions. They are tried in order of distance from the proposal, so the first safe one is the answer
-and a safe proposal costs one model call. Each candidate is judged as the float32 action the env executes,
-scaled onto the box (`BoxQP.executed`).
+the 2d face centres (each axis at its bound, the others at the proposal's value), the 2^d corners up to
+MAX_CORNER_DIM dimensions and `n_random` fixed uniform actions. They are tried in order of distance from the
+proposal, so the first safe one is the answer and a safe proposal costs one model call. Each candidate is
+judged as the float32 action the env executes, scaled onto the box (`BoxQP.executed`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from nodes.shield.box_qp import BoxQP
 from nodes.shield.description import Model
 
 SHRINK = (0.75, 0.5, 0.25)
+MAX_CORNER_DIM = 6  # 64 corners; beyond, the faces and the random candidates only
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,11 @@ class ModelSearch:
         if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
             raise ValueError(f"n_random: must be an integer >= 0, got {n_random!r}")
         self.box, self.model = box, model
-        self.fixed = np.random.default_rng(seed).uniform(-1.0, 1.0, (n_random, box.dim))
+        fixed = np.random.default_rng(seed).uniform(-1.0, 1.0, (n_random, box.dim))
+        if box.dim <= MAX_CORNER_DIM:
+            corners = ((np.arange(2**box.dim)[:, None] >> np.arange(box.dim)) & 1) * 2.0 - 1.0
+            fixed = np.concatenate([corners, fixed])
+        self.fixed = fixed
 
     def candidates(self, proposal: np.ndarray) -> np.ndarray:
         """(K, d) float32 candidates, nearest to the proposal first (the proposal itself first)."""
