@@ -60,3 +60,20 @@ def planar_rows(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     A = np.zeros((4, 2))
     A[np.arange(4), np.arange(4) // 2] = -slope
     return A, at_minus + slope
+
+
+HALFSPACE_LEVEL = 0.5  # the halfspace n.x <= HALFSPACE_LEVEL, n the unit diagonal (bench/shield_any_env.py)
+
+
+def point_halfspace_rows(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PointMass kept in one halfspace n.x <= HALFSPACE_LEVEL (n = (1, ..., 1) / sqrt(dim)): one row."""
+    x = np.asarray(obs[: obs.size // 2], np.float64)
+    n = np.full(x.size, 1.0 / np.sqrt(x.size))
+    return DT * n[None, :], np.array([HALFSPACE_LEVEL - n @ x])
+
+
+def point_halfspace_model(state: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same halfspace as a model: PointMass's step, one margin."""
+    d = state.size // 2
+    x = np.asarray(state[:d], np.float64) + DT * np.asarray(action, np.float64)
+    return np.concatenate([x, state[d:]]), np.array([HALFSPACE_LEVEL - x.sum() / np.sqrt(d)])

@@ -59,7 +59,7 @@ class BoxQP:
         return b - A @ self.executed(a)
 
     def project(self, slot: int, A: np.ndarray, b: np.ndarray, a_ref: np.ndarray) -> BoxQPResult:
-        prop = np.clip(np.asarray(a_ref, np.float64), -1.0, 1.0).astype(np.float32)
+        prop = np.minimum(np.maximum(np.asarray(a_ref, np.float64), -1.0), 1.0).astype(np.float32)
         before = self.slack(A, b, prop)
         if (before >= 0).all():
             return BoxQPResult(prop, True, False, before, before)
@@ -73,7 +73,7 @@ class BoxQP:
         solver.solve()
         if solver.info.status_val != SOLVED:
             return BoxQPResult(np.zeros(self.dim, np.float32), False, True, before, before)
-        action = np.clip(np.asarray(solver.solution.x), -1.0, 1.0).astype(np.float32)
+        action = np.minimum(np.maximum(solver.solution.x, -1.0), 1.0).astype(np.float32)
         after = self.slack(A, b, action)
         if not (after >= 0).all():
             return BoxQPResult(np.zeros(self.dim, np.float32), False, True, before, after)

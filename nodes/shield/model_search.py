@@ -54,7 +54,7 @@ class ModelSearch:
         return cands[np.argsort(dist, kind="stable")]
 
     def search(self, state: np.ndarray, a_ref: np.ndarray) -> SearchResult:
-        proposal = np.clip(np.asarray(a_ref, np.float64), -1.0, 1.0).astype(np.float32)
+        proposal = np.minimum(np.maximum(np.asarray(a_ref, np.float64), -1.0), 1.0).astype(np.float32)
         before = float("nan")
         for calls, cand in enumerate(self.candidates(proposal), start=1):
             _, margins = self.model(state, self.box.executed(cand))
