@@ -2,7 +2,8 @@
 descriptions of them are in `nodes/env/point_safety.py`.
 
 - `persist/PointMass-v0` (keyword `dim`, default 2): a point x in R^dim moved by its velocity command,
-  x' = x + DT u with u in [-1, 1]^dim; safe set |x_i| <= 1 for every i; reward -|x - goal|.
+  x' = x + DT u with u in [-1, 1]^dim; safe set |x_i| <= 1 for every i; reward -|x - goal|; info["cost"] is 1
+  outside the safe set, else 0 (the Safety-Gymnasium convention).
 - `persist/PlanarDoubleIntegrator-v0`: position p and velocity v in R^2 pushed by an acceleration a in [-1, 1]^2,
   v' = v + DT a, p' = p + DT v'; the constraint |p_i| <= 1; reward -|p - goal|. Not every state inside the box
   is safe (one moving fast at a wall cannot stop in time): its largest control-invariant set is known in closed
@@ -45,7 +46,8 @@ class PointMass(gymnasium.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         u = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
         self.x = (self.x + DT * u).astype(np.float32)
-        return self._obs(), -float(np.linalg.norm(self.x - self.goal)), False, False, {}
+        cost = float(np.abs(self.x).max() > 1.0)  # Safety-Gymnasium's convention (nodes.env.constraints:info_cost)
+        return self._obs(), -float(np.linalg.norm(self.x - self.goal)), False, False, {"cost": cost}
 
     def _obs(self) -> np.ndarray:
         return np.concatenate([self.x, self.goal])
