@@ -2,11 +2,12 @@
 One JSON line.
 
 Latency (`latency_us.<filter>.<dim>.{p50,p99}`, one arena per decision, dims 1, 2, 6, 17): PointMass kept in one
-halfspace (`nodes.env.point_safety:point_halfspace_rows` / `_model`), states drawn within 0.15 of its edge so that
-about half the random proposals break it. `qp` and `search` are `AnyEnvShield.step`; the baseline `halfspace` is the
-closed-form projection onto the same row, u - max(0, a.u - b) a / |a|^2 clipped to the box, after the same call of
-the rows function, in the same run. `loadavg_1min` says how busy the machine was: p99 is where others' work shows,
-so `cpu_us.<filter>.<dim>.{p50,p99}` gives the same decisions' CPU time of this thread (time descheduled left out).
+halfspace (`nodes.env.point_safety:point_halfspace_rows` / `_model`), states drawn within EDGE_BAND of its edge so
+that about half the random proposals break it (`projected.<dim>`: the share the qp filter changed). `qp` and
+`search` are `AnyEnvShield.step`; the baseline `halfspace` is the closed-form projection onto the same row,
+u - max(0, a.u - b) a / |a|^2 clipped to the box, after the same call of the rows function, in the same run.
+`loadavg_1min` says how busy the machine was: p99 is where others' work shows, so `cpu_us.<filter>.<dim>.{p50,p99}`
+gives the same decisions' CPU time of this thread (time descheduled left out).
 
 Closed loop (`envs.<env_id>.<shielded|unshielded>.{violations, return}`): seeded uniform random proposals on
 each tested env, through the qp filter (`shielded`, the affine description), the search filter (`shielded_search`,
@@ -24,6 +25,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +42,7 @@ from nodes.shield.description import Rows
 
 DIMS = (1, 2, 6, 17)
 WARMUP = 200
+EDGE_BAND = 0.02  # states this close to the halfspace's edge: about half the random proposals break it
 ENVS = {  # key: (env_id, env kwargs, env constraint, rows, model, backup)
     "Pendulum-v1": ("Pendulum-v1", {}, "nodes.env.constraints:pendulum_speed", "nodes.env.pendulum_safety:speed_rows",
                     "nodes.env.pendulum_safety:speed_model", "nodes.env.pendulum_safety:brake"),
@@ -57,7 +60,7 @@ def workload(dim: int, decisions: int, seed: int) -> tuple[np.ndarray, np.ndarra
     rng = np.random.default_rng(seed)
     n = np.full(dim, 1.0 / np.sqrt(dim))
     x = rng.uniform(-0.5, 0.5, (decisions, dim))
-    x += (HALFSPACE_LEVEL - rng.uniform(0.0, 0.15, decisions) - x @ n)[:, None] * n[None, :]
+    x += (HALFSPACE_LEVEL - rng.uniform(0.0, EDGE_BAND, decisions) - x @ n)[:, None] * n[None, :]
     obs = np.concatenate([x, np.zeros((decisions, dim))], axis=1).astype(np.float32)
     return obs, rng.uniform(-1.0, 1.0, (decisions, dim)).astype(np.float32)
 
@@ -67,7 +70,7 @@ def percentiles(ns: list[int]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(us, 50)), 1), "p99": round(float(np.percentile(us, 99)), 1)}
 
 
-def latency(dim: int, decisions: int) -> dict[str, dict[str, float]]:
+def latency(dim: int, decisions: int) -> dict[str, Any]:
     """The three deciders take turns on each decision (garbage collection off), so that whatever else the machine
     runs meanwhile falls on all three alike."""
     space = spaces.Box(-1.0, 1.0, (dim,), np.float32)
@@ -91,8 +94,9 @@ def latency(dim: int, decisions: int) -> dict[str, dict[str, float]]:
                 wall[name].append(time.perf_counter_ns() - t)
     finally:
         gc.enable()
+    projected = cores["qp"].counts["mode.filtered"] / cores["qp"].counts["decisions"]
     return {f"latency_us.{name}": percentiles(wall[name]) for name in wall} | \
-        {f"cpu_us.{name}": percentiles(cpu[name]) for name in cpu}
+        {f"cpu_us.{name}": percentiles(cpu[name]) for name in cpu} | {"projected": round(projected, 3)}
 
 
 def halfspace(rows: Rows, obs: np.ndarray, proposal: np.ndarray) -> np.ndarray:
@@ -137,6 +141,9 @@ def main() -> None:
                               "loadavg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     for dim in DIMS:
         for key, stats in latency(dim, args.decisions).items():
+            if isinstance(stats, float):
+                out[f"{key}.{dim}"] = stats
+                continue
             for name, value in stats.items():
                 out[f"{key}.{dim}.{name}"] = value
     for key in ENVS:

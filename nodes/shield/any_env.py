@@ -94,25 +94,31 @@ class AnyEnvShield:
         self.last_actions: np.ndarray | None = None
 
     def step(self, step: int, obs: np.ndarray, proposed: np.ndarray, input_age_s: float) -> ShieldDecision:
-        obs = np.asarray(obs, np.float64).reshape(len(obs), -1)
-        n = obs.shape[0]
-        prop = np.asarray(proposed, np.float64).reshape(n, self.dim)
-        # ufuncs, not np.clip: at batch 1 the call overhead is the cost
-        prop = np.minimum(np.maximum(np.where(np.isfinite(prop), prop, 0.0), -1.0), 1.0).astype(np.float32)
-        if self.last_actions is None or self.last_actions.shape != (n, self.dim):
-            self.last_actions = np.zeros((n, self.dim), np.float32)
+        # written for batch 1, where numpy's per-call overhead is the cost: few calls, ufuncs rather than np.clip
+        obs = np.asarray(obs, np.float64)
+        n, d = obs.shape[0], self.dim
+        obs = obs.reshape(n, -1)
+        prop = np.asarray(proposed, np.float32).reshape(n, d)
+        if not np.isfinite(prop).all():
+            prop = np.where(np.isfinite(prop), prop, np.float32(0.0))
+        prop = np.minimum(np.maximum(prop, np.float32(-1.0)), np.float32(1.0))
+        if self.last_actions is None or self.last_actions.shape != (n, d):
+            self.last_actions = np.zeros((n, d), np.float32)
         stale = not input_age_s <= self.cfg.input_deadline_s
-        arenas = [self._decide(i, obs[i], prop[i], stale) for i in range(n)]
-        actions = np.stack([a.action for a in arenas]).astype(np.float32) if n else np.zeros((0, self.dim), np.float32)
-        mode = np.array([a.mode for a in arenas], np.int64)
-        for a in arenas:
+        actions = np.empty((n, d), np.float32)
+        mode = np.empty(n, np.int64)
+        before, after = np.empty(n), np.empty(n)
+        cause: list[str | None] = [None] * n
+        constraint: list[str | None] = [None] * n
+        for i in range(n):
+            a = self._decide(i, obs[i], prop[i], stale)
+            actions[i], mode[i], before[i], after[i], cause[i], constraint[i] = \
+                a.action, a.mode, a.before, a.after, a.cause, a.constraint
             self.counts[MODE_KEYS[a.mode]] += 1
         self.counts["decisions"] += n
         self.last_actions = actions.copy()
-        return ShieldDecision(
-            actions=actions, mode=mode, cause=[a.cause for a in arenas], constraint=[a.constraint for a in arenas],
-            margin_before=np.array([a.before for a in arenas]), margin_after=np.array([a.after for a in arenas]),
-            proposed=prop, step=step)
+        return ShieldDecision(actions=actions, mode=mode, cause=cause, constraint=constraint, margin_before=before,
+                              margin_after=after, proposed=prop, step=step)
 
     def _decide(self, i: int, obs: np.ndarray, prop: np.ndarray, stale: bool) -> _Arena:
         if not np.isfinite(obs).all():
@@ -137,6 +143,8 @@ class AnyEnvShield:
                 return None
             action, before, after = res.action, float(res.slack_before.min(initial=np.inf)), \
                 float(res.slack_after.min(initial=np.inf))
+            if not res.solved:  # the proposal met every row: passed unchanged
+                return _Arena(action, MODE_PASS, None, None, before, after)
             binding = f"row_{int(res.slack_after.argmin())}" if res.slack_after.size else None
         else:
             assert self.search is not None

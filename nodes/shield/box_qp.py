@@ -20,7 +20,7 @@ import numpy as np
 import osqp
 import scipy.sparse as sp
 
-from nodes.env.node import scale_to_box
+from nodes.env.node import BoxScale
 from nodes.shield.qp import SOLVED, QPConfig
 
 
@@ -47,13 +47,15 @@ class BoxQP:
         self.dim = self.low.size
         self.centre, self.half = (self.low + self.high) / 2, (self.high - self.low) / 2
         self.cfg = QPConfig() if cfg is None else cfg
+        self._scale = BoxScale(space)
+        self._upper = np.ones(0)  # OSQP's upper bounds: the rows' h, then the box's 1s (reused between solves)
         self._problems: dict[tuple[int, int], osqp.OSQP] = {}
         self.setups = 0
 
     def executed(self, a: np.ndarray) -> np.ndarray:
         """The env-unit action the env executes for agent action(s) a (float64 of the env's own rounding)."""
         a2 = np.asarray(a, np.float32).reshape(-1, self.dim)
-        return scale_to_box(a2, self.space).astype(np.float64).reshape(np.shape(a))
+        return self._scale(a2).astype(np.float64).reshape(np.shape(a))
 
     def slack(self, A: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
         return b - A @ self.executed(a)
@@ -67,8 +69,10 @@ class BoxQP:
         h = b - A @ self.centre - self.cfg.verify_tolerance * (1.0 + np.abs(G).sum(axis=1))
         solver = self._problem(slot, A.shape[0])._solver
         weight = self.half**2
-        solver.update_data_vec(q=-weight * prop.astype(np.float64), l=None,
-                               u=np.concatenate([h, np.ones(self.dim)]))
+        if self._upper.size != h.size + self.dim:
+            self._upper = np.ones(h.size + self.dim)
+        self._upper[: h.size] = h
+        solver.update_data_vec(q=-weight * prop.astype(np.float64), l=None, u=self._upper)
         solver.update_data_mat(P_x=None, P_i=None, A_x=_values(G), A_i=None)
         solver.solve()
         if solver.info.status_val != SOLVED:
