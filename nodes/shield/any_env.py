@@ -5,9 +5,13 @@ description of safety (`description.py`), in the env's own action units.
     decision = core.step(step, obs, proposed, input_age_s)   # a ShieldDecision; actions (B, d) in [-1, 1]
 
 Filters: `qp` projects the proposal onto the affine rows `A u <= b` (`box_qp.py`); `search` keeps the candidate
-nearest the proposal whose predicted margins are all >= 0 (`model_search.py`). Degraded mode, first match wins:
+nearest the proposal whose predicted margins are all >= 0 (`model_search.py`); `learned` does the same search over
+a margin model learned online from the env's transitions (`learned_margins.py`; the caller feeds it through
+`learn` and `train`). Degraded mode, first match wins:
 `bad_input` (a non-finite observation: no user function sees it), `stale` (input older than
-`input_deadline_s`: every arena), `bad_description` (a description function raised or returned the wrong
+`input_deadline_s`: every arena), with `learned`: `untrained` (its error bound not yet measured), `ood` (the
+state is out of the training distribution, once `ood_fit_after` states were seen), `disagreement` (the members'
+spread at the proposal above `disagreement_std`); `bad_description` (a description function raised or returned the wrong
 shape or a non-finite value: named in `errors`, counted by role in `description_errors.<role>`), `infeasible`
 (no action meets the rows / no candidate is safe). A degraded arena executes the user's backup policy where
 one is given and it answers properly, else the declared fallback (`zero`: the box centre; `hold`: the arena's
@@ -27,12 +31,15 @@ from nodes.env.node import GYM_FALLBACKS
 from nodes.shield.box_qp import BoxQP
 from nodes.shield.core import ShieldConfig, ShieldDecision
 from nodes.shield.description import Backup, DescriptionError, Model, Rows
+from nodes.shield.learned_margins import LearnedMargins, LearnedMarginsConfig
 from nodes.shield.model_search import ModelSearch
+from nodes.shield.ood import EnergyOOD
 from nodes.shield.qp import QPConfig
 from protocols import MODE_FALLBACK, MODE_FILTERED, MODE_NAMES, MODE_PASS
 
-ANY_ENV_FILTERS: tuple[str, ...] = ("qp", "search")
-ANY_ENV_CAUSES: tuple[str, ...] = ("bad_input", "stale", "bad_description", "infeasible")
+ANY_ENV_FILTERS: tuple[str, ...] = ("qp", "search", "learned")
+ANY_ENV_CAUSES: tuple[str, ...] = ("bad_input", "stale", "untrained", "ood", "disagreement", "bad_description",
+                                   "infeasible")
 DESCRIPTION_ROLES: tuple[str, ...] = ("rows", "model", "backup")
 MODE_KEYS = tuple(f"mode.{m}" for m in MODE_NAMES)
 MAX_ERRORS_KEPT = 32  # the newest description errors, for the node's log and tests
@@ -40,7 +47,7 @@ MAX_ERRORS_KEPT = 32  # the newest description errors, for the node's log and te
 
 @dataclass(frozen=True)
 class AnyEnvConfig:
-    filter: Literal["qp", "search"] = "qp"
+    filter: Literal["qp", "search", "learned"] = "qp"
     rows: str = ""  # `module:function` or `path/file.py:function`: (obs) -> (A, b), safe set A u <= b
     model: str = ""  # (state, action) -> (next_state, margins), safe when every margin >= 0
     backup: str = ""  # (obs) -> action, executed when the filter has none ('' : the declared fallback)
@@ -50,6 +57,8 @@ class AnyEnvConfig:
     input_deadline_s: float = ShieldConfig.input_deadline_s
     pass_tolerance: float = 1e-6
     qp: QPConfig = field(default_factory=QPConfig)
+    learned: LearnedMarginsConfig = field(default_factory=LearnedMarginsConfig)
+    ood_fit_after: int = 0  # learned: states to fit the OOD detector on, then OOD states are degraded (0: off)
 
     def __post_init__(self) -> None:
         if self.filter not in ANY_ENV_FILTERS:
@@ -85,7 +94,10 @@ class AnyEnvShield:
         self.rows = Rows(cfg.rows, self.dim) if cfg.rows else None
         self.model = Model(cfg.model) if cfg.model else None
         self.backup = Backup(cfg.backup, self.box.low, self.box.high) if cfg.backup else None
-        self.search = ModelSearch(self.box, self.model, cfg.candidates, cfg.seed) if self.model else None
+        self.search = ModelSearch(self.box, self.model, cfg.candidates, cfg.seed)
+        self.learned: LearnedMargins | None = None  # made by the first `learn`, which knows the shapes
+        self.ood: EnergyOOD | None = None
+        self.ood_states: list[np.ndarray] = []
         self.counts: dict[str, int] = {"decisions": 0, "model_calls": 0, "backup_actions": 0}
         self.counts |= {f"degraded.{c}": 0 for c in ANY_ENV_CAUSES}
         self.counts |= {f"mode.{m}": 0 for m in MODE_NAMES}
@@ -130,32 +142,70 @@ class AnyEnvShield:
         except DescriptionError as error:
             self._record(error)
             return self._fallback(i, obs, "bad_description")
-        if arena is None:
-            return self._fallback(i, obs, "infeasible")
+        if isinstance(arena, str):
+            return self._fallback(i, obs, arena)
         return arena
 
-    def _filter(self, i: int, obs: np.ndarray, prop: np.ndarray) -> _Arena | None:
+    def _filter(self, i: int, obs: np.ndarray, prop: np.ndarray) -> _Arena | str:
+        """The filter's decision, or the degraded cause."""
+        if self.cfg.filter == "learned":
+            return self._learned(obs, prop)
         if self.cfg.filter == "qp":
             assert self.rows is not None
             A, b = self.rows(obs)
             res = self.box.project(i, A, b, prop)
             if not res.feasible:
-                return None
+                return "infeasible"
             action, before, after = res.action, float(res.slack_before.min(initial=np.inf)), \
                 float(res.slack_after.min(initial=np.inf))
             if not res.solved:  # the proposal met every row: passed unchanged
                 return _Arena(action, MODE_PASS, None, None, before, after)
             binding = f"row_{int(res.slack_after.argmin())}" if res.slack_after.size else None
         else:
-            assert self.search is not None
             res_s = self.search.search(obs, prop)
             self.counts["model_calls"] += res_s.calls
             if not res_s.feasible:
-                return None
+                return "infeasible"
             action, before, after = res_s.action, res_s.margin_before, res_s.margin_after
             binding = f"margin_{res_s.binding}"
         moved = float(np.abs(action.astype(np.float64) - prop).max(initial=0.0)) > self.cfg.pass_tolerance
         return _Arena(action, MODE_FILTERED if moved else MODE_PASS, None, binding if moved else None, before, after)
+
+    def _learned(self, obs: np.ndarray, prop: np.ndarray) -> _Arena | str:
+        model = self.learned
+        if model is None or not model.ready:
+            return "untrained"
+        if self.ood is not None and bool(self.ood.is_ood(obs[None, :])[0]):
+            return "ood"
+        cands = self.search.candidates(prop)  # the proposal first, then by distance
+        margins, spread = model.predict(obs, cands)
+        if float(spread[0].max()) > model.cfg.disagreement_std:
+            return "disagreement"
+        safe = np.flatnonzero((margins >= 0).all(axis=1))
+        if safe.size == 0:
+            return "infeasible"
+        k = int(safe[0])
+        before, after = float(margins[0].min()), float(margins[k].min())
+        if k == 0:
+            return _Arena(cands[0], MODE_PASS, None, None, before, after)
+        return _Arena(cands[k], MODE_FILTERED, None, f"margin_{int(margins[k].argmin())}", before, after)
+
+    def learn(self, obs: np.ndarray, actions: np.ndarray, next_margins: np.ndarray) -> None:
+        """Transitions for the `learned` filter: observations (B, ...), the agent-unit actions executed (B, d) and
+        the env's margins of the states they reached (B, M); also the OOD detector's states, if it is on."""
+        obs = np.asarray(obs, np.float64).reshape(len(obs), -1)
+        margins = np.asarray(next_margins, np.float64).reshape(len(obs), -1)
+        if self.learned is None:
+            self.learned = LearnedMargins(obs.shape[1], self.dim, margins.shape[1], self.cfg.learned)
+        self.learned.add(obs, actions, margins)
+        if self.cfg.ood_fit_after and self.ood is None:
+            self.ood_states.append(obs)
+            if sum(len(o) for o in self.ood_states) >= self.cfg.ood_fit_after:
+                self.ood, self.ood_states = EnergyOOD().fit(np.concatenate(self.ood_states)), []
+
+    def train(self, steps: int) -> None:
+        if self.learned is not None:
+            self.learned.train(steps)
 
     def _fallback(self, i: int, obs: np.ndarray, cause: str, call_backup: bool = True) -> _Arena:
         self.counts[f"degraded.{cause}"] += 1

@@ -32,7 +32,8 @@ class SearchResult:
 
 
 class ModelSearch:
-    def __init__(self, box: BoxQP, model: Model, n_random: int = 64, seed: int = 0) -> None:
+    def __init__(self, box: BoxQP, model: Model | None, n_random: int = 64, seed: int = 0) -> None:
+        """`model` None: candidates only (the learned filter judges them itself)."""
         if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
             raise ValueError(f"n_random: must be an integer >= 0, got {n_random!r}")
         self.box, self.model = box, model
@@ -54,6 +55,7 @@ class ModelSearch:
         return cands[np.argsort(dist, kind="stable")]
 
     def search(self, state: np.ndarray, a_ref: np.ndarray) -> SearchResult:
+        assert self.model is not None
         proposal = np.minimum(np.maximum(np.asarray(a_ref, np.float64), -1.0), 1.0).astype(np.float32)
         before = float("nan")
         for calls, cand in enumerate(self.candidates(proposal), start=1):
