@@ -11,8 +11,9 @@ gives the same decisions' CPU time of this thread (time descheduled left out).
 
 Closed loop (`envs.<env_id>.<shielded|unshielded>.{violations, return}`): seeded uniform random proposals on
 each tested env, through the qp filter (`shielded`, the affine description), the search filter (`shielded_search`,
-the model) or unshielded; `return` is the mean return of the episodes that ended, `violations` the executed
-arena-steps whose next state breaks the env's constraint.
+the model) or unshielded, and on PointMass 2-D also through the learned margin model (`shielded_learned`, margins
+only, after EXPLORE_TRANSITIONS random transitions on other seeds); `return` is the mean return of the episodes
+that ended, `violations` the executed arena-steps whose next state breaks the env's constraint.
 
     .venv/bin/python bench/shield_any_env.py [--decisions 2000] [--arenas 8] [--steps 400]
 """
@@ -28,6 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,10 +39,13 @@ import nodes.env.point_envs  # noqa: F401  (registers the point envs)
 from nodes.env.gym_adapter import GymBatch
 from nodes.env.node import scale_to_box
 from nodes.env.point_safety import HALFSPACE_LEVEL
-from nodes.shield.any_env import AnyEnvConfig, AnyEnvShield
+from nodes.shield.any_env import ANY_ENV_CAUSES, AnyEnvConfig, AnyEnvShield
 from nodes.shield.description import Rows
+from nodes.shield.learned_margins import LearnedMarginsConfig
 
+torch.set_num_threads(1)  # the learned filter's small networks: faster than two threads on a shared machine
 DIMS = (1, 2, 6, 17)
+EXPLORE_TRANSITIONS = 2000  # the learned filter's training, before its closed loop
 WARMUP = 200
 EDGE_BAND = 0.02  # states this close to the halfspace's edge: about half the random proposals break it
 ENVS = {  # key: (env_id, env kwargs, env constraint, rows, model, backup)
@@ -51,8 +56,9 @@ ENVS = {  # key: (env_id, env kwargs, env constraint, rows, model, backup)
                                           ""),
     **{f"persist/PointMass-v0(dim={d})": ("persist/PointMass-v0", {"dim": d}, "nodes.env.point_envs:point_margin",
                                           "nodes.env.point_safety:point_rows", "nodes.env.point_safety:point_model", "")
-       for d in (6, 17)},
+       for d in (2, 6, 17)},
 }
+LEARNED_ON = ("persist/PointMass-v0(dim=2)",)  # margins only: where one step decides (docs/shield.md)
 
 
 def workload(dim: int, decisions: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,12 +112,15 @@ def halfspace(rows: Rows, obs: np.ndarray, proposal: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(u - max(0.0, float(a @ u - b[0])) / float(a @ a) * a, -1.0), 1.0).astype(np.float32)
 
 
-def closed_loop(key: str, filt: str | None, arenas: int, steps: int) -> dict[str, float]:
+def closed_loop(key: str, filt: str | None, arenas: int, steps: int) -> dict[str, Any]:
     env_id, kwargs, constraint, rows, model, backup = ENVS[key]
     sim = GymBatch(env_id, arenas, constraint, kwargs)
     obs = sim.reset(0)
     core = None if filt is None else AnyEnvShield(
-        sim.action_space, AnyEnvConfig(filter=filt, rows=rows, model=model, backup=backup))  # type: ignore[arg-type]
+        sim.action_space, AnyEnvConfig(filter=filt, rows=rows, model=model, backup=backup,  # type: ignore[arg-type]
+                                       learned=LearnedMarginsConfig(min_samples=EXPLORE_TRANSITIONS // 2)))
+    if core is not None and filt == "learned":
+        explore(core, env_id, kwargs, constraint, arenas)
     rng = np.random.default_rng(1)
     violations, running, returns = 0, np.zeros(arenas), []
     for step in range(steps):
@@ -124,10 +133,25 @@ def closed_loop(key: str, filt: str | None, arenas: int, steps: int) -> dict[str
         running[result.done] = 0.0
         obs = result.reset_obs
     sim.close()
-    out = {"violations": violations, "return": round(float(np.mean(returns)), 2) if returns else None}
+    out: dict[str, Any] = {"violations": violations, "return": round(float(np.mean(returns)), 2) if returns else None}
     if core is not None:
         out["interventions"] = core.counts["mode.filtered"] + core.counts["mode.fallback"]
+        out["degraded"] = {c: core.counts[f"degraded.{c}"] for c in ANY_ENV_CAUSES if core.counts[f"degraded.{c}"]}
     return out
+
+
+def explore(core: AnyEnvShield, env_id: str, kwargs: dict[str, Any], constraint: str, arenas: int) -> None:
+    """The learned filter's training: EXPLORE_TRANSITIONS random transitions on other seeds, every one learnt."""
+    sim = GymBatch(env_id, arenas, constraint, kwargs)
+    sim.reset(99)
+    rng = np.random.default_rng(99)
+    for step in range(EXPLORE_TRANSITIONS // arenas):
+        actions = rng.uniform(-1.0, 1.0, (arenas, sim.action_space.shape[0])).astype(np.float32)
+        result = sim.step(scale_to_box(actions, sim.action_space))
+        core.learn(result.obs, actions, np.stack(list(result.margins.values()), axis=1))
+        if step % 5 == 0:
+            core.train(5)
+    sim.close()
 
 
 def main() -> None:
@@ -147,7 +171,10 @@ def main() -> None:
             for name, value in stats.items():
                 out[f"{key}.{dim}.{name}"] = value
     for key in ENVS:
-        for label, filt in (("unshielded", None), ("shielded", "qp"), ("shielded_search", "search")):
+        shields = (("unshielded", None), ("shielded", "qp"), ("shielded_search", "search"))
+        if key in LEARNED_ON:
+            shields += (("shielded_learned", "learned"),)
+        for label, filt in shields:
             for name, value in closed_loop(key, filt, args.arenas, args.steps).items():
                 out[f"envs.{key}.{label}.{name}"] = value
     print(json.dumps(out))
