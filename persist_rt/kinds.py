@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "multi_scripted": "nodes.env.multi_scripted:MultiScriptedNode",
     "allocator": "nodes.allocator.node:AllocatorNode",
     "passthrough": "nodes.passthrough:PassThroughNode",
+    "gym_shield": "nodes.shield.any_env_node:AnyEnvShieldNode",
     "telemetry": "nodes.telemetry.node:TelemetryNode",
     "talker": "nodes.examples:Talker",
     "listener": "nodes.examples:Listener",

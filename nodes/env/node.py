@@ -725,9 +725,23 @@ class GymNode(EnvNode):
 
 def scale_to_box(actions: np.ndarray, space: Any) -> np.ndarray:
     """Actions in [-1, 1]^act_dim, one row per arena -> the bounded Box ``space`` (clipped against rounding)."""
-    low, high = space.low.reshape(1, -1).astype(np.float64), space.high.reshape(1, -1).astype(np.float64)
-    box = np.clip(low + (np.asarray(actions, np.float64) + 1.0) * 0.5 * (high - low), low, high)
-    return box.reshape(len(actions), *space.shape).astype(space.dtype)
+    return BoxScale(space)(actions)
+
+
+class BoxScale:
+    """`scale_to_box` for one space, its bounds converted once (the shield scales every candidate it judges)."""
+
+    def __init__(self, space: Any) -> None:
+        self.low = space.low.reshape(1, -1).astype(np.float64)
+        self.high = space.high.reshape(1, -1).astype(np.float64)
+        self.half_span = 0.5 * (self.high - self.low)
+        self.shape, self.dtype = space.shape, space.dtype
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        # ufuncs rather than np.clip: at a batch of one its overhead dominates
+        box = np.minimum(np.maximum(self.low + (np.asarray(actions, np.float64) + 1.0) * self.half_span, self.low),
+                         self.high)
+        return box.reshape(len(actions), *self.shape).astype(self.dtype)
 
 
 def pack_replay(first_step: int, held: list[dict[str, np.ndarray | None]]) -> TransitionBatch:

@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import IO, Any
+from typing import Any
 
-import msgspec
 import numpy as np
 
 from nodes.env.gridlife import GridLifeConfig, start_box
@@ -42,31 +41,21 @@ from nodes.shield.core import CAUSES, FILTERS, ShieldConfig, ShieldCore
 from nodes.shield.fallback import FALLBACK_POLICIES
 from nodes.shield.filters import VOTE_RULES, AmortisedConfig, AmortisedFilter, EnsembleConfig, EnsembleFilter
 from nodes.shield.internal_model import LearnedInternalModel
+from nodes.shield.node_base import PairedShieldNode
 from nodes.shield.ood import EnergyOOD
 from nodes.shield.state import STATE_NAMES, state_matrix
-from persist_rt import Node, Param
-from persist_rt.qos import LOCKSTEP
-from protocols import MODE_PASS, Observation, ProposedAction, SafeAction, ShieldReport, StateEstimate
-from protocols.topics import ACTION_PROPOSED, ACTION_SAFE, ENV_OBS, ESTIMATOR_STATE, SHIELD_REPORT
-
-REPORT_LINES = msgspec.json.Encoder()  # JSON lines at several times the speed of json.dumps
-MAX_HELD_REPORTS = 1024  # intervention reports held for shield/report before they go out early
+from persist_rt import Param
+from protocols import MODE_PASS, Observation, SafeAction, StateEstimate
+from protocols.topics import ESTIMATOR_STATE
 
 
-class ShieldNode(Node):
+class ShieldNode(PairedShieldNode):
     kind = "shield"
 
     filter = Param("qp", "qp, search, amortised or ensemble", choices=FILTERS, read_only=True)
     fallback = Param("seek_station", "conservative fallback policy", choices=FALLBACK_POLICIES, read_only=True)
-    # the bypass switch (see the module docstring): `bypassed` reads it, these two set it
-    bypass = Param(False, "bypass this phase: forward proposals unchanged (the experiment protocol sets it)")
-    enabled = Param(True, "false: bypass the whole run, whatever a phase sets (the no-shield contrast run)")
     config = Param({}, "GridLife constants: must match the env's", read_only=True)
-    proposal_deadline_s = Param(0.5, "how long to wait for the proposal of a step", gt=0)
-    input_deadline_s = Param(ShieldConfig.input_deadline_s, "how long after the observation's arrival a step may "
-                             "be decided before it counts as stale (every arena gets the fallback)", gt=0)
     use_estimate = Param(False, "take internal variables from the estimator (partial observability)")
-    write_reports = Param(True, "append intervention reports to <run_dir>/shield_reports.jsonl")
     amortise_after = Param(5000, "labelled samples before the amortised network acts", ge=1, read_only=True)
     amortise_train_steps = Param(1, "amortised-network training steps per decision", ge=0)
     viability_files = Param([], "viability networks (safetensors) voting in the ensemble filter", read_only=True)
@@ -75,8 +64,6 @@ class ShieldNode(Node):
     internal_model = Param("known", "known (the env's equations) or learned (trained online)",
                            choices=("known", "learned"), read_only=True)
     model_train_every = Param(10, "steps between training rounds of the learned internal model", ge=1)
-    report_period_s = Param(0.05, "how long intervention reports are held to go out as one message", gt=0,
-                            read_only=True)
     ood_fit_after = Param(0, "states to fit the OOD detector on, then route OOD states to the fallback; 0: off",
                           ge=0, read_only=True)
 
@@ -103,59 +90,21 @@ class ShieldNode(Node):
         self.viability_states: list[np.ndarray] = []
         self.viability_fit: threading.Thread | None = None
         self.experience_net: Any = None
-        self.obs: Observation | None = None
-        self.obs_wall = 0.0
-        self.proposal: ProposedAction | None = None
         self.estimate: StateEstimate | None = None
-        self.decided_step = -1
-        self.safe_pub = self.publisher(ACTION_SAFE, SafeAction, reliable=True)
-        self.report_pub = self.publisher(SHIELD_REPORT, ShieldReport)
-        self.subscribe(ENV_OBS, Observation, self.on_obs, qos=LOCKSTEP)
-        self.subscribe(ACTION_PROPOSED, ProposedAction, self.on_proposal, qos=LOCKSTEP)
+        self.start_io()
         if self.use_estimate:
             self.subscribe(ESTIMATOR_STATE, StateEstimate, self.on_estimate, qos="latest")
-        self.timer(min(0.02, self.proposal_deadline_s / 4), self.check_deadline)
-        self.held_reports: list[tuple[int, dict[str, Any]]] = []  # (step, report) not yet on shield/report
-        self.timer(self.report_period_s, self.publish_reports)
-        self.report_file: IO[bytes] | None = None
-        if self.write_reports and self.run_dir is not None:
-            self.report_file = open(self.run_dir / "shield_reports.jsonl", "ab")
-
-    def on_shutdown(self) -> None:
-        self.publish_reports()
-        if self.report_file is not None:
-            self.report_file.close()
 
     # --- inputs -----------------------------------------------------------------------------
-
-    def on_obs(self, msg: Observation) -> None:
-        self.obs = msg
-        self.obs_wall = time.monotonic()
-        self.decide_when_ready()
-
-    def on_proposal(self, msg: ProposedAction) -> None:
-        self.proposal = msg
-        self.decide_when_ready()
 
     def on_estimate(self, msg: StateEstimate) -> None:
         self.estimate = msg
         self.decide_when_ready()
 
-    def decide_when_ready(self) -> None:
-        """Decide once every input of the current step is in: observation, proposal (and estimate)."""
-        obs = self.obs
-        if obs is None or self.proposal is None or self.proposal.step != obs.step:
-            return
-        if self.use_estimate and obs.internal is None and (self.estimate is None or self.estimate.step != obs.step):
-            return  # the belief of a step whose internal variables the env hides
-        self.decide()
-
-    def check_deadline(self) -> None:
-        obs = self.obs
-        if obs is not None and self.decided_step < obs.step and \
-                time.monotonic() - self.obs_wall > self.proposal_deadline_s:
-            self.count("proposal_deadline_misses")
-            self.decide(stale=True)
+    def inputs_complete(self, obs: Observation) -> bool:
+        # the belief of a step whose internal variables the env hides
+        return not (self.use_estimate and obs.internal is None
+                    and (self.estimate is None or self.estimate.step != obs.step))
 
     # --- decision ---------------------------------------------------------------------------
 
@@ -174,11 +123,7 @@ class ShieldNode(Node):
             proposed, stale = np.zeros((n, 2), np.float32), True
         version = proposal.policy_version if proposal is not None else 0
         if self.bypassed and not stale:
-            self.count("bypassed_steps", n)
-            self.safe_pub.publish(SafeAction(
-                step=obs.step, actions=proposed, mode=np.full(n, MODE_PASS, np.uint8), constraint=[""] * n,
-                margin_before=np.full(n, np.nan, np.float32), margin_after=np.full(n, np.nan, np.float32),
-                policy_version=version), step=obs.step)
+            self.forward_unchanged(obs.step, proposed, version)
             return
         internal, std = self.internal_state(obs)
         age = float("inf") if stale else time.monotonic() - self.obs_wall
@@ -195,11 +140,6 @@ class ShieldNode(Node):
         self.learn(obs.positions, internal, proposed)  # after the publish: the env is not kept waiting
         if d.reports:
             self.report(obs.step, d.reports)
-
-    @property
-    def bypassed(self) -> bool:
-        """The bypass switch: on for this phase (`bypass`) or for the whole run (`enabled` false)."""
-        return self.bypass or not self.enabled
 
     def refresh(self) -> None:
         """The core's counts as gauges and headline status, derived only when they are sent."""
@@ -338,28 +278,3 @@ class ShieldNode(Node):
         self.count("belief.widened_steps", n)
         return drifted_corner(last.mean, last.k * last.std.astype(np.float64), obs.step - last.step, self.drift,
                               obs.episode_step, self.start_corner)
-
-    def report(self, step: int, reports: list[dict[str, Any]]) -> None:
-        if self.report_file is not None:
-            # Whole lines, flushed per step: a kill -9 loses no report of a step already decided.
-            self.report_file.write(REPORT_LINES.encode_lines(reports))
-            self.report_file.flush()
-        self.held_reports += ((step, r) for r in reports)  # on shield/report after the file has them
-        if len(self.held_reports) >= MAX_HELD_REPORTS:
-            self.publish_reports()
-
-    def publish_reports(self) -> None:
-        """Send the held intervention reports as one message."""
-        held, self.held_reports = self.held_reports, []
-        if held:
-            self.report_pub.publish(ShieldReport(
-                step=[s for s, _ in held], arena=[r["arena"] for _, r in held], mode=[r["mode"] for _, r in held],
-                cause=[r["cause"] or r["constraint"] or "" for _, r in held],
-                margin_before=[_num(r["margin_before"]) for _, r in held],
-                margin_after=[_num(r["margin_after"]) for _, r in held],
-                proposed=[[_num(v) for v in r["proposed"]] for _, r in held],
-                safe=[r["safe"] for _, r in held]))
-
-
-def _num(x: float | None) -> float:
-    return float("nan") if x is None else float(x)

@@ -120,3 +120,21 @@ def test_broken_file_and_bad_margins_are_reported(tmp_path: Path) -> None:
 def test_unknown_env_id_is_refused() -> None:
     with pytest.raises(ValueError, match="env_id: 'NoSuchEnv-v9' is not a registered"):
         GymBatch("NoSuchEnv-v9")
+
+
+def test_a_cost_in_info_is_a_constraint_without_user_code() -> None:
+    """nodes.env.constraints:info_cost: an env's info["cost"] > 0 (Safety-Gymnasium) is a violation, margin -cost."""
+    import nodes.env.point_envs  # noqa: F401  (registers persist/PointMass-v0, which reports a cost)
+
+    by_cost = GymBatch("persist/PointMass-v0", 3, "nodes.env.constraints:info_cost", {"dim": 2})
+    by_margin = GymBatch("persist/PointMass-v0", 3, "nodes.env.point_envs:point_margin", {"dim": 2})
+    by_cost.reset(5), by_margin.reset(5)
+    assert by_cost.margins()["cost"].tolist() == [0.0, 0.0, 0.0]  # a reset reports no cost
+    violations = 0
+    for _ in range(60):
+        actions = np.ones((3, 2), np.float32)  # straight out of the box
+        cost, margin = by_cost.step(actions), by_margin.step(actions)
+        assert (cost.violation == margin.violation).all()
+        assert set(cost.margins["cost"].tolist()) <= {0.0, -1.0}
+        violations += int(cost.violation.sum())
+    assert violations > 0
