@@ -5,10 +5,11 @@ in their environment and named by the registry's node list) for resident memory,
 threads (psutil when installed, else /proc). Growth is measured from the end of the warm-up (`--warmup-frac`
 of the run, 20 % by default: the learner's replay buffer fills and its allocator settles) to the last sample:
 `rss_growth_pct.<node>` in percent, `fd_growth.<node>` and `thread_growth.<node>` as counts (the largest
-minus the warm-up value, so a leak that closes again before the end still shows). A respawned node (new pid)
-is reported in `respawns` and its growth is measured from its new pid's first sample. `violations` is the
-env's `violations_executed`; `reliable_lost` is the sum of `lost` over every reliable subscription of every
-node at the end. Prints one JSON line.
+minus the warm-up value, so a leak that closes again before the end still shows; `fd_growth_at_end.<node>` is
+the last sample minus the warm-up value, which tells a leak from a file or connection open at one sample). A
+respawned node (new pid) is reported in `respawns` and its growth is measured from its new pid's first sample.
+`violations` is the env's `violations_executed`; `reliable_lost` is the sum of `lost` over every reliable
+subscription of every node at the end. Prints one JSON line.
 
     .venv/bin/python bench/soak.py [--minutes 30] [--arenas 16] [--every-s 10]
 """
@@ -118,6 +119,7 @@ def growth(series: list[tuple[float, dict[str, int]]], warm_t: float) -> dict[st
     return {"rss_pct": 100.0 * (after[-1]["rss"] - base["rss"]) / max(base["rss"], 1),
             "fds": max(s["fds"] for s in after) - base["fds"],
             "threads": max(s["threads"] for s in after) - base["threads"],
+            "fds_end": after[-1]["fds"] - base["fds"],
             "rss_mb": after[-1]["rss"] / 2**20}
 
 
@@ -188,6 +190,7 @@ def main() -> None:
         result[f"rss_mb.{name}"] = round(g["rss_mb"], 1)
         result[f"fd_growth.{name}"] = g["fds"]
         result[f"thread_growth.{name}"] = g["threads"]
+        result[f"fd_growth_at_end.{name}"] = g["fds_end"]
     result.update(violations=violations, reliable_lost=lost, reliable_edges=edges, respawns=respawns,
                   run_dir=str(run_dir))
     print(json.dumps(result))
