@@ -61,22 +61,10 @@ class AnyEnvShieldNode(PairedShieldNode):
         self.start_io()
 
     def decide(self, stale: bool = False) -> None:
-        obs = self.obs
-        assert obs is not None
-        if self.decided_step >= obs.step:
+        step = self.begin_step(stale, self.core.dim)
+        if step is None:
             return
-        self.decided_step = obs.step
-        n, d = obs.obs.shape[0], self.core.dim
-        proposal = self.proposal
-        fresh = proposal is not None and proposal.step == obs.step and not stale
-        proposed = proposal.actions if fresh and proposal is not None else np.zeros((n, d), np.float32)
-        if proposed.shape != (n, d):
-            self.count("rejected.proposal_shape")
-            proposed, stale = np.zeros((n, d), np.float32), True
-        version = proposal.policy_version if proposal is not None else 0
-        if self.bypassed and not stale:
-            self.forward_unchanged(obs.step, proposed, version)
-            return
+        obs, proposed, stale, version = step
         age = float("inf") if stale else time.monotonic() - self.obs_wall
         decision = self.core.step(obs.step, obs.obs, proposed, age)
         constraint = [c or k or "" for c, k in zip(decision.cause, decision.constraint, strict=True)]

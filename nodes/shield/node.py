@@ -109,22 +109,10 @@ class ShieldNode(PairedShieldNode):
     # --- decision ---------------------------------------------------------------------------
 
     def decide(self, stale: bool = False) -> None:
-        obs = self.obs
-        assert obs is not None
-        if self.decided_step >= obs.step:
+        step = self.begin_step(stale, 2)
+        if step is None:
             return
-        self.decided_step = obs.step
-        n = obs.obs.shape[0]
-        proposal = self.proposal
-        proposed = proposal.actions if proposal is not None and proposal.step == obs.step and not stale \
-            else np.zeros((n, 2), np.float32)
-        if proposed.shape != (n, 2):
-            self.count("rejected.proposal_shape")
-            proposed, stale = np.zeros((n, 2), np.float32), True
-        version = proposal.policy_version if proposal is not None else 0
-        if self.bypassed and not stale:
-            self.forward_unchanged(obs.step, proposed, version)
-            return
+        obs, proposed, stale, version = step
         internal, std = self.internal_state(obs)
         age = float("inf") if stale else time.monotonic() - self.obs_wall
         self.learn_model(obs, internal)

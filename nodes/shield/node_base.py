@@ -84,6 +84,28 @@ class PairedShieldNode(Node):
     def decide(self, stale: bool = False) -> None:
         raise NotImplementedError
 
+    def begin_step(self, stale: bool, width: int) -> tuple[Observation, np.ndarray, bool, int] | None:
+        """The step ``decide`` is to decide: its observation, the proposals (zeros, and stale, when they are missing,
+        late or not ``(arenas, width)``, counted in ``rejected.proposal_shape``), whether it is stale and the
+        policy version. None when the step is decided already or, bypassed, was forwarded unchanged."""
+        obs = self.obs
+        assert obs is not None
+        if self.decided_step >= obs.step:
+            return None
+        self.decided_step = obs.step
+        n = obs.obs.shape[0]
+        proposal = self.proposal
+        fresh = proposal is not None and proposal.step == obs.step and not stale
+        proposed = proposal.actions if fresh and proposal is not None else np.zeros((n, width), np.float32)
+        if proposed.shape != (n, width):
+            self.count("rejected.proposal_shape")
+            proposed, stale = np.zeros((n, width), np.float32), True
+        version = proposal.policy_version if proposal is not None else 0
+        if self.bypassed and not stale:
+            self.forward_unchanged(obs.step, proposed, version)
+            return None
+        return obs, proposed, stale, version
+
     @property
     def bypassed(self) -> bool:
         """The bypass switch: on for this phase (`bypass`) or for the whole run (`enabled` false)."""
