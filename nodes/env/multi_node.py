@@ -63,6 +63,7 @@ class MultiGridLifeNode(GridLifeNode):
         self.roles = role_one_hot(self.multi.agent_type_index) if self.role_embedding else None
         self.grants = GrantBook()
         self.jain = self.train_jain = 1.0
+        self.train_grant_fallbacks = 0
         self.bodies = {key: np.zeros(self.agents, np.int64) for key in BODY_BOOKS}  # training, per body index
         # the simulator's kernels compile on first use: here, before the node is announced, not in the first step,
         # where the wait would cost the registry lease and the first steps' deadlines
@@ -159,7 +160,8 @@ class MultiGridLifeNode(GridLifeNode):
         b["served_steps"] += (result.station >= 0).sum(axis=0)
         b["contended_steps"] += ((result.station >= 0) & (occupancy > 1)).sum(axis=0)
         self.count("collisions", int(result.collision.sum()))
-        self.gauge("allocator.fallback_steps", self.grants.fallback_steps)
+        self.train_grant_fallbacks = self.grants.fallback_steps  # the training's, whatever the evaluations add
+        self.gauge("allocator.fallback_steps", self.train_grant_fallbacks)
 
     # --- the allocator and the coupler ------------------------------------------------------
 
@@ -214,7 +216,8 @@ class MultiGridLifeNode(GridLifeNode):
             "env": "multi_gridlife", "arenas": self.num_envs, "agents": self.agents,
             "per_agent": {f"agent_{j}": {key: int(b[key][j]) for key in b} for j in range(self.agents)},
             "train": {"collisions": int(b["collisions"].sum()), "deaths": int(b["deaths"].sum())},
-            "allocator": {"jain_index": self.train_jain, "fallback_steps": self.grants.fallback_steps},
+            # over training: Jain's index as the allocator last reported it then, and the env steps without grants
+            "allocator": {"jain_index": self.train_jain, "fallback_steps": self.train_grant_fallbacks},
             # body-steps of training the coupler changed or stopped, from the modes of action/safe; the coupler's
             # own counts (infeasible joint problems, deadlocks) over the whole run
             "coupler": {**{key: int(self.counters.get(f"coupler.{key}", 0)) for key in ("interventions", "fallback")},
