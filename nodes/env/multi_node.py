@@ -21,6 +21,7 @@ every body, stepped by the env alone (no coupler).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,8 @@ class MultiGridLifeNode(GridLifeNode):
     allocator = Param(True, "ask the allocator for station shares (off: equal shares)", read_only=True)
     coupler_node = Param("coupler", "coupler bypassed with the shield in unshielded evaluations; its infeasible "
                          "and deadlock counts join summary.json ('' for none)")
+    grant_deadline_s = Param(0.2, "how long an arrived action waits for its step's grants before equal shares",
+                             gt=0)
     role_embedding = Param(True, "append each body's one-hot role to its observation (shared parameters)",
                            read_only=True)
 
@@ -64,6 +67,7 @@ class MultiGridLifeNode(GridLifeNode):
         self.grants = GrantBook()
         self.jain = self.train_jain = 1.0
         self.train_grant_fallbacks = 0
+        self.held: tuple[np.ndarray, str, SafeAction | None, float] | None = None  # an action waiting for grants
         self.bodies = {key: np.zeros(self.agents, np.int64) for key in BODY_BOOKS}  # training, per body index
         # the simulator's kernels compile on first use: here, before the node is announced, not in the first step,
         # where the wait would cost the registry lease and the first steps' deadlines
@@ -198,8 +202,26 @@ class MultiGridLifeNode(GridLifeNode):
         self.jain = msg.jain_index
         if self.phase == "train":
             self.train_jain = msg.jain_index
+        if self.held is not None and msg.step == self.step_id:
+            self.step_now(*self.held[:3])
+
+    def tick(self) -> None:
+        held = self.held
+        if held is not None and (self.grants.has(self.step_id) or time.monotonic() - held[3] > self.grant_deadline_s):
+            self.step_now(*held[:3])
+        super().tick()
 
     def execute(self, actions: np.ndarray, source: str, safe: SafeAction | None) -> None:
+        """Step with ``actions``; the coupler's action of a step whose grants are still on their way waits for
+        them (up to ``grant_deadline_s``, then equal shares)."""
+        waits = self.allocator and safe is not None and self.phase not in SCRIPTED_PHASES
+        if waits and not self.grants.has(self.step_id):
+            self.held = (actions, source, safe, time.monotonic())
+            return
+        self.step_now(actions, source, safe)
+
+    def step_now(self, actions: np.ndarray, source: str, safe: SafeAction | None) -> None:
+        self.held = None
         if safe is not None and self.phase in ("train", "run") and safe.mode.shape == (self.arenas,):
             self.count("coupler.interventions", int((safe.mode == MODE_FILTERED).sum()))
             self.count("coupler.fallback", int((safe.mode == MODE_FALLBACK).sum()))
