@@ -9,7 +9,9 @@ station capacity (1: a station's rate is shared among the bodies in it, which th
 does not know) and with capacity = agents (no body is ever served below full rate).
 
 Keys: `violations.<variant>.capacity_<c>.<cause>` (body-steps whose next state broke that constraint; `dead`
-marks those that ended the body), `collisions.<variant>.capacity_<c>`; variants `shield` and `shield_coupler`.
+marks those that ended the body), `collisions.<variant>.capacity_<c>`; variants `shield`, `shield_coupler` and
+`shield_coupler_row` (the coupler with `right_of_way` k, `--right-of-way`, priority the body's smallest internal
+margin, as the coupler node gives it).
 
     .venv/bin/python bench/multi_agent_shields.py [--steps 1000] [--arenas 4] [--agents 4] [--seed 0]
 """
@@ -28,14 +30,16 @@ from nodes.env.multi_gridlife import MultiGridLifeBatch, MultiGridLifeConfig
 from nodes.shield.core import ShieldConfig, ShieldCore
 
 
-def run(agents: int, arenas: int, steps: int, capacity: float, coupled: bool, seed: int) -> dict[str, Any]:
+def run(agents: int, arenas: int, steps: int, capacity: float, coupled: bool, seed: int,
+        right_of_way: float = 0.0) -> dict[str, Any]:  # fmt: skip
     cfg = MultiGridLifeConfig(num_agents=agents, station_capacity=capacity)
     world = cfg.world
     batch = MultiGridLifeBatch(cfg, arenas)
     batch.reset(seed)
     shield = ShieldCore(world, ShieldConfig())
     step_len = np.full(agents, world.dt * world.vmax)
-    coupler_cfg = CouplerConfig(min_separation=cfg.min_separation, gamma=0.5, arena_size=world.arena_size)
+    coupler_cfg = CouplerConfig(min_separation=cfg.min_separation, gamma=0.5, arena_size=world.arena_size,
+                                right_of_way=right_of_way)  # fmt: skip
     couplers = [Coupler(coupler_cfg, step_len) for _ in range(arenas)]
     layout = batch.layout
     rng = np.random.default_rng(seed)
@@ -66,13 +70,15 @@ def main() -> None:
     parser.add_argument("--arenas", type=int, default=4)
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--right-of-way", type=float, default=20.0, help="k of the variant shield_coupler_row")
     args = parser.parse_args()
     out: dict[str, Any] = {"bench": "multi_agent_shields", "python": platform.python_version(), "steps": args.steps,
                            "arenas": args.arenas, "agents": args.agents, "seed": args.seed,
                            "violations": {}, "collisions": {}}  # fmt: skip
-    for variant, coupled in (("shield", False), ("shield_coupler", True)):
+    variants = (("shield", False, 0.0), ("shield_coupler", True, 0.0), ("shield_coupler_row", True, args.right_of_way))
+    for variant, coupled, right_of_way in variants:
         for capacity in (1.0, float(args.agents)):
-            found = run(args.agents, args.arenas, args.steps, capacity, coupled, args.seed)
+            found = run(args.agents, args.arenas, args.steps, capacity, coupled, args.seed, right_of_way)
             key = f"capacity_{capacity:g}"
             out["violations"].setdefault(variant, {})[key] = found["violations"]
             out["collisions"].setdefault(variant, {})[key] = found["collisions"]

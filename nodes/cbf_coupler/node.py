@@ -36,6 +36,8 @@ class CouplerNode(Node):
     enabled = Param(True, "off: forward the shields' actions unchanged, for a coupler=off contrast run")
     bypass = Param(False, "bypass this phase: forward the shields' actions (the experiment protocol sets it)")
     gamma = Param(0.5, "pair rows keep h' >= (1 - gamma) h", gt=0, le=1, read_only=True)
+    right_of_way = Param(0.0, "k: a pair's closing budget splits by s exp(-k margin), the body nearer its own "
+                         "limits keeping more of its way (0: by speed alone; docs/coupler.md)", ge=0, read_only=True)
     input_deadline_s = Param(0.5, "how long to wait for the shields' actions of a step", gt=0)
 
     def on_configure(self) -> None:
@@ -46,7 +48,7 @@ class CouplerNode(Node):
         vmax = np.array([self.env_cfg.type_config(self.env_cfg.types[t]).vmax for t in self.env_cfg.agent_type_index])
         self.step_len = world.dt * vmax
         cfg = CouplerConfig(min_separation=self.env_cfg.min_separation, gamma=self.gamma,
-                            arena_size=world.arena_size)  # fmt: skip
+                            arena_size=world.arena_size, right_of_way=self.right_of_way)  # fmt: skip
         self.coupler_cfg = cfg
         self.couplers: list[Coupler] = []  # one per arena, added as observations with more arenas come
         self.obs: Observation | None = None
