@@ -65,7 +65,7 @@ class MultiGridLifeNode(GridLifeNode):
         self.agents = self.multi.num_agents
         self.roles = role_one_hot(self.multi.agent_type_index) if self.role_embedding else None
         self.grants = GrantBook()
-        self.jain = self.train_jain = 1.0
+        self.train_jain = 1.0
         self.train_grant_fallbacks = 0
         self.held: tuple[np.ndarray, str, SafeAction | None, float] | None = None  # an action waiting for grants
         self.bodies = {key: np.zeros(self.agents, np.int64) for key in BODY_BOOKS}  # training, per body index
@@ -199,7 +199,6 @@ class MultiGridLifeNode(GridLifeNode):
             self.log.warning("rejected", field="grants", reason=f"expected ({self.arenas},), got {msg.grants.shape}")
             return
         self.grants.put(msg.step, msg.grants.reshape(self.sim.num_envs, self.agents))
-        self.jain = msg.jain_index
         if self.phase == "train":
             self.train_jain = msg.jain_index
         if self.held is not None and msg.step == self.step_id:
