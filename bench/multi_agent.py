@@ -14,9 +14,9 @@ other processes hold the cores; `wall_us.<...>.<N>.p50` gives the wall-clock med
 `speedup.<N>` (dense p99 / persist p99), and per N the mean close pairs and solved bodies per decision, the
 coupler's infeasible and deadlock counts and the collisions executed (which must be 0).
 
-Closed loop through the graph (`persist launch launch/multi_agent.yaml`, every node its own process): env steps
-per second at N = 4 and 32 bodies (`steps_per_s.graph_<N>`, from the run's summary: steps over the wall time from
-the first step to the last), with the coupler bypassed in the same run as the baseline
+Closed loop through the graph (`persist launch launch/multi_agent.yaml --arg bodies=scripted`, every node its own
+process, training only): env steps per second at N = 4 and 32 bodies (`steps_per_s.graph_<N>`, from the run's
+summary: body-steps over the training wall time, over N), with the coupler bypassed in the same run as the baseline
 (`steps_per_s.graph_<N>_coupler_off`), and the collisions each executed (`collisions.graph_<N>[_coupler_off]`).
 
     .venv/bin/python bench/multi_agent.py [--steps 400] [--steps-128 120] [--warmup 30] [--graph-steps 300]
@@ -118,7 +118,8 @@ def main() -> None:
         for coupler in (True, False):
             key = f"graph_{n}" if coupler else f"graph_{n}_coupler_off"
             summary = graph_run(n, args.graph_steps, coupler, args.seed)
-            out[f"steps_per_s.{key}"] = summary.get("env_steps_per_s")
+            per_s = summary.get("env_steps_per_s")  # body-steps per second of training
+            out[f"steps_per_s.{key}"] = None if per_s is None else round(per_s / n, 1)
             out[f"collisions.{key}"] = summary.get("train", {}).get("collisions")
     print(json.dumps(out))
 
@@ -128,8 +129,9 @@ def graph_run(agents: int, steps: int, coupler: bool, seed: int) -> dict:  # typ
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         command = [sys.executable, "-m", "persist_rt.cli", "launch", str(ROOT / "launch" / "multi_agent.yaml"),
-                   "--run-dir", str(run_dir), "--arg", f"agents={agents}", "--arg", f"steps={steps}",
-                   "--arg", f"coupler={'true' if coupler else 'false'}", "--arg", f"seed={seed}"]
+                   "--run-dir", str(run_dir), "--arg", f"agents={agents}", "--arg", f"steps={steps * agents}",
+                   "--arg", f"coupler={'true' if coupler else 'false'}", "--arg", f"seed={seed}",
+                   "--arg", "bodies=scripted", "--arg", "eval_episodes=0"]  # the loop alone: no learning, no evaluation
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
         summary_path = run_dir / "summary.json"
         if done.returncode != 0 or not summary_path.exists():

@@ -1,6 +1,7 @@
 """The allocator node: answers the env's ``allocator/requests`` with ``allocator/grants`` (docs/allocator.md).
 
-Rows are bodies, arena-major (row ``i * num_agents + j`` is body j of arena i). A request that the rule cannot
+Rows are bodies, arena-major (row ``i * num_agents + j`` is body j of arena i; the number of arenas is the rows
+over ``num_agents``, so evaluation phases may run more arenas than training). A request that the rule cannot
 take (a station that does not exist, a demand outside [0, 1], the wrong number of rows) is refused by field,
 counted as ``rejected.<field>`` and answered with nothing: the env then gives that step equal shares (its
 ``GrantBook``), as it does while the allocator is down. Jain's index over the bodies' satisfaction goes to
@@ -24,7 +25,6 @@ class AllocatorNode(Node):
     kind = "allocator"
 
     config = Param({}, "multi-agent GridLife parameters: must match the env's", read_only=True)
-    num_envs = Param(1, "arenas", ge=1, read_only=True)
     margin_floor = Param(0.05, "margins below this weigh as this", gt=0, read_only=True)
 
     def on_configure(self) -> None:
@@ -36,12 +36,11 @@ class AllocatorNode(Node):
         self.subscribe(ALLOCATOR_REQUESTS, StationRequests, self.on_requests, qos=LOCKSTEP)
 
     def on_requests(self, msg: StationRequests) -> None:
-        rows = self.num_envs * self.agents
+        rows = msg.station.shape[0]
         try:
-            if msg.station.shape[0] != rows:
-                raise ValueError(f"station: expected {rows} rows ({self.num_envs} arenas of {self.agents}), "
-                                 f"got {msg.station.shape[0]}")  # fmt: skip
-            shape = (self.num_envs, self.agents)
+            if rows == 0 or rows % self.agents:
+                raise ValueError(f"station: expected a multiple of {self.agents} rows (bodies per arena), got {rows}")
+            shape = (rows // self.agents, self.agents)
             grants = self.core.allocate(msg.station.reshape(shape), msg.demand.reshape(shape),
                                         msg.margin.reshape(shape), self.n_stations)  # fmt: skip
         except ValueError as exc:

@@ -12,7 +12,8 @@ grid.py) the separation barrier h_ij = |p_i - p_j| - d gets the row (n = (p_i - 
 (|p_i' - p_j'| >= n.(p_i' - p_j'), so the row is exact, not linearised): the discrete form of the pairwise
 certificates of Wang, Ames and Egerstedt (2017). Responsibility is shared as in their decentralised form:
 agent i keeps s_i n.a_i >= -alpha_i gamma h_ij and agent j keeps -s_j n.a_j >= -alpha_j gamma h_ij, with
-alpha_i = s_i / (s_i + s_j) (the faster agent takes more); the two halves add up to the joint row. So each
+alpha_i = s_i / (s_i + s_j) (the faster agent takes more; with `right_of_way` k and a priority, s_i is weighted
+by exp(-k prio_i), so the agent nearer its own limits takes more); the two halves add up to the joint row. So each
 agent solves one small QP, min |a_i - a_ref_i|^2 over its own rows (its shield's A_i a_i >= b_i and the arena
 rows 0 <= p_i + s_i a_i <= L) plus its halves of its close pairs (nodes/shield/qp.py's BarrierQP, batched
 over the agents, each problem set up once and warm-started): the coupler never undoes an individual shield,
@@ -58,9 +59,12 @@ class CouplerConfig:
     eps_rel: float = 1e-7
     max_iter: int = 4000
     solver: str = "exact"  # "exact" (nodes/cbf_coupler/exact.py) or "osqp" (the shield's BarrierQP)
+    # k: with a priority given, a pair's closing budget is split in proportion to s_i exp(-k (prio_i - min prio))
+    # instead of s_i alone, so the agent nearer its own limits keeps more of its way (0: by speed alone)
+    right_of_way: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("min_separation", "tightening", "deadlock_action_eps", "deadlock_proposal_eps"):
+        for name in ("min_separation", "tightening", "deadlock_action_eps", "deadlock_proposal_eps", "right_of_way"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
@@ -122,7 +126,10 @@ class Coupler:
         coef, pair_b = self._pair_rows(pos, pairs)
         target = self._yielding_proposals(ref, label, prio)
         yielding = self._hold > 0
-        halves_A, halves_b = _halves(pairs, coef, pair_b, self.step_len, n)
+        share = self.step_len
+        if priority is not None and cfg.right_of_way:  # any split of the budget keeps the joint row
+            share = self.step_len * np.exp(-cfg.right_of_way * (prio - prio.min()))
+        halves_A, halves_b = _halves(pairs, coef, pair_b, share, n)
         rows_A, rows_b = np.concatenate([A, halves_A], axis=1), np.concatenate([b, halves_b], axis=1)
         actions, feasible, needed = self._solve(rows_A, self._tightened(rows_b), target)
         ok = feasible & (_own_slack(rows_A, rows_b, actions) >= -VERIFY_TOLERANCE).all(axis=1)
@@ -308,17 +315,18 @@ def _groups_of(agents: np.ndarray, label: np.ndarray) -> list[list[int]]:
     return out
 
 
-def _halves(pairs: np.ndarray, coef: np.ndarray, pair_b: np.ndarray, step_len: np.ndarray,
+def _halves(pairs: np.ndarray, coef: np.ndarray, pair_b: np.ndarray, share: np.ndarray,
             n: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Each agent's halves of its pair rows, (N, D, 2) and (N, D), D a power of two >= the largest degree;
-    padding rows are 0 >= -inf. Agent i's half of pair (i, j) is s_i n.a_i >= alpha_i * (-gamma h)."""
+    padding rows are 0 >= -inf. Agent i's half of pair (i, j) is s_i n.a_i >= alpha_i * (-gamma h), alpha_i =
+    share_i / (share_i + share_j) (share: the step lengths, weighted by the right of way)."""
     degree = np.bincount(pairs.reshape(-1), minlength=n) if len(pairs) else np.zeros(n, dtype=np.int64)
     width = 1 << max(2, int(degree.max()) - 1).bit_length()
     A = np.zeros((n, width, 2))
     b = np.full((n, width), -np.inf)
     if len(pairs):
         i, j = pairs[:, 0], pairs[:, 1]
-        alpha = step_len[i] / (step_len[i] + step_len[j])
+        alpha = share[i] / (share[i] + share[j])
         agent = np.concatenate([i, j])
         order = np.argsort(agent, kind="stable")
         starts = np.concatenate([[0], np.cumsum(degree)[:-1]])

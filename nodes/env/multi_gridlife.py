@@ -208,6 +208,11 @@ class MultiGridLifeBatch:
     def tokens(self) -> np.ndarray:
         return read_only(self._tokens)
 
+    @property
+    def episode_steps(self) -> np.ndarray:
+        """(N, A) steps of each body's episode so far."""
+        return read_only(self._steps)
+
     def place(self, positions: np.ndarray, internal: np.ndarray | None = None) -> None:
         """Put every body at `positions` (N, A, 2) (and internal states (N, A, 3)): a chosen scene, after reset."""
         if not self._rngs:

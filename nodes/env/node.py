@@ -153,7 +153,13 @@ class EnvNode(Node):
         return 1.0
 
     def summary_extra(self) -> dict[str, Any]:
+        """Figures of the kind that join summary.json; a mapping under a key the protocol writes too (``train``)
+        is merged into it."""
         return {}
+
+    def bypass_nodes(self) -> tuple[str, ...]:
+        """Nodes besides the shield that the unshielded evaluations bypass (their ``bypass`` parameter)."""
+        return ()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -179,14 +185,14 @@ class EnvNode(Node):
         self.curve: list[tuple[int, int, float, float, float]] = []
         self.recent: deque[int] = deque(maxlen=50)
         self.recent_returns: deque[float] = deque(maxlen=50)
-        self.reset_episode_books(self.num_envs)
+        self.reset_episode_books(self.arenas)
         self.pending: SafeAction | None = None  # realtime mode: the newest safe action for this step
         self.t_start = time.monotonic()
         self.train_wall_s: float | None = None  # set when training ends
         self.version_steps: dict[int, int] = {}  # policy version -> training env steps when it first acted
-        settings = Settings(self.seed, self.num_envs, self.eval_episodes, self.eval_seed, self.select_policy,
+        settings = Settings(self.seed, self.arenas, self.eval_episodes, self.eval_seed, self.select_policy,
                             self.select_seed, self.select_episodes, self.agent_node, self.shield_node,
-                            self.learner_node)
+                            self.learner_node, self.bypass_nodes())
         facts = ArenaFacts(self.episode_cap, self.train_episode_cap, self.has_drive, self.has_tokens,
                            self.has_scripted)
         self.experiment = Experiment(settings, facts, self.call_peer, self.log, self.run_dir)
@@ -492,7 +498,7 @@ class EnvNode(Node):
         books = self.books[phase.name] = Books()
         self.build_sim(phase.arenas)
         self.reset_sim(phase.seed)
-        self.reset_episode_books(phase.arenas)
+        self.reset_episode_books(self.arenas)
         books.seed = phase.seed
         books.start_digest = hashlib.sha256(self.observation().obs.tobytes()).hexdigest()[:16]
         extra = {} if phase.version is None else {"version": phase.version}

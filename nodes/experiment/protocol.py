@@ -51,6 +51,7 @@ class Settings:
     agent_node: str
     shield_node: str
     learner_node: str = ""  # its learner.summary (config, train figures) joins summary.json
+    bypass_nodes: tuple[str, ...] = ()  # bypassed with the shield in unshielded phases (the multi-agent coupler)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ class Experiment:
         if phase in SCRIPTED_PHASES:
             return  # the agent and the shield sit this one out
         self.set_remote(self.settings.agent_node, "mode", AGENT_MODES[phase])
-        self.set_remote(self.settings.shield_node, "bypass", phase in UNSHIELDED_PHASES)
+        for node in (self.settings.shield_node, *self.settings.bypass_nodes):
+            self.set_remote(node, "bypass", phase in UNSHIELDED_PHASES)
 
     def save_selected_policy(self) -> None:
         """The policy the evaluations use, as ``policy.safetensors`` in the run directory: a file to take away."""
@@ -191,7 +193,7 @@ class Experiment:
             "episodes": train.episodes,
             "episode_cap": facts.episode_cap,
             "env_steps_per_s": round(train.env_steps / max(1e-9, wall_s), 1),
-            **extra,
+            **{key: value for key, value in extra.items() if key != "train"},
             "train": {
                 "violations_executed": train.violations_executed,
                 "shield_interventions": train.shield_interventions,
@@ -204,6 +206,7 @@ class Experiment:
             },
             "complete": complete,
         }
+        summary["train"].update(extra.get("train", {}))  # the kind's own training figures
         learner = self.call(s.learner_node, "learner.summary", {}) if s.learner_node else None
         if learner:
             summary["config"] = learner["config"]

@@ -22,16 +22,10 @@ import numpy as np
 
 from nodes.sac.inference import NumpyActor
 from nodes.sac.replay import ReplayBuffer
+from nodes.sac.roles import role_embedding, role_one_hot
 from nodes.sac.sac import SAC, SACConfig, UpdateStats
 
-
-def role_embedding(type_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per agent: its index among the agents of its type (role), and the number of agents of its type."""
-    roles = np.zeros(len(type_index), dtype=np.int64)
-    counts = np.bincount(type_index)
-    for t in range(len(counts)):
-        roles[type_index == t] = np.arange(counts[t])
-    return roles, counts[type_index]
+__all__ = ["SharedSAC", "role_embedding"]
 
 
 class SharedSAC:
@@ -61,7 +55,7 @@ class SharedSAC:
         if o.ndim != 3 or o.shape[1:] != (len(self.type_index), self.obs_dim):
             raise ValueError(f"obs: expected shape (N, {len(self.type_index)}, {self.obs_dim}), got {o.shape}")
         members = np.flatnonzero(self.type_index == k)
-        one_hot = np.eye(int(self.counts[k]), dtype=np.float32)[self.roles[members]]
+        one_hot = role_one_hot(self.type_index)[members, : int(self.counts[k])]
         rows = np.concatenate([o[:, members], np.broadcast_to(one_hot, (o.shape[0], *one_hot.shape))], axis=-1)
         return rows.reshape(-1, rows.shape[-1])
 

@@ -40,7 +40,7 @@ TEMPLATES = (
     Template("single-agent", "standard single-agent experiment (env, shield, SAC agent and learner, telemetry)",
              "single_agent.yaml", ("gridlife", "shield", "agent", "learner", "telemetry")),
     Template("multi-agent", "multi-agent experiment (shared resources, joint collision-avoidance QP)",
-             "multi_agent.yaml", ("multi_gridlife", "allocator", "coupler", "multi_scripted")),
+             "multi_agent.yaml", ("multi_gridlife", "allocator", "coupler", "agent", "shield", "learner")),
     Template("robust-agent", "robust agent (adversarial training and the full safety stack)",
              "robust_agent.yaml", ("gridlife", "adversary", "estimator", "shield", "agent", "learner")),
     Template("custom", "custom experiment: pick features one by one", None),

@@ -59,6 +59,30 @@ def test_next_state_keeps_every_pair_and_own_barrier(seed: int, n: int, size: fl
     _check_next_state(cfg, pos, step_len, decision.actions, A, b)
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 7), k=st.sampled_from([5.0, 20.0, 200.0]))
+def test_right_of_way_keeps_every_pair_and_own_barrier(seed: int, n: int, k: float) -> None:
+    """Any split of a pair's budget keeps the joint row: with a priority, the weighted split keeps every barrier."""
+    rng = np.random.default_rng(seed)
+    cfg, pos, step_len, proposals, A, b = _random_case(rng, n, 2.5)
+    cfg = dataclasses.replace(cfg, right_of_way=k)
+    decision = Coupler(cfg, step_len).step(pos, proposals, A, b, priority=rng.uniform(0.0, 1.0, n))
+    _check_next_state(cfg, pos, step_len, decision.actions, A, b)
+
+
+def test_right_of_way_lets_the_body_nearer_its_limits_keep_its_way() -> None:
+    """A body heading for one that stands: without right of way it may close only its half of the pair's budget
+    (the halves split by speed, here alike); with right of way, being the one nearer its limits, nearly all."""
+    pos, step_len = np.array([[1.0, 1.0], [1.5, 1.0]]), np.array([0.1, 0.1])
+    proposals = np.array([[1.0, 0.0], [0.0, 0.0]])  # body 0 heads for body 1, which stands
+    moved = {}
+    for k in (0.0, 20.0):
+        cfg = CouplerConfig(min_separation=0.4, arena_size=10.0, right_of_way=k)
+        moved[k] = Coupler(cfg, step_len).step(pos, proposals, priority=np.array([0.0, 1.0])).actions[:, 0]
+    assert moved[20.0][0] > 1.5 * moved[0.0][0] > 0  # body 0 (the needier) gets (nearly) all of the budget
+    assert abs(moved[20.0][1]) < 1e-3 and abs(moved[0.0][1]) < 1e-3  # body 1 stands as it proposed
+
+
 def test_a_crowded_closed_loop_keeps_every_barrier() -> None:
     rng = np.random.default_rng(0)
     cfg, pos, step_len, _, _, _ = _random_case(rng, 8, 3.0)

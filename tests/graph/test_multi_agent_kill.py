@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.graph.conftest import LiveRun
 from tests.launch.conftest import ROOT, run_processes, start_launch, wait_for
 
-STEPS = 1000  # the run ends by itself (the multi-agent env writes its summary at its budget)
+STEPS = 4000  # body-steps (1,000 env steps of 4 bodies); the run ends by itself at its budget, without evaluation
 
 
 def respawned(run: LiveRun, name: str, old_pid: int) -> dict | None:  # type: ignore[type-arg]
@@ -24,7 +24,8 @@ def test_coupler_and_allocator_killed_mid_run(tmp_path: Path) -> None:
     run_dir = tmp_path / f"run-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "launch.log"
     run = LiveRun(start_launch(str(ROOT / "launch" / "multi_agent.yaml"), "--run-dir", str(run_dir), "--arg",
-                               f"steps={STEPS}", "--arg", "agents=4", cwd=tmp_path, log=log), run_dir, log)
+                               f"steps={STEPS}", "--arg", "agents=4", "--arg", "bodies=scripted", "--arg",
+                               "eval_episodes=0", cwd=tmp_path, log=log), run_dir, log)
     try:
         run.registry = wait_for("the registry address", lambda: (run_dir / "registry").exists()
                                 and (run_dir / "registry").read_text().strip(), deadline_s=30.0)
