@@ -133,15 +133,7 @@ class MultiGridLifeNode(GridLifeNode):
         self.count("steps")
         if self.phase in ("train", "run"):
             self.book_bodies(result)
-        out = self.rows_result(result)
-        self.current_obs = out.reset_obs
-        self._end_internal = out.next_internal  # float64, for the end-of-episode drive
-        out.reward = self.reward_terms.compose(out, self.sim.homeostat, self.token_dist)
-        out.task_reward = out.task_reward.astype(np.float32)  # the replay stream's dtypes
-        out.homeo_reward = out.homeo_reward.astype(np.float32)
-        out.internal = out.internal.astype(np.float32)
-        out.next_internal = out.next_internal.astype(np.float32)
-        return out
+        return self.complete_step(self.rows_result(result))
 
     def rows_result(self, r: MultiStepResult) -> StepResult:
         """The (N, A) step as one row per body, observations with their roles."""

@@ -623,12 +623,15 @@ class GridLifeNode(EnvNode):
                            self.token_shaping, self.intervention_penalty)
 
     def step_sim(self, actions: np.ndarray) -> StepResult:
-        result = self.sim.step(actions)
+        return self.complete_step(self.sim.step(actions))
+
+    def complete_step(self, result: StepResult) -> StepResult:
+        """The simulator's step result with its reward composed, in the replay stream's dtypes."""
         # the observation to act on next is kept, not computed again: that costs as much as a third of the step
         self.current_obs = result.reset_obs
         self._end_internal = result.next_internal  # float64, for the end-of-episode drive
         result.reward = self.reward_terms.compose(result, self.sim.homeostat, self.token_dist)
-        result.task_reward = result.task_reward.astype(np.float32)  # the replay stream's dtypes
+        result.task_reward = result.task_reward.astype(np.float32)
         result.homeo_reward = result.homeo_reward.astype(np.float32)
         result.internal = result.internal.astype(np.float32)
         result.next_internal = result.next_internal.astype(np.float32)
