@@ -11,7 +11,8 @@ does not know) and with capacity = agents (no body is ever served below full rat
 Keys: `violations.<variant>.capacity_<c>.<cause>` (body-steps whose next state broke that constraint; `dead`
 marks those that ended the body), `collisions.<variant>.capacity_<c>`; variants `shield`, `shield_coupler` and
 `shield_coupler_row` (the coupler with `right_of_way` k, `--right-of-way`, priority the body's smallest internal
-margin, as the coupler node gives it).
+margin, as the coupler node gives it), `shield_crowd` and `shield_crowd_coupler` (the shield's model serves a body
+capacity / agents of each station's rate, the share of all bodies in one station, so its backup waits longer).
 
     .venv/bin/python bench/multi_agent_shields.py [--steps 1000] [--arenas 4] [--agents 4] [--seed 0]
 """
@@ -19,6 +20,7 @@ margin, as the coupler node gives it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 from typing import Any
@@ -26,17 +28,25 @@ from typing import Any
 import numpy as np
 
 from nodes.cbf_coupler.core import Coupler, CouplerConfig, hazard_rows
+from nodes.env.gridlife import GridLifeConfig
 from nodes.env.multi_gridlife import MultiGridLifeBatch, MultiGridLifeConfig
 from nodes.shield.core import ShieldConfig, ShieldCore
 
 
+def crowded(world: GridLifeConfig, share: float) -> GridLifeConfig:
+    """The world as a shield that assumes a body gets `share` of every station's rate sees it."""
+    return dataclasses.replace(world, rho_refuel=world.rho_refuel * share, rho_cool=world.rho_cool * share,
+                               rho_repair=world.rho_repair * share)
+
+
 def run(agents: int, arenas: int, steps: int, capacity: float, coupled: bool, seed: int,
-        right_of_way: float = 0.0) -> dict[str, Any]:  # fmt: skip
+        right_of_way: float = 0.0, crowd: bool = False) -> dict[str, Any]:  # fmt: skip
     cfg = MultiGridLifeConfig(num_agents=agents, station_capacity=capacity)
     world = cfg.world
     batch = MultiGridLifeBatch(cfg, arenas)
     batch.reset(seed)
-    shield = ShieldCore(world, ShieldConfig())
+    # crowd: the shield's model serves a body capacity / agents of a station's rate (all bodies in one station)
+    shield = ShieldCore(crowded(world, min(1.0, capacity / agents)) if crowd else world, ShieldConfig())
     step_len = np.full(agents, world.dt * world.vmax)
     coupler_cfg = CouplerConfig(min_separation=cfg.min_separation, gamma=0.5, arena_size=world.arena_size,
                                 right_of_way=right_of_way)  # fmt: skip
@@ -75,10 +85,12 @@ def main() -> None:
     out: dict[str, Any] = {"bench": "multi_agent_shields", "python": platform.python_version(), "steps": args.steps,
                            "arenas": args.arenas, "agents": args.agents, "seed": args.seed,
                            "violations": {}, "collisions": {}}  # fmt: skip
-    variants = (("shield", False, 0.0), ("shield_coupler", True, 0.0), ("shield_coupler_row", True, args.right_of_way))
-    for variant, coupled, right_of_way in variants:
+    variants = (("shield", False, 0.0, False), ("shield_coupler", True, 0.0, False),
+                ("shield_coupler_row", True, args.right_of_way, False), ("shield_crowd", False, 0.0, True),
+                ("shield_crowd_coupler", True, 0.0, True))  # fmt: skip
+    for variant, coupled, right_of_way, crowd in variants:
         for capacity in (1.0, float(args.agents)):
-            found = run(args.agents, args.arenas, args.steps, capacity, coupled, args.seed, right_of_way)
+            found = run(args.agents, args.arenas, args.steps, capacity, coupled, args.seed, right_of_way, crowd)
             key = f"capacity_{capacity:g}"
             out["violations"].setdefault(variant, {})[key] = found["violations"]
             out["collisions"].setdefault(variant, {})[key] = found["collisions"]
