@@ -20,7 +20,6 @@ capacity / agents of each station's rate, the share of all bodies in one station
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 from typing import Any
@@ -28,15 +27,9 @@ from typing import Any
 import numpy as np
 
 from nodes.cbf_coupler.core import Coupler, CouplerConfig, hazard_rows
-from nodes.env.gridlife import GridLifeConfig
+from nodes.env.gridlife import crowded_world
 from nodes.env.multi_gridlife import MultiGridLifeBatch, MultiGridLifeConfig
 from nodes.shield.core import ShieldConfig, ShieldCore
-
-
-def crowded(world: GridLifeConfig, share: float) -> GridLifeConfig:
-    """The world as a shield that assumes a body gets `share` of every station's rate sees it."""
-    return dataclasses.replace(world, rho_refuel=world.rho_refuel * share, rho_cool=world.rho_cool * share,
-                               rho_repair=world.rho_repair * share)
 
 
 def run(agents: int, arenas: int, steps: int, capacity: float, coupled: bool, seed: int,
@@ -46,7 +39,7 @@ def run(agents: int, arenas: int, steps: int, capacity: float, coupled: bool, se
     batch = MultiGridLifeBatch(cfg, arenas)
     batch.reset(seed)
     # crowd: the shield's model serves a body capacity / agents of a station's rate (all bodies in one station)
-    shield = ShieldCore(crowded(world, min(1.0, capacity / agents)) if crowd else world, ShieldConfig())
+    shield = ShieldCore(crowded_world(world, agents, capacity) if crowd else world, ShieldConfig())
     step_len = np.full(agents, world.dt * world.vmax)
     coupler_cfg = CouplerConfig(min_separation=cfg.min_separation, gamma=0.5, arena_size=world.arena_size,
                                 right_of_way=right_of_way)  # fmt: skip

@@ -126,6 +126,21 @@ RATE_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+STATION_RATES = ("rho_refuel", "rho_cool", "rho_repair")  # what a station serves, shared among the bodies in it
+
+
+def crowded_world(world: GridLifeConfig, bodies: int, capacity: float = 1.0) -> GridLifeConfig:
+    """The world as a body sees it when `bodies` bodies share a station of `capacity` equally (`step`'s share,
+    min(1, capacity / bodies), on every station's rate): the model a per-body shield certifies with, so that its
+    backup waits in a crowded station long enough. A grant below the equal share is still served less."""
+    if isinstance(bodies, bool) or not isinstance(bodies, int) or bodies < 1:
+        raise ValueError(f"bodies: expected an integer >= 1, got {bodies!r}")
+    if not capacity > 0:
+        raise ValueError(f"capacity: must be > 0, got {capacity!r}")
+    share = min(1.0, capacity / bodies)
+    return dataclasses.replace(world, **{name: getattr(world, name) * share for name in STATION_RATES})
+
+
 def _validate(cfg: GridLifeConfig) -> None:
     """Checks that involve more than one field."""
     if cfg.hazard_radius_max < cfg.hazard_radius_min:

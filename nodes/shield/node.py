@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from nodes.env.gridlife import GridLifeConfig, start_box
+from nodes.env.gridlife import GridLifeConfig, crowded_world, start_box
 from nodes.estimator.interval import IntervalBelief, worst_drift
 from nodes.shield.barriers import WORST_DIRECTION, belief_corner, drifted_corner
 from nodes.shield.core import CAUSES, FILTERS, ShieldConfig, ShieldCore
@@ -55,6 +55,11 @@ class ShieldNode(PairedShieldNode):
     filter = Param("qp", "qp, search, amortised or ensemble", choices=FILTERS, read_only=True)
     fallback = Param("seek_station", "conservative fallback policy", choices=FALLBACK_POLICIES, read_only=True)
     config = Param({}, "GridLife constants: must match the env's", read_only=True)
+    station_crowd = Param(1, "bodies that may share one station (multi-agent GridLife): the model the shield "
+                          "certifies with serves each min(1, station_capacity / station_crowd) of a station's rate",
+                          ge=1, read_only=True)
+    station_capacity = Param(1.0, "the multi-agent world's station_capacity (with station_crowd)", gt=0,
+                             read_only=True)
     use_estimate = Param(False, "take internal variables from the estimator (partial observability)")
     amortise_after = Param(5000, "labelled samples before the amortised network acts", ge=1, read_only=True)
     amortise_train_steps = Param(1, "amortised-network training steps per decision", ge=0)
@@ -78,7 +83,9 @@ class ShieldNode(PairedShieldNode):
 
             models = [load_viability(path)[0] for path in self.viability_files]
         self.learned_model = LearnedInternalModel(env_cfg) if self.internal_model == "learned" else None
-        self.core = ShieldCore(env_cfg, cfg, viability_models=models, internal_model=self.learned_model)
+        certified = crowded_world(env_cfg, self.station_crowd, self.station_capacity) if self.station_crowd > 1 \
+            else env_cfg
+        self.core = ShieldCore(certified, cfg, viability_models=models, internal_model=self.learned_model)
         self.drift = worst_drift(env_cfg)  # a missing estimate: the last one widened by this per step since
         start = start_box(env_cfg)
         self.start_corner = np.where(WORST_DIRECTION < 0, start[0], start[1])  # worst corner of every start state

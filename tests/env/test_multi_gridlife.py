@@ -110,3 +110,17 @@ def test_parallel_env_passes_pettingzoos_api_test() -> None:
     assert set(obs) == {"agent_0", "agent_1", "agent_2"} and env.observation_space("agent_0").contains(obs["agent_0"])
     with pytest.raises(ValueError, match="no live agent named agent_9"):
         env.step({"agent_9": np.zeros(2)})
+
+
+def test_the_crowded_world_serves_the_equal_share_of_every_station() -> None:
+    from nodes.env.gridlife import STATION_RATES, GridLifeConfig, crowded_world
+
+    world = GridLifeConfig()
+    crowded = crowded_world(world, 4)
+    for name in STATION_RATES:
+        assert getattr(crowded, name) == pytest.approx(getattr(world, name) / 4)
+    assert crowded.k_basal == world.k_basal  # only what a station serves is shared
+    assert crowded_world(world, 4, capacity=8.0) == world  # room for every body: the full rate
+    for bad, field in (({"bodies": 0}, "bodies"), ({"bodies": 2.5}, "bodies"), ({"bodies": 2, "capacity": 0.0}, "capacity")):
+        with pytest.raises(ValueError, match=f"^{field}: "):
+            crowded_world(world, **bad)  # type: ignore[arg-type]
