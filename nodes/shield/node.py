@@ -83,8 +83,7 @@ class ShieldNode(PairedShieldNode):
 
             models = [load_viability(path)[0] for path in self.viability_files]
         self.learned_model = LearnedInternalModel(env_cfg) if self.internal_model == "learned" else None
-        certified = crowded_world(env_cfg, self.station_crowd, self.station_capacity) if self.station_crowd > 1 \
-            else env_cfg
+        certified = crowded_world(env_cfg, self.station_crowd, self.station_capacity)  # the env's own at 1 and 1
         self.core = ShieldCore(certified, cfg, viability_models=models, internal_model=self.learned_model)
         self.drift = worst_drift(env_cfg)  # a missing estimate: the last one widened by this per step since
         start = start_box(env_cfg)
