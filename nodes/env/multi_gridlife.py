@@ -23,6 +23,7 @@ from nodes.env.gridlife import (
     START_HIGH,
     START_LOW,
     GridLifeConfig,
+    GridLifeLayout,
     arena_rngs,
     build_layout,
     edge_distance,
@@ -162,6 +163,13 @@ class MultiStepResult(StepResult):
     active: np.ndarray  # (N, A) bool, the body took part in this step
 
 
+def stations_at(pos: np.ndarray, layout: GridLifeLayout, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, A) index of the station each active body at `pos` stands in (stations are disjoint), or NO_STATION;
+    and the (N, A, S) membership it was read from."""
+    inside = (edge_distance(pos, layout.station_centres, layout.station_radii) <= 0) & active[..., None]
+    return np.where(inside.any(axis=-1), inside.argmax(axis=-1), NO_STATION), inside
+
+
 class MultiGridLifeBatch:
     """`num_envs` arenas of `num_agents` bodies each. With `auto_reset`, a body that dies or reaches the cap
     respawns alone while the others go on; without it, it stays out until `reset` (PettingZoo's convention)."""
@@ -265,8 +273,7 @@ class MultiGridLifeBatch:
         obs, internal = self.observe(), self._internal  # before the step (`place` may have moved the bodies)
         pos_next = np.clip(self._pos + self._step_len[:, None] * action, 0.0, world.arena_size)
         # which station each body is in at p' (stations are disjoint), and how many share each station
-        inside = (edge_distance(pos_next, layout.station_centres, layout.station_radii) <= 0) & active[..., None]
-        station = np.where(inside.any(axis=-1), inside.argmax(axis=-1), NO_STATION)
+        station, inside = stations_at(pos_next, layout, active)
         occupancy = inside.sum(axis=1)
         grant = self._checked_shares(shares, station, occupancy)
         share = np.where(station >= 0, np.minimum(1.0, cfg.station_capacity * grant), 0.0)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from nodes.allocator.core import GrantBook, requests
-from nodes.env.multi_gridlife import MultiGridLifeBatch, MultiGridLifeConfig, MultiStepResult
+from nodes.env.multi_gridlife import MultiGridLifeBatch, MultiGridLifeConfig, MultiStepResult, stations_at
 from nodes.env.node import GridLifeNode
 from nodes.env.scripted import seek_station_policy
 from nodes.env.step import StepResult
@@ -172,18 +172,11 @@ class MultiGridLifeNode(GridLifeNode):
         if self.phase in SCRIPTED_PHASES or not self.allocator:
             return
         b = self.sim
-        station = self.stations()
+        station, _ = stations_at(b.positions, b.layout, b.active)
         demand, margin = requests(b.internal, station, b.layout.station_kinds, self.cfg)
         self.req_pub.publish(StationRequests(step=self.step_id, station=station.reshape(-1).astype(np.int64),
                                              demand=demand.reshape(-1).astype(np.float32),
                                              margin=margin.reshape(-1).astype(np.float32)), step=self.step_id)
-
-    def stations(self) -> np.ndarray:
-        """(N, A) index of the station each active body stands in now, or -1."""
-        lay = self.sim.layout
-        gaps = np.linalg.norm(self.sim.positions[..., None, :] - lay.station_centres, axis=-1) - lay.station_radii
-        inside = (gaps <= 0) & self.sim.active[..., None]
-        return np.where(inside.any(axis=-1), inside.argmax(axis=-1), -1)
 
     def on_grants(self, msg: StationGrants) -> None:
         if msg.grants.shape != (self.arenas,):
